@@ -1,0 +1,36 @@
+# prescore: `make help` lists the targets.
+# DATABASE_URL=postgres://... on the command line points demo/run at PostgreSQL.
+
+CARGO ?= cargo
+PRESCORE = $(CARGO) run --release --quiet --
+
+.DEFAULT_GOAL := help
+.PHONY: help build demo test bench lint fmt clean
+
+help: ## Show this help
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+build: ## Build the release binary
+	$(CARGO) build --release
+
+demo: build ## Generate demo data into prescore.db (or $$DATABASE_URL) and run the demo jobs
+	$(PRESCORE) demo
+	@echo
+	$(PRESCORE) runs --limit 5
+
+test: ## Run every test (unit + integration on SQLite and PostgreSQL)
+	$(CARGO) test --release
+
+bench: ## Benchmark the score job on PostgreSQL: rows/s per stage, peak memory, COPY floor
+	$(CARGO) run --release --bin prescore-bench -- $(BENCH_ARGS)
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt
+
+clean: ## Remove build output and the demo database
+	$(CARGO) clean
+	rm -f prescore.db prescore.db-shm prescore.db-wal

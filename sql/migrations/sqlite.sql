@@ -1,0 +1,66 @@
+-- prescore's own tables on SQLite. Idempotent: applied by `prescore init` and by every run.
+-- Timestamps are UTC text 'YYYY-MM-DD HH:MM:SS', JSON columns are text.
+
+CREATE TABLE IF NOT EXISTS prescore_runs (
+    run_id        TEXT PRIMARY KEY,
+    job           TEXT NOT NULL,
+    shard         TEXT NOT NULL,
+    command       TEXT NOT NULL,
+    as_of         TEXT NOT NULL,
+    status        TEXT NOT NULL,  -- running, succeeded, failed, gated, skipped, abandoned
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    rows_read     INTEGER,
+    rows_scored   INTEGER,
+    rows_written  INTEGER,
+    model_version INTEGER,
+    stage_seconds TEXT,           -- JSON: {"read": 0.12, ...}
+    error         TEXT,
+    holder        TEXT NOT NULL   -- host:pid
+);
+CREATE INDEX IF NOT EXISTS prescore_runs_job ON prescore_runs (job, started_at);
+
+CREATE TABLE IF NOT EXISTS prescore_models (
+    job               TEXT NOT NULL,
+    version           INTEGER NOT NULL,
+    algorithm         TEXT NOT NULL,
+    task              TEXT NOT NULL,
+    params            TEXT NOT NULL,
+    features          TEXT NOT NULL,  -- JSON: the feature schema, in column order
+    feature_hash      TEXT NOT NULL,
+    trained_at        TEXT NOT NULL,
+    as_of             TEXT NOT NULL,
+    train_from        TEXT,
+    train_to          TEXT,
+    rows_train        INTEGER NOT NULL,
+    rows_holdout      INTEGER NOT NULL,
+    metrics           TEXT NOT NULL,  -- JSON: holdout metrics of the model
+    baseline          TEXT NOT NULL,  -- JSON: the same metrics of the naive baseline
+    importances       TEXT,
+    artifact          BLOB NOT NULL,  -- the serialized model
+    status            TEXT NOT NULL,  -- candidate, champion, retired, rejected
+    status_reason     TEXT,
+    status_changed_at TEXT NOT NULL,
+    run_id            TEXT,
+    PRIMARY KEY (job, version)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS prescore_models_one_champion
+    ON prescore_models (job) WHERE status = 'champion';
+
+CREATE TABLE IF NOT EXISTS prescore_metrics (
+    run_id TEXT NOT NULL,
+    job    TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    labels TEXT NOT NULL,  -- e.g. 'horizon=3' or ''
+    value  REAL,
+    PRIMARY KEY (run_id, name, labels)
+);
+
+CREATE TABLE IF NOT EXISTS prescore_locks (
+    job         TEXT NOT NULL,
+    shard       TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    acquired_at TEXT NOT NULL,
+    PRIMARY KEY (job, shard)
+)

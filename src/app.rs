@@ -1,0 +1,276 @@
+//! The subcommands, each a short function from parsed flags to printed output and a result.
+//! `main` calls [`dispatch`] and maps its error to an exit code.
+
+use std::path::Path;
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+use crate::cli::{CheckArgs, Command, ModelsAction, ModelsArgs, RunArgs, RunsArgs, Target};
+use crate::config::{self, Job};
+use crate::error::Error;
+use crate::pipeline::{self, Mode, Options, Shard};
+use crate::warehouse::{params, redact, Value, Warehouse};
+use crate::{ledger, registry, report};
+
+pub async fn dispatch(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Init(t) => init(t).await,
+        Command::Run(a) => run(a, Mode::Run).await,
+        Command::Train(a) => run(a, Mode::Train).await,
+        Command::Score(a) => run(a, Mode::Score).await,
+        Command::Check(a) => check(a).await,
+        Command::Runs(a) => runs(a).await,
+        Command::Models(a) => models(a).await,
+        Command::Demo(a) => crate::demo::demo(a).await,
+    }
+}
+
+/// Opens the warehouse a job names, with enough connections for its threads.
+pub async fn connect(job: &Job) -> Result<Warehouse, Error> {
+    let url = job.warehouse.expose();
+    tracing::info!(warehouse = %redact(url), job = %job.name, "connecting");
+    Ok(Warehouse::connect(url, 4).await?)
+}
+
+async fn connect_target(t: &Target) -> Result<(Warehouse, Option<Job>), Error> {
+    match &t.config {
+        Some(path) => {
+            let job = config::load(path)?;
+            Ok((connect(&job).await?, Some(job)))
+        }
+        None => {
+            let url = t
+                .warehouse
+                .clone()
+                .unwrap_or_else(|| "sqlite://prescore.db".to_string());
+            Ok((Warehouse::connect(&url, 2).await?, None))
+        }
+    }
+}
+
+/// as_of defaults to now, truncated to whole seconds so SQLite text comparisons are exact.
+fn as_of(given: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    given.unwrap_or_else(Utc::now).trunc_subsecs(0)
+}
+
+fn shard(given: Option<Shard>) -> Result<Shard, Error> {
+    if let Some(s) = given {
+        return Ok(s);
+    }
+    // Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX; PRESCORE_SHARDS says how many.
+    match (std::env::var("JOB_COMPLETION_INDEX"), std::env::var("PRESCORE_SHARDS")) {
+        (Ok(k), Ok(n)) => crate::cli::parse_shard(&format!("{k}/{n}")).map_err(Error::Usage),
+        _ => Ok(Shard::ALL),
+    }
+}
+
+async fn init(t: Target) -> Result<(), Error> {
+    let (wh, _) = connect_target(&t).await?;
+    wh.migrate().await?;
+    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_metrics, prescore_locks)", wh.dialect());
+    Ok(())
+}
+
+async fn run(a: RunArgs, mode: Mode) -> Result<(), Error> {
+    let job = config::load(&a.config)?;
+    let wh = connect(&job).await?;
+    let opts = Options {
+        mode,
+        as_of: as_of(a.as_of),
+        shard: shard(a.shard)?,
+    };
+    let result = pipeline::run(&job, &wh, &opts).await;
+    wh.close().await;
+    let report = result?;
+    print!("{}", report::run_summary(&report));
+    Ok(())
+}
+
+/// Validates the config, then runs each SQL file with a LIMIT through the real reader, so
+/// missing columns and wrong types show up exactly as they would in a run. Writes nothing.
+async fn check(a: CheckArgs) -> Result<(), Error> {
+    let job = config::load(&a.config)?;
+    println!("config {}: valid ({} job {:?})", a.config.display(), kind_name(&job), job.name);
+    let wh = connect(&job).await?;
+    let as_of = as_of(a.as_of);
+    let mut files = vec![(
+        job.input.train_sql_path.clone(),
+        job.input.train_sql.clone(),
+        job.input.columns.clone(),
+    )];
+    if let (Some(p), Some(s)) = (&job.input.score_sql_path, &job.input.score_sql) {
+        let contract = match job.kind {
+            config::JobKind::Score => pipeline::read::scoring_contract(&job),
+            config::JobKind::Forecast => pipeline::series::future_contract(&job),
+        };
+        files.push((p.clone(), s.clone(), contract));
+    }
+    let binds = pipeline::read::params(as_of);
+    let mut failed = None;
+    for (path, sql, contract) in files {
+        let returned = wh.describe(&sql, &binds).await;
+        let limited = format!(
+            "SELECT * FROM ({}) AS prescore_check LIMIT {}",
+            params::trim_statement(&sql),
+            a.limit
+        );
+        let read = match returned {
+            Ok(cols) => {
+                let extra: Vec<&str> = cols
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .filter(|n| !contract.contains_key(*n))
+                    .collect();
+                if !extra.is_empty() {
+                    println!("  {}: note: columns not in the contract are ignored: {}", path.display(), extra.join(", "));
+                }
+                wh.read_frame(&limited, &binds, &contract).await
+            }
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(df) => println!(
+                "  {}: ok, returns the {} contract columns ({} sample rows read)",
+                path.display(),
+                contract.len(),
+                df.height()
+            ),
+            Err(e) => {
+                println!("  {}: FAILED: {e}", path.display());
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    wh.close().await;
+    match failed {
+        Some(e) => Err(e.into()),
+        None => {
+            println!("check passed: nothing was written");
+            Ok(())
+        }
+    }
+}
+
+fn kind_name(job: &Job) -> &'static str {
+    match job.kind {
+        config::JobKind::Score => "score",
+        config::JobKind::Forecast => "forecast",
+    }
+}
+
+async fn runs(a: RunsArgs) -> Result<(), Error> {
+    let (wh, job) = connect_target(&a.target).await?;
+    wh.migrate().await?;
+    let name = a.job.or(job.map(|j| j.name));
+    let rows = ledger::recent(&wh, name.as_deref(), a.limit).await?;
+    let shown = ["run_id", "job", "status", "as_of", "started_at", "rows_read", "rows_scored", "rows_written", "model_version", "error"];
+    let idx: Vec<usize> = shown
+        .iter()
+        .map(|s| ledger::COLUMNS.iter().position(|c| c == s).expect("known column"))
+        .collect();
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            idx.iter()
+                .map(|&i| {
+                    let v = r[i].as_ts().filter(|_| matches!(ledger::COLUMNS[i], "as_of" | "started_at"))
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| r[i].display());
+                    if ledger::COLUMNS[i] == "error" && v.chars().count() > 70 {
+                        format!("{}…", v.chars().take(70).collect::<String>())
+                    } else {
+                        v
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    if body.is_empty() {
+        println!("no runs recorded yet");
+    } else {
+        println!("{}", report::table(&shown, &body));
+    }
+    wh.close().await;
+    Ok(())
+}
+
+async fn models(a: ModelsArgs) -> Result<(), Error> {
+    let path = a
+        .config
+        .ok_or_else(|| Error::Usage("prescore models needs --config FILE (the job whose models to show)".into()))?;
+    let job = config::load(&path)?;
+    let wh = connect(&job).await?;
+    wh.migrate().await?;
+    let r = models_action(&wh, &job, &a.action, &path).await;
+    wh.close().await;
+    r
+}
+
+async fn models_action(wh: &Warehouse, job: &Job, action: &ModelsAction, path: &Path) -> Result<(), Error> {
+    match action {
+        ModelsAction::List => {
+            let list = registry::list(wh, &job.name).await?;
+            if list.is_empty() {
+                println!("no models for job {} yet: run `prescore run --config {}`", job.name, path.display());
+                return Ok(());
+            }
+            let primary = crate::model::metrics::primary(job.model.task);
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|m| {
+                    vec![
+                        format!("v{}", m.version),
+                        m.status.clone(),
+                        m.algorithm.clone(),
+                        m.trained_at.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default(),
+                        m.metrics.get(primary).map(|v| format!("{v:.4}")).unwrap_or_default(),
+                        m.baseline.get(primary).map(|v| format!("{v:.4}")).unwrap_or_default(),
+                        m.status_reason.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            let base = format!("baseline {primary}");
+            println!(
+                "{}",
+                report::table(&["version", "status", "algorithm", "trained_at", primary, &base, "why"], &rows)
+            );
+        }
+        ModelsAction::Show { version } => {
+            let m = registry::get(wh, &job.name, *version).await?;
+            println!("model {} v{}", job.name, m.version);
+            println!("  status        {} ({})", m.status, m.status_reason.unwrap_or_default());
+            println!("  algorithm     {} ({})", m.algorithm, m.task);
+            println!("  params        {}", m.params);
+            println!("  trained_at    {}", m.trained_at.map(|t| t.to_rfc3339()).unwrap_or_default());
+            println!("  as_of         {}", m.as_of.map(|t| t.to_rfc3339()).unwrap_or_default());
+            println!("  rows          {} train, {} holdout", m.rows_train, m.rows_holdout);
+            println!("  feature_hash  {}", m.feature_hash);
+            println!("  features      {}", m.features);
+            println!("  metrics       {}", serde_json::to_string(&m.metrics).unwrap_or_default());
+            println!("  baseline      {}", serde_json::to_string(&m.baseline).unwrap_or_default());
+            if let Some(i) = m.importances {
+                println!("  importances   {i}");
+            }
+        }
+        ModelsAction::Promote { version } => {
+            registry::promote(wh, &job.name, *version).await?;
+            println!("v{version} is now the champion of {}; the next run scores with it", job.name);
+        }
+        ModelsAction::Rollback => {
+            let (from, to) = registry::rollback(wh, &job.name).await?;
+            println!("rolled back {} from v{from} to v{to}; the next run scores with v{to}", job.name);
+        }
+    }
+    Ok(())
+}
+
+/// A helper for the demo and tests: the value of a single-cell query.
+pub async fn scalar(wh: &Warehouse, sql: &str) -> Result<Value, Error> {
+    Ok(wh
+        .fetch(sql, &[])
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .unwrap_or(Value::Text(None)))
+}

@@ -1,0 +1,226 @@
+//! The command line: clap definitions only. Each subcommand's help says what it does, when
+//! to use it and shows an example; `main` turns the parsed flags into calls.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::pipeline::Shard;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prescore",
+    version,
+    about = "Precompute ML predictions into your warehouse, on a schedule",
+    long_about = "prescore reads fresh rows from a warehouse with SQL, trains or loads a model, scores \
+every entity in parallel and upserts the predictions into a results table in one transaction. \
+Applications and dashboards read that table with plain SQL.\n\n\
+A job is one TOML config plus its SQL files (see configs/). Start with `prescore demo`.",
+    after_help = "Exit codes: 0 ok, 1 failed (nothing published), 2 bad config or usage, \
+3 input contract broken (nothing published), 4 gated (candidate model rejected; previous \
+predictions kept), 5 already running.\n\nExamples:\n  prescore demo\n  prescore check --config configs/churn_daily.toml\n  \
+DATABASE_URL=postgres://etl@wh/analytics prescore run --config configs/churn_daily.toml\n  prescore runs --config configs/churn_daily.toml"
+)]
+pub struct Cli {
+    /// Log format: `text` for terminals, `json` for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PRESCORE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More detail in the logs (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors in the logs.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create prescore's own tables (ledger, registry, metrics, locks). `run` does this too.
+    #[command(after_help = "Example:\n  prescore init --config configs/churn_daily.toml")]
+    Init(Target),
+    /// The cron entrypoint: train when the retrain policy says so, gate, score every entity and
+    /// publish the predictions in one transaction.
+    #[command(after_help = "Examples:\n  prescore run --config configs/churn_daily.toml\n  \
+prescore run --config configs/energy_hourly.toml --as-of 2026-11-01T00:00:00Z   # backfill\n  \
+prescore run --config configs/churn_daily.toml --shard 2/8                      # one of 8 workers\n\n\
+crontab:\n  15 * * * * cd /srv/prescore && DATABASE_URL=postgres://etl@wh/db prescore run --config configs/energy_hourly.toml")]
+    Run(RunArgs),
+    /// Train, evaluate on the holdout, gate and register a model, without scoring.
+    #[command(after_help = "Example:\n  prescore train --config configs/churn_daily.toml")]
+    Train(RunArgs),
+    /// Score with the current champion model and publish, without training.
+    #[command(after_help = "Example:\n  prescore score --config configs/churn_daily.toml --shard 0/4")]
+    Score(RunArgs),
+    /// Validate a config, run its SQL with a LIMIT and compare the columns with the contract.
+    /// Writes nothing.
+    #[command(after_help = "Example:\n  prescore check --config configs/churn_daily.toml")]
+    Check(CheckArgs),
+    /// Show recent runs from the ledger (prescore_runs).
+    #[command(after_help = "Examples:\n  prescore runs --config configs/churn_daily.toml\n  prescore runs --warehouse sqlite://prescore.db --limit 50")]
+    Runs(RunsArgs),
+    /// List, inspect, promote and roll back models in the registry (prescore_models).
+    Models(ModelsArgs),
+    /// Generate realistic demo data into a warehouse and run the demo jobs on it.
+    #[command(after_help = "Examples:\n  prescore demo                                   # SQLite file prescore.db\n  \
+prescore demo --warehouse postgres://postgres@127.0.0.1/test\n  prescore demo --seed-only --customers 200000")]
+    Demo(DemoArgs),
+}
+
+/// Where to connect: a job config (its `job.warehouse`), or a URL.
+#[derive(Debug, Args, Clone)]
+pub struct Target {
+    /// Job config (TOML).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Warehouse URL, when no config is given. Defaults to $DATABASE_URL, then sqlite://prescore.db.
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
+    pub warehouse: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Job config (TOML).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Bind the job's SQL to this time instead of now (backfills). RFC 3339, or a date.
+    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Handle only shard k of N (entities split by a stable hash of the key), e.g. `3/8`.
+    /// Defaults to $JOB_COMPLETION_INDEX of $PRESCORE_SHARDS when both are set.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Rows to fetch from each SQL file.
+    #[arg(long, default_value_t = 5)]
+    pub limit: usize,
+    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of)]
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only this job (defaults to the config's job).
+    #[arg(long)]
+    pub job: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ModelsArgs {
+    /// Job config (TOML).
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: ModelsAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum ModelsAction {
+    /// Every model of the job, newest first, with status and holdout metrics.
+    #[command(after_help = "Example:\n  prescore models list --config configs/churn_daily.toml")]
+    List,
+    /// One model in full: params, features, metrics, importances, status history.
+    #[command(after_help = "Example:\n  prescore models show 3 --config configs/churn_daily.toml")]
+    Show { version: i64 },
+    /// Make a version the champion (retiring the current one).
+    #[command(after_help = "Example:\n  prescore models promote 3 --config configs/churn_daily.toml")]
+    Promote { version: i64 },
+    /// Retire the champion and bring back the previous one.
+    #[command(after_help = "Example:\n  prescore models rollback --config configs/churn_daily.toml")]
+    Rollback,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Warehouse to seed. Defaults to $DATABASE_URL, then sqlite://prescore.db.
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
+    pub warehouse: Option<String>,
+    /// Only generate the data; do not run the jobs.
+    #[arg(long)]
+    pub seed_only: bool,
+    /// Customers in the churn dataset.
+    #[arg(long, default_value_t = 50_000)]
+    pub customers: usize,
+    /// Meters in the energy dataset.
+    #[arg(long, default_value_t = 300)]
+    pub meters: usize,
+    /// Days of hourly meter history.
+    #[arg(long, default_value_t = 42)]
+    pub days: usize,
+    /// Random seed: the same seed generates the same data.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Directory holding configs/ and sql/.
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+}
+
+/// Accepts RFC 3339 (`2026-11-01T06:00:00Z`), `2026-11-01 06:00:00` (UTC) or a date.
+pub fn parse_as_of(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
+        return Ok(t.and_utc());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    Err(format!(
+        "{s:?} is not a timestamp: use RFC 3339 (2026-11-01T06:00:00Z), `2026-11-01 06:00:00` (UTC) or a date"
+    ))
+}
+
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    let err = || format!("{s:?} is not a shard: write K/N with 0 <= K < N, e.g. 0/4");
+    let (k, n) = s.split_once('/').ok_or_else(err)?;
+    let index: u32 = k.trim().parse().map_err(|_| err())?;
+    let count: u32 = n.trim().parse().map_err(|_| err())?;
+    if count == 0 || index >= count {
+        return Err(err());
+    }
+    Ok(Shard { index, count })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_as_of_and_shards() {
+        assert_eq!(
+            parse_as_of("2026-11-01").unwrap().to_rfc3339(),
+            "2026-11-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_as_of("2026-11-01T07:00:00+01:00").unwrap().to_rfc3339(),
+            "2026-11-01T06:00:00+00:00"
+        );
+        assert!(parse_as_of("tomorrow").is_err());
+        assert_eq!(parse_shard("2/8").unwrap(), Shard { index: 2, count: 8 });
+        assert!(parse_shard("8/8").is_err() && parse_shard("1/0").is_err() && parse_shard("x").is_err());
+    }
+}

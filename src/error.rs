@@ -1,0 +1,71 @@
+//! The error a run ends with, and the exit code cron sees. Codes are documented in the README
+//! and stable: 0 success, 1 failed (nothing published), 2 bad config or usage, 3 input
+//! contract broken (bad data; nothing published), 4 gated (the candidate model was rejected,
+//! the champion and the previous predictions stay), 5 already running.
+
+use crate::config::ConfigError;
+use crate::pipeline::contract::ContractError;
+use crate::pipeline::features::FeatureError;
+use crate::pipeline::train::TrainError;
+use crate::registry::RegistryError;
+use crate::warehouse::WarehouseError;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_CONTRACT: u8 = 3;
+pub const EXIT_GATED: u8 = 4;
+pub const EXIT_RUNNING: u8 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    #[error("input contract broken: {0}")]
+    Contract(#[from] ContractError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("model {job} v{version} does not fit this job's features: {problem}. Retrain (`prescore train`) or fix the config")]
+    SchemaMismatch {
+        job: String,
+        version: i64,
+        problem: String,
+    },
+    #[error("candidate model v{version} was not promoted: {}", reasons.join("; "))]
+    Gated { version: i64, reasons: Vec<String> },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Usage(_) => EXIT_USAGE,
+            Error::Warehouse(w) => warehouse_code(w),
+            Error::Contract(_) => EXIT_CONTRACT,
+            Error::Train(TrainError::Features(_) | TrainError::Split { .. }) => EXIT_CONTRACT,
+            Error::Train(TrainError::Model(_)) => EXIT_FAILED,
+            Error::Registry(RegistryError::Warehouse(w)) => warehouse_code(w),
+            Error::Registry(_) | Error::SchemaMismatch { .. } => EXIT_FAILED,
+            Error::Gated { .. } => EXIT_GATED,
+        }
+    }
+}
+
+fn warehouse_code(w: &WarehouseError) -> u8 {
+    match w {
+        WarehouseError::Locked { .. } => EXIT_RUNNING,
+        WarehouseError::Decode { .. } | WarehouseError::MissingColumn { .. } => EXIT_CONTRACT,
+        _ => EXIT_FAILED,
+    }
+}
+
+impl From<FeatureError> for Error {
+    fn from(e: FeatureError) -> Self {
+        Error::Train(TrainError::Features(e))
+    }
+}

@@ -1,0 +1,15 @@
+//! Test hook for fault-injection tests: `PRESCORE_PAUSE_AT=<stage>` makes the process sleep
+//! for `PRESCORE_PAUSE_SECS` (default 30) when it reaches that stage, so a test can kill it
+//! there with SIGKILL. Stages: read, train, score, publish (inside the open transaction).
+
+/// Sleeps here if the environment asks for a pause at `stage`.
+pub fn pause(stage: &str) {
+    if std::env::var("PRESCORE_PAUSE_AT").ok().as_deref() == Some(stage) {
+        let secs: u64 = std::env::var("PRESCORE_PAUSE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30);
+        eprintln!("prescore: paused at {stage} for {secs}s (PRESCORE_PAUSE_AT)");
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
+}

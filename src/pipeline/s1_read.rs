@@ -1,0 +1,48 @@
+//! Stage 1, read: runs one of the job's SQL files with `:as_of` bound and decodes the declared
+//! columns into a polars frame, retrying transient warehouse errors with back-off. Reading the
+//! past (`--as-of`) is the same code path, which is what makes backfills safe.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use polars::prelude::DataFrame;
+
+use crate::config::{ColumnType, Job};
+use crate::warehouse::{retry, Value, Warehouse, WarehouseError};
+
+/// The values bound to a job's named parameters.
+pub fn params(as_of: DateTime<Utc>) -> BTreeMap<&'static str, Value> {
+    BTreeMap::from([("as_of", Value::Ts(Some(as_of)))])
+}
+
+/// Reads `sql`, expecting the columns of `contract`.
+#[tracing::instrument(skip_all, fields(what))]
+pub async fn read(
+    job: &Job,
+    wh: &Warehouse,
+    sql: &str,
+    what: &str,
+    contract: &BTreeMap<String, ColumnType>,
+    as_of: DateTime<Utc>,
+) -> Result<DataFrame, WarehouseError> {
+    let params = params(as_of);
+    let df = retry(what, job.retry_attempts, job.retry_backoff, || {
+        wh.read_frame(sql, &params, contract)
+    })
+    .await?;
+    tracing::info!(rows = df.height(), columns = df.width(), "read {what}");
+    Ok(df)
+}
+
+/// The columns the scoring SQL must return: the contract without the target and time.
+pub fn scoring_contract(job: &Job) -> BTreeMap<String, ColumnType> {
+    job.input
+        .columns
+        .iter()
+        .filter(|(name, _)| {
+            name.as_str() != job.input.target.as_str()
+                && Some(name.as_str()) != job.input.time.as_ref().map(|t| t.as_str())
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}

@@ -1,0 +1,184 @@
+//! Stage 2, the input contract: what the job's SQL must deliver before anything is trained or
+//! written. Column names and types are enforced while reading (stage 1); this stage checks the
+//! rows: a minimum count, the NULL policy, finite and sane numbers, unique keys, and timestamps
+//! that are not in the future. A broken contract stops the run with exit code 3.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use polars::prelude::*;
+
+use crate::config::{ColumnType, Job};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    #[error("{what} returned {rows} row(s); the contract requires at least {min} (input.min_rows)")]
+    TooFewRows {
+        what: &'static str,
+        rows: usize,
+        min: usize,
+    },
+    #[error("column {column:?} is {fraction:.1}% NULL (first at row {first_row}); the contract allows {allowed:.1}% (input.max_null_fraction.{column})")]
+    TooManyNulls {
+        column: String,
+        fraction: f64,
+        allowed: f64,
+        first_row: usize,
+    },
+    #[error("column {column:?}, row {row}: {problem}")]
+    BadValue {
+        column: String,
+        row: usize,
+        problem: String,
+    },
+    #[error("duplicate key {key} at rows {first} and {second}: {what} must return one row per {per}")]
+    DuplicateKey {
+        key: String,
+        first: usize,
+        second: usize,
+        what: &'static str,
+        per: String,
+    },
+    #[error("only {now} entities to score, fewer than {ratio:.0}% of the {before} the last successful run scored (input.min_entities_ratio): refusing to publish a partial result")]
+    SuddenDrop { now: usize, before: i64, ratio: f64 },
+}
+
+/// Numbers beyond this magnitude are treated as corrupt (unit errors, sentinel values).
+const ABSURD: f64 = 1e15;
+
+/// Checks a frame read by `what` ("the training SQL", "the scoring SQL", "the history SQL").
+/// `unique` lists the columns that together must be unique.
+pub fn check(
+    job: &Job,
+    df: &DataFrame,
+    what: &'static str,
+    unique: &[&str],
+    as_of: DateTime<Utc>,
+) -> Result<(), ContractError> {
+    let rows = df.height();
+    if rows < job.input.min_rows.max(1) {
+        return Err(ContractError::TooFewRows {
+            what,
+            rows,
+            min: job.input.min_rows.max(1),
+        });
+    }
+    for col in df.columns() {
+        let name = col.name().as_str();
+        let nulls = col.null_count();
+        let allowed = job.input.max_null_fraction.get(name).copied().unwrap_or(0.0);
+        if nulls > 0 && nulls as f64 / rows as f64 > allowed {
+            let first_row = col
+                .is_null()
+                .iter()
+                .position(|v| v == Some(true))
+                .unwrap_or(0)
+                + 1;
+            return Err(ContractError::TooManyNulls {
+                column: name.to_string(),
+                fraction: 100.0 * nulls as f64 / rows as f64,
+                allowed: 100.0 * allowed,
+                first_row,
+            });
+        }
+        match job.input.columns.get(name) {
+            Some(ColumnType::Float) => {
+                let ca = col.f64().expect("float column");
+                for (r, v) in ca.iter().enumerate() {
+                    if let Some(x) = v {
+                        if !x.is_finite() {
+                            return Err(bad(name, r, format!("{x} is not a finite number")));
+                        }
+                        if x.abs() > ABSURD {
+                            return Err(bad(name, r, format!("{x:e} is an absurd magnitude (beyond 1e15)")));
+                        }
+                    }
+                }
+            }
+            Some(ColumnType::Timestamp) => {
+                let ca = col.datetime().expect("timestamp column");
+                let limit = as_of.timestamp_micros();
+                for (r, v) in ca.physical().iter().enumerate() {
+                    if let Some(us) = v {
+                        if us > limit {
+                            return Err(bad(
+                                name,
+                                r,
+                                format!(
+                                    "{} is after the run's as-of time {}: the SQL must not read the future (filter on :as_of)",
+                                    crate::warehouse::frame::micros_to_utc(us).format("%Y-%m-%d %H:%M:%S"),
+                                    as_of.format("%Y-%m-%d %H:%M:%S")
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if !unique.is_empty() {
+        check_unique(df, unique, what)?;
+    }
+    Ok(())
+}
+
+fn bad(column: &str, r: usize, problem: String) -> ContractError {
+    ContractError::BadValue {
+        column: column.to_string(),
+        row: r + 1,
+        problem,
+    }
+}
+
+fn check_unique(df: &DataFrame, cols: &[&str], what: &'static str) -> Result<(), ContractError> {
+    let columns: Vec<&Column> = cols.iter().filter_map(|c| df.column(c).ok()).collect();
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    seen.reserve(df.height());
+    for r in 0..df.height() {
+        let key = columns
+            .iter()
+            .map(|c| {
+                let v = crate::warehouse::frame::cell_text(c, r);
+                format!("{}={v}", c.name())
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Some(first) = seen.insert(key.clone(), r + 1) {
+            return Err(ContractError::DuplicateKey {
+                key,
+                first,
+                second: r + 1,
+                what,
+                per: cols.join(" + "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to publish when far fewer entities are scored than last time.
+pub fn check_drop(now: usize, before: Option<i64>, ratio: f64) -> Result<(), ContractError> {
+    match before {
+        Some(b) if ratio > 0.0 && b > 0 && (now as f64) < ratio * b as f64 => {
+            Err(ContractError::SuddenDrop {
+                now,
+                before: b,
+                ratio: 100.0 * ratio,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Entities in a frame, for the drop guard.
+pub fn distinct(df: &DataFrame, col: &str) -> usize {
+    df.column(col)
+        .map(|c| {
+            (0..c.len())
+                .map(|r| crate::warehouse::frame::cell_text(c, r))
+                .collect::<HashSet<_>>()
+                .len()
+        })
+        .unwrap_or(0)
+}

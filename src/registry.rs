@@ -1,0 +1,284 @@
+//! The model registry, `prescore_models`: every trained model with its params, feature schema
+//! and hash, training window, holdout metrics next to its baseline's, importances, serialized
+//! artifact, and a status (candidate, champion, retired, rejected) with when and why it last
+//! changed. A partial unique index keeps at most one champion per job.
+
+use chrono::{DateTime, Utc};
+
+use crate::model::metrics::Metrics;
+use crate::warehouse::{Tx, Value, Warehouse, WarehouseError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    #[error("job {job} has no model version {version}")]
+    NoSuchVersion { job: String, version: i64 },
+    #[error("job {job} has no champion model yet: run `prescore run` (or `train`) first")]
+    NoChampion { job: String },
+    #[error("job {job} has no earlier model to roll back to")]
+    NothingToRollBack { job: String },
+    #[error("model {job} v{version} is {status}; only a candidate, retired or rejected model can be promoted")]
+    CannotPromote {
+        job: String,
+        version: i64,
+        status: String,
+    },
+}
+
+/// A model as stored (the artifact only when asked for).
+#[derive(Debug, Clone)]
+pub struct StoredModel {
+    pub version: i64,
+    pub algorithm: String,
+    pub task: String,
+    pub params: String,
+    pub features: String,
+    pub feature_hash: String,
+    pub trained_at: Option<DateTime<Utc>>,
+    pub as_of: Option<DateTime<Utc>>,
+    pub rows_train: i64,
+    pub rows_holdout: i64,
+    pub metrics: Metrics,
+    pub baseline: Metrics,
+    pub importances: Option<String>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub status_changed_at: Option<DateTime<Utc>>,
+    pub artifact: Option<Vec<u8>>,
+}
+
+/// A freshly trained model, to be registered as a candidate.
+pub struct NewModel<'a> {
+    pub job: &'a str,
+    pub run_id: &'a str,
+    pub algorithm: &'a str,
+    pub task: &'a str,
+    pub params: String,
+    pub features: String,
+    pub feature_hash: String,
+    pub as_of: DateTime<Utc>,
+    pub train_from: Option<DateTime<Utc>>,
+    pub train_to: Option<DateTime<Utc>>,
+    pub rows_train: i64,
+    pub rows_holdout: i64,
+    pub metrics: &'a Metrics,
+    pub baseline: &'a Metrics,
+    pub importances: Option<String>,
+    pub artifact: Vec<u8>,
+}
+
+const SUMMARY: &str = "version, algorithm, task, params, features, feature_hash, trained_at, as_of, \
+    rows_train, rows_holdout, metrics, baseline, importances, status, status_reason, status_changed_at";
+
+fn parse(row: Vec<Value>, with_artifact: bool) -> StoredModel {
+    let mut it = row.into_iter();
+    let mut next = || it.next().unwrap_or(Value::Text(None));
+    let metrics = |v: Value| {
+        v.as_str()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default()
+    };
+    let text = |v: Value| v.as_str().unwrap_or_default().to_string();
+    let mut m = StoredModel {
+        version: next().as_i64().unwrap_or_default(),
+        algorithm: text(next()),
+        task: text(next()),
+        params: text(next()),
+        features: text(next()),
+        feature_hash: text(next()),
+        trained_at: next().as_ts(),
+        as_of: next().as_ts(),
+        rows_train: next().as_i64().unwrap_or_default(),
+        rows_holdout: next().as_i64().unwrap_or_default(),
+        metrics: metrics(next()),
+        baseline: metrics(next()),
+        importances: next().as_str().map(str::to_string),
+        status: text(next()),
+        status_reason: next().as_str().map(str::to_string),
+        status_changed_at: next().as_ts(),
+        artifact: None,
+    };
+    if with_artifact {
+        m.artifact = next().into_bytes();
+    }
+    m
+}
+
+/// Registers a candidate and returns its version. Callers hold the job lock, so versions do
+/// not race.
+pub async fn insert_candidate(wh: &Warehouse, m: NewModel<'_>) -> Result<i64, WarehouseError> {
+    let next = wh
+        .fetch(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM prescore_models WHERE job = $1",
+            &[Value::text(m.job)],
+        )
+        .await?;
+    let version = next.first().and_then(|r| r[0].as_i64()).unwrap_or(1);
+    let now = Utc::now();
+    wh.execute(
+        "INSERT INTO prescore_models (job, version, algorithm, task, params, features, feature_hash, \
+         trained_at, as_of, train_from, train_to, rows_train, rows_holdout, metrics, baseline, \
+         importances, artifact, status, status_reason, status_changed_at, run_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         'candidate', 'trained', $18, $19)",
+        &[
+            Value::text(m.job),
+            Value::Int(Some(version)),
+            Value::text(m.algorithm),
+            Value::text(m.task),
+            Value::text(m.params),
+            Value::text(m.features),
+            Value::text(m.feature_hash),
+            Value::Ts(Some(now)),
+            Value::Ts(Some(m.as_of)),
+            Value::Ts(m.train_from),
+            Value::Ts(m.train_to),
+            Value::Int(Some(m.rows_train)),
+            Value::Int(Some(m.rows_holdout)),
+            Value::text(serde_json::to_string(m.metrics).unwrap_or_default()),
+            Value::text(serde_json::to_string(m.baseline).unwrap_or_default()),
+            Value::Text(m.importances),
+            Value::Bytes(Some(m.artifact)),
+            Value::Ts(Some(now)),
+            Value::text(m.run_id),
+        ],
+    )
+    .await?;
+    Ok(version)
+}
+
+/// The serving model, with its artifact.
+pub async fn champion(wh: &Warehouse, job: &str) -> Result<Option<StoredModel>, WarehouseError> {
+    let rows = wh
+        .fetch(
+            &format!("SELECT {SUMMARY}, artifact FROM prescore_models WHERE job = $1 AND status = 'champion'"),
+            &[Value::text(job)],
+        )
+        .await?;
+    Ok(rows.into_iter().next().map(|r| parse(r, true)))
+}
+
+pub async fn get(wh: &Warehouse, job: &str, version: i64) -> Result<StoredModel, RegistryError> {
+    let rows = wh
+        .fetch(
+            &format!("SELECT {SUMMARY} FROM prescore_models WHERE job = $1 AND version = $2"),
+            &[Value::text(job), Value::Int(Some(version))],
+        )
+        .await?;
+    rows.into_iter()
+        .next()
+        .map(|r| parse(r, false))
+        .ok_or(RegistryError::NoSuchVersion {
+            job: job.into(),
+            version,
+        })
+}
+
+/// Every model of a job, newest first, without artifacts.
+pub async fn list(wh: &Warehouse, job: &str) -> Result<Vec<StoredModel>, WarehouseError> {
+    let rows = wh
+        .fetch(
+            &format!("SELECT {SUMMARY} FROM prescore_models WHERE job = $1 ORDER BY version DESC"),
+            &[Value::text(job)],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| parse(r, false)).collect())
+}
+
+/// Marks a model rejected (or any other status) with a reason.
+pub async fn set_status(
+    wh: &Warehouse,
+    job: &str,
+    version: i64,
+    status: &str,
+    reason: &str,
+) -> Result<(), WarehouseError> {
+    wh.execute(
+        "UPDATE prescore_models SET status = $1, status_reason = $2, status_changed_at = $3 \
+         WHERE job = $4 AND version = $5",
+        &[
+            Value::text(status),
+            Value::text(reason),
+            Value::Ts(Some(Utc::now())),
+            Value::text(job),
+            Value::Int(Some(version)),
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Makes `version` the champion and retires the previous one, inside `tx`.
+pub async fn promote_in(tx: &mut Tx, job: &str, version: i64, reason: &str) -> Result<(), WarehouseError> {
+    let now = Value::Ts(Some(Utc::now()));
+    tx.execute(
+        "UPDATE prescore_models SET status = 'retired', status_reason = $1, status_changed_at = $2 \
+         WHERE job = $3 AND status = 'champion' AND version <> $4",
+        &[
+            Value::text(format!("replaced by v{version}")),
+            now.clone(),
+            Value::text(job),
+            Value::Int(Some(version)),
+        ],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE prescore_models SET status = 'champion', status_reason = $1, status_changed_at = $2 \
+         WHERE job = $3 AND version = $4",
+        &[Value::text(reason), now, Value::text(job), Value::Int(Some(version))],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// `prescore models promote`: a person makes a version the champion.
+pub async fn promote(wh: &Warehouse, job: &str, version: i64) -> Result<(), RegistryError> {
+    let m = get(wh, job, version).await?;
+    if m.status == "champion" {
+        return Err(RegistryError::CannotPromote {
+            job: job.into(),
+            version,
+            status: m.status,
+        });
+    }
+    let mut tx = wh.begin().await?;
+    promote_in(&mut tx, job, version, "promoted by hand").await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `prescore models rollback`: retire the champion and bring back the newest earlier version
+/// that was a champion (now retired). Returns (old, new) versions.
+pub async fn rollback(wh: &Warehouse, job: &str) -> Result<(i64, i64), RegistryError> {
+    let current = champion(wh, job)
+        .await?
+        .ok_or(RegistryError::NoChampion { job: job.into() })?;
+    let rows = wh
+        .fetch(
+            "SELECT version FROM prescore_models WHERE job = $1 AND status = 'retired' AND version < $2 \
+             ORDER BY version DESC LIMIT 1",
+            &[Value::text(job), Value::Int(Some(current.version))],
+        )
+        .await?;
+    let previous = rows
+        .first()
+        .and_then(|r| r[0].as_i64())
+        .ok_or(RegistryError::NothingToRollBack { job: job.into() })?;
+    let mut tx = wh.begin().await?;
+    let now = Value::Ts(Some(Utc::now()));
+    tx.execute(
+        "UPDATE prescore_models SET status = 'retired', status_reason = $1, status_changed_at = $2 \
+         WHERE job = $3 AND version = $4",
+        &[
+            Value::text(format!("rolled back to v{previous}")),
+            now,
+            Value::text(job),
+            Value::Int(Some(current.version)),
+        ],
+    )
+    .await?;
+    promote_in(&mut tx, job, previous, &format!("rollback from v{}", current.version)).await?;
+    tx.commit().await?;
+    Ok((current.version, previous))
+}

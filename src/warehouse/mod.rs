@@ -1,0 +1,543 @@
+//! The one seam between prescore and a warehouse. [`Warehouse`] reads a query into a polars
+//! frame, runs prescore's own statements (ledger, registry), takes the job lock, and opens a
+//! [`Tx`] that bulk-upserts a frame. SQLite (the embedded default) and PostgreSQL differ only
+//! inside this folder: no stage ever matches on the database kind.
+
+pub mod frame;
+pub mod ident;
+pub mod params;
+mod postgres;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use polars::prelude::DataFrame;
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::config::ColumnType;
+use ident::Ident;
+
+/// What can go wrong talking to a warehouse. `is_transient` says which are worth a retry.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("{context}: {source}")]
+    Query {
+        context: String,
+        source: sqlx::Error,
+    },
+    #[error("column {column:?}, row {row}: expected {expected}, found {found}")]
+    Decode {
+        column: String,
+        row: usize,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("the SQL returned no column {column:?}, which the contract declares (it returned: {returned})")]
+    MissingColumn { column: String, returned: String },
+    #[error("results table {table} exists but does not match this job: {problem}. Drop it or choose another output.table")]
+    TableMismatch { table: String, problem: String },
+    #[error("job {job} (shard {shard}) is already running: {holder}")]
+    Locked {
+        job: String,
+        shard: String,
+        holder: String,
+    },
+}
+
+impl WarehouseError {
+    pub(crate) fn query(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Self {
+        let context = context.into();
+        move |source| WarehouseError::Query { context, source }
+    }
+
+    /// Connection drops, pool time-outs, server restarts, serialization failures and a busy
+    /// SQLite file are transient; everything else (syntax, constraints, permissions) is not.
+    pub fn is_transient(&self) -> bool {
+        let source = match self {
+            WarehouseError::Connect { source, .. } | WarehouseError::Query { source, .. } => source,
+            _ => return false,
+        };
+        match source {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // PostgreSQL: 08 connection exception, 57P01-03 shutdown/restart, 40001
+                // serialization, 40P01 deadlock, 53300 too many connections.
+                // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (and extended codes of those).
+                code.starts_with("08")
+                    || matches!(&*code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300")
+                    || matches!(code.parse::<i32>(), Ok(c) if c & 0xff == 5 || c & 0xff == 6)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A parameter value, typed so that a NULL still has a type PostgreSQL accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(Option<i64>),
+    Float(Option<f64>),
+    Text(Option<String>),
+    Bool(Option<bool>),
+    Ts(Option<DateTime<Utc>>),
+    Bytes(Option<Vec<u8>>),
+}
+
+impl Value {
+    pub fn text(s: impl Into<String>) -> Self {
+        Value::Text(Some(s.into()))
+    }
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(v) => *v,
+            Value::Float(v) => v.map(|f| f as i64),
+            Value::Text(Some(s)) => s.parse().ok(),
+            _ => None,
+        }
+    }
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(v) => *v,
+            Value::Int(v) => v.map(|i| i as f64),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(v) => v.as_deref(),
+            _ => None,
+        }
+    }
+    /// Timestamps come back as text from SQLite and as timestamps from PostgreSQL.
+    pub fn as_ts(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Value::Ts(v) => *v,
+            Value::Text(Some(s)) => frame::parse_timestamp(s),
+            _ => None,
+        }
+    }
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Value::Bytes(v) => v,
+            Value::Text(v) => v.map(String::into_bytes),
+            _ => None,
+        }
+    }
+    /// A short human form for tables printed on a terminal.
+    pub fn display(&self) -> String {
+        match self {
+            Value::Int(Some(v)) => v.to_string(),
+            Value::Float(Some(v)) => format!("{v:.4}"),
+            Value::Text(Some(v)) => v.clone(),
+            Value::Bool(Some(v)) => v.to_string(),
+            Value::Ts(Some(v)) => v.format("%Y-%m-%d %H:%M:%S").to_string(),
+            Value::Bytes(Some(v)) => format!("<{} bytes>", v.len()),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A column of a table prescore creates.
+#[derive(Debug, Clone)]
+pub struct ColumnDef {
+    pub name: String,
+    pub ty: ColumnType,
+}
+
+/// A connected warehouse.
+#[derive(Clone, Debug)]
+pub enum Warehouse {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The URL with any password replaced by `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!(
+                "{}://{}{}",
+                &url[..scheme_end],
+                masked,
+                &rest[at..]
+            )
+        }
+        None => url.to_string(),
+    }
+}
+
+impl Warehouse {
+    /// Opens a pool. SQLite files are created when missing and run in WAL mode with a busy
+    /// timeout, so a reader (a dashboard) never blocks a publish for long.
+    #[tracing::instrument(skip_all, fields(url = %redact(url)))]
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, WarehouseError> {
+        let connect_err = |source| WarehouseError::Connect {
+            url: redact(url),
+            source,
+        };
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(connect_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true)
+                .log_statements(log::LevelFilter::Trace)
+                .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts)
+                .await
+                .map_err(connect_err)?;
+            Ok(Warehouse::Sqlite(pool))
+        } else {
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(connect_err)?
+                .application_name("prescore")
+                .log_statements(log::LevelFilter::Trace)
+                .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(10));
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(15))
+                .connect_with(opts)
+                .await
+                .map_err(connect_err)?;
+            Ok(Warehouse::Postgres(pool))
+        }
+    }
+
+    pub fn dialect(&self) -> &'static str {
+        match self {
+            Warehouse::Sqlite(_) => "sqlite",
+            Warehouse::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Creates prescore's own tables if they are missing (idempotent).
+    #[tracing::instrument(skip_all)]
+    pub async fn migrate(&self) -> Result<(), WarehouseError> {
+        let script = match self {
+            Warehouse::Sqlite(_) => include_str!("../../sql/migrations/sqlite.sql"),
+            Warehouse::Postgres(_) => include_str!("../../sql/migrations/postgres.sql"),
+        };
+        // One transaction, and on PostgreSQL a lock, so two processes migrating at once
+        // cannot trip over each other's CREATE TABLE.
+        let mut tx = self.begin().await?;
+        if let Tx::Postgres(_) = tx {
+            tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('prescore:migrate', 0))", &[])
+                .await?;
+        }
+        for stmt in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            tx.execute(stmt, &[]).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Runs a job's SQL with its named parameters bound, and decodes the declared columns into
+    /// a polars frame with their contract types. Undeclared columns are dropped.
+    #[tracing::instrument(skip_all)]
+    pub async fn read_frame(
+        &self,
+        sql: &str,
+        params: &BTreeMap<&str, Value>,
+        contract: &BTreeMap<String, ColumnType>,
+    ) -> Result<DataFrame, WarehouseError> {
+        let prepared = params::prepare(params::trim_statement(sql));
+        let values: Vec<Value> = prepared
+            .names
+            .iter()
+            .map(|n| params.get(n.as_str()).cloned().unwrap_or(Value::Text(None)))
+            .collect();
+        match self {
+            Warehouse::Sqlite(pool) => sqlite::read_frame(pool, &prepared.sql, &values, contract).await,
+            Warehouse::Postgres(pool) => {
+                postgres::read_frame(pool, &prepared.sql, &values, contract).await
+            }
+        }
+    }
+
+    /// The column names a job's SQL returns, from running it with `LIMIT 0`.
+    pub async fn describe(
+        &self,
+        sql: &str,
+        params: &BTreeMap<&str, Value>,
+    ) -> Result<Vec<(String, String)>, WarehouseError> {
+        let wrapped = format!(
+            "SELECT * FROM ({}) AS prescore_check LIMIT 0",
+            params::trim_statement(sql)
+        );
+        let prepared = params::prepare(&wrapped);
+        let values: Vec<Value> = prepared
+            .names
+            .iter()
+            .map(|n| params.get(n.as_str()).cloned().unwrap_or(Value::Text(None)))
+            .collect();
+        match self {
+            Warehouse::Sqlite(pool) => sqlite::describe(pool, &prepared.sql, &values).await,
+            Warehouse::Postgres(pool) => postgres::describe(pool, &prepared.sql, &values).await,
+        }
+    }
+
+    /// Runs one of prescore's own statements (`$1`-style parameters).
+    pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, WarehouseError> {
+        match self {
+            Warehouse::Sqlite(pool) => sqlite::execute(pool, sql, params).await,
+            Warehouse::Postgres(pool) => postgres::execute(pool, sql, params).await,
+        }
+    }
+
+    /// Fetches rows of one of prescore's own queries as loosely typed values.
+    pub async fn fetch(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, WarehouseError> {
+        match self {
+            Warehouse::Sqlite(pool) => sqlite::fetch(pool, sql, params).await,
+            Warehouse::Postgres(pool) => postgres::fetch(pool, sql, params).await,
+        }
+    }
+
+    /// Creates the results table if missing; if it exists, checks it has this job's columns.
+    pub async fn ensure_table(
+        &self,
+        table: &Ident,
+        columns: &[ColumnDef],
+        key: &[&str],
+    ) -> Result<(), WarehouseError> {
+        let cols = columns
+            .iter()
+            .map(|c| format!("\"{}\" {}", c.name, self.sql_type(c.ty)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let pk = key.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ");
+        self.execute(
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {} ({cols}, PRIMARY KEY ({pk}))",
+                table.quoted()
+            ),
+            &[],
+        )
+        .await?;
+        let existing = match self {
+            Warehouse::Sqlite(pool) => sqlite::table_columns(pool, table).await?,
+            Warehouse::Postgres(pool) => postgres::table_columns(pool, table).await?,
+        };
+        let missing: Vec<&str> = columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|c| !existing.iter().any(|e| e == c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(WarehouseError::TableMismatch {
+                table: table.to_string(),
+                problem: format!(
+                    "it lacks column(s) {} (it has: {})",
+                    missing.join(", "),
+                    existing.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn sql_type(&self, t: ColumnType) -> &'static str {
+        match (self, t) {
+            (Warehouse::Sqlite(_), ColumnType::Int | ColumnType::Bool) => "INTEGER",
+            (Warehouse::Sqlite(_), ColumnType::Float) => "REAL",
+            (Warehouse::Sqlite(_), ColumnType::Text | ColumnType::Timestamp) => "TEXT",
+            (Warehouse::Postgres(_), ColumnType::Int) => "BIGINT",
+            (Warehouse::Postgres(_), ColumnType::Float) => "DOUBLE PRECISION",
+            (Warehouse::Postgres(_), ColumnType::Text) => "TEXT",
+            (Warehouse::Postgres(_), ColumnType::Bool) => "BOOLEAN",
+            (Warehouse::Postgres(_), ColumnType::Timestamp) => "TIMESTAMPTZ",
+        }
+    }
+
+    /// Takes the job's lock: one run per job and shard at a time. PostgreSQL uses a session
+    /// advisory lock (released by the server if the process dies); SQLite a lock row whose
+    /// holder's PID is checked, so a killed process never blocks the next run.
+    pub async fn lock(&self, job: &str, shard: &str, run_id: &str) -> Result<JobLock, WarehouseError> {
+        match self {
+            Warehouse::Sqlite(pool) => sqlite::lock(pool, job, shard, run_id).await,
+            Warehouse::Postgres(pool) => postgres::lock(pool, job, shard).await,
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx, WarehouseError> {
+        Ok(match self {
+            Warehouse::Sqlite(pool) => Tx::Sqlite(
+                pool.begin()
+                    .await
+                    .map_err(WarehouseError::query("begin transaction"))?,
+            ),
+            Warehouse::Postgres(pool) => Tx::Postgres(
+                pool.begin()
+                    .await
+                    .map_err(WarehouseError::query("begin transaction"))?,
+            ),
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Warehouse::Sqlite(p) => p.close().await,
+            Warehouse::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// The job lock; dropped or released at the end of the run.
+pub enum JobLock {
+    Sqlite {
+        pool: SqlitePool,
+        job: String,
+        shard: String,
+        run_id: String,
+    },
+    Postgres(sqlx::PgConnection),
+}
+
+impl JobLock {
+    pub async fn release(self) {
+        match self {
+            JobLock::Sqlite {
+                pool,
+                job,
+                shard,
+                run_id,
+            } => sqlite::unlock(&pool, &job, &shard, &run_id).await,
+            JobLock::Postgres(conn) => postgres::unlock(conn).await,
+        }
+    }
+}
+
+/// An open transaction: everything a publish writes commits together or not at all.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, WarehouseError> {
+        match self {
+            Tx::Sqlite(tx) => sqlite::execute(&mut **tx, sql, params).await,
+            Tx::Postgres(tx) => postgres::execute(&mut **tx, sql, params).await,
+        }
+    }
+
+    pub async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, WarehouseError> {
+        match self {
+            Tx::Sqlite(tx) => sqlite::fetch(&mut **tx, sql, params).await,
+            Tx::Postgres(tx) => postgres::fetch(&mut **tx, sql, params).await,
+        }
+    }
+
+    /// Inserts every row of `frame` into `table`, replacing rows with the same `key`.
+    /// SQLite: prepared multi-row `INSERT … ON CONFLICT DO UPDATE`. PostgreSQL: binary `COPY`
+    /// into a temporary staging table, then one `INSERT … SELECT … ON CONFLICT DO UPDATE`.
+    pub async fn upsert(&mut self, table: &Ident, key: &[&str], frame: &DataFrame) -> Result<u64, WarehouseError> {
+        let names: Vec<String> = frame
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cols: Vec<frame::ColumnBuf> = frame
+            .columns()
+            .iter()
+            .map(frame::ColumnBuf::from_column)
+            .collect::<Result<_, _>>()
+            .map_err(|e| WarehouseError::TableMismatch {
+                table: table.to_string(),
+                problem: e.to_string(),
+            })?;
+        let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+        let updates = names
+            .iter()
+            .filter(|n| !key.contains(&n.as_str()))
+            .map(|n| format!("\"{n}\" = excluded.\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conflict = format!(
+            "ON CONFLICT ({}) DO UPDATE SET {updates}",
+            key.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
+        );
+        match self {
+            Tx::Sqlite(tx) => sqlite::upsert(tx, table, &quoted, &cols, &conflict).await,
+            Tx::Postgres(tx) => postgres::upsert(tx, table, &quoted, &cols, &conflict).await,
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), WarehouseError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+        .map_err(WarehouseError::query("commit"))
+    }
+}
+
+/// Runs `op` until it succeeds, fails permanently, or `attempts` are used; the back-off
+/// doubles after each transient failure.
+pub async fn retry<T, F, Fut>(what: &str, attempts: u32, backoff: Duration, mut op: F) -> Result<T, WarehouseError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, WarehouseError>>,
+{
+    let mut delay = backoff;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && attempt < attempts => {
+                tracing::warn!(what, attempt, attempts, error = %e, retry_in = ?delay, "transient warehouse error, retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// This host and process, as recorded in lock rows and the ledger.
+pub fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/wh?sslmode=require"),
+            "postgres://app:***@db:5432/wh?sslmode=require"
+        );
+        assert_eq!(redact("postgres://app@db/wh"), "postgres://app@db/wh");
+        assert_eq!(redact("sqlite://prescore.db"), "sqlite://prescore.db");
+        assert_eq!(redact("postgres://u:p@ss@h/d"), "postgres://u:***@h/d");
+    }
+}

@@ -1,0 +1,376 @@
+//! PostgreSQL behind the seam: the real warehouse. Columns are typed by the server, so each
+//! result column's type is checked against the contract once, before any row is decoded.
+//! Publishing streams a binary `COPY` into a temporary staging table, then upserts from it in
+//! one statement. A `timestamp without time zone` is read as UTC.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use futures_util::TryStreamExt;
+use polars::prelude::DataFrame;
+use sqlx::postgres::{PgArguments, PgPool, PgRow};
+use sqlx::{Column, Connection, Executor, Postgres, Row, TypeInfo};
+
+use super::frame::ColumnBuf;
+use super::ident::Ident;
+use super::{JobLock, Value, WarehouseError};
+use crate::config::ColumnType;
+
+type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
+fn bind<'q>(mut q: Query<'q>, params: &[Value]) -> Query<'q> {
+    for p in params {
+        q = match p {
+            Value::Int(v) => q.bind(*v),
+            Value::Float(v) => q.bind(*v),
+            Value::Text(v) => q.bind(v.clone()),
+            Value::Bool(v) => q.bind(*v),
+            Value::Ts(v) => q.bind(*v),
+            Value::Bytes(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+pub(super) async fn execute<'c, E>(e: E, sql: &str, params: &[Value]) -> Result<u64, WarehouseError>
+where
+    E: Executor<'c, Database = Postgres>,
+{
+    bind(sqlx::query(sql), params)
+        .execute(e)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(WarehouseError::query(first_line(sql)))
+}
+
+pub(super) async fn fetch<'c, E>(e: E, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, WarehouseError>
+where
+    E: Executor<'c, Database = Postgres>,
+{
+    let rows = bind(sqlx::query(sql), params)
+        .fetch_all(e)
+        .await
+        .map_err(WarehouseError::query(first_line(sql)))?;
+    Ok(rows.iter().map(|r| (0..r.len()).map(|i| any_value(r, i)).collect()).collect())
+}
+
+fn any_value(row: &PgRow, i: usize) -> Value {
+    let ty = row.column(i).type_info().name().to_string();
+    match ty.as_str() {
+        "INT2" => Value::Int(row.try_get::<Option<i16>, _>(i).ok().flatten().map(i64::from)),
+        "INT4" => Value::Int(row.try_get::<Option<i32>, _>(i).ok().flatten().map(i64::from)),
+        "INT8" => Value::Int(row.try_get(i).ok().flatten()),
+        "FLOAT4" => Value::Float(row.try_get::<Option<f32>, _>(i).ok().flatten().map(f64::from)),
+        "FLOAT8" => Value::Float(row.try_get(i).ok().flatten()),
+        "BOOL" => Value::Bool(row.try_get(i).ok().flatten()),
+        "TIMESTAMPTZ" => Value::Ts(row.try_get(i).ok().flatten()),
+        "TIMESTAMP" => Value::Ts(
+            row.try_get::<Option<NaiveDateTime>, _>(i)
+                .ok()
+                .flatten()
+                .map(|n| n.and_utc()),
+        ),
+        "BYTEA" => Value::Bytes(row.try_get(i).ok().flatten()),
+        _ => Value::Text(row.try_get(i).ok().flatten()),
+    }
+}
+
+pub(super) async fn describe(
+    pool: &PgPool,
+    sql: &str,
+    _params: &[Value],
+) -> Result<Vec<(String, String)>, WarehouseError> {
+    let stmt = pool
+        .prepare(sql)
+        .await
+        .map_err(WarehouseError::query("prepare the job's SQL"))?;
+    Ok(sqlx::Statement::columns(&stmt)
+        .iter()
+        .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+        .collect())
+}
+
+/// How one result column is decoded, chosen once from its server type.
+#[derive(Clone, Copy)]
+enum Decoder {
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+    IntAsF64,
+    Text,
+    Bool,
+    TsTz,
+    Ts,
+    Date,
+}
+
+fn decoder_for(want: ColumnType, pg: &str) -> Option<Decoder> {
+    use ColumnType::*;
+    Some(match (want, pg) {
+        (Int, "INT2") => Decoder::I16,
+        (Int, "INT4") => Decoder::I32,
+        (Int, "INT8") => Decoder::I64,
+        (Float, "FLOAT4") => Decoder::F32,
+        (Float, "FLOAT8") => Decoder::F64,
+        (Float, "INT2" | "INT4" | "INT8") => Decoder::IntAsF64,
+        (Text, "TEXT" | "VARCHAR" | "BPCHAR" | "NAME") => Decoder::Text,
+        (Bool, "BOOL") => Decoder::Bool,
+        (Timestamp, "TIMESTAMPTZ") => Decoder::TsTz,
+        (Timestamp, "TIMESTAMP") => Decoder::Ts,
+        (Timestamp, "DATE") => Decoder::Date,
+        _ => return None,
+    })
+}
+
+pub(super) async fn read_frame(
+    pool: &PgPool,
+    sql: &str,
+    params: &[Value],
+    contract: &BTreeMap<String, ColumnType>,
+) -> Result<DataFrame, WarehouseError> {
+    let returned = describe(pool, sql, params).await?;
+    let mut wanted = Vec::with_capacity(contract.len());
+    for (name, ty) in contract {
+        let Some(idx) = returned.iter().position(|(r, _)| r == name) else {
+            return Err(WarehouseError::MissingColumn {
+                column: name.clone(),
+                returned: returned.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        };
+        let pg = &returned[idx].1;
+        let dec = decoder_for(*ty, pg).ok_or_else(|| WarehouseError::Decode {
+            column: name.clone(),
+            row: 1,
+            expected: ty.name(),
+            found: format!(
+                "PostgreSQL type {pg}{}",
+                if pg == "NUMERIC" { " (cast it to float8 in the SQL)" } else { "" }
+            ),
+        })?;
+        wanted.push((idx, name, dec, ColumnBuf::new(*ty, 1024)));
+    }
+    let mut rows = bind(sqlx::query(sql), params).fetch(pool);
+    let mut n = 0usize;
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(WarehouseError::query("run the job's SQL"))?
+    {
+        for (idx, name, dec, buf) in wanted.iter_mut() {
+            push(&row, *idx, *dec, buf).map_err(|e| WarehouseError::Decode {
+                column: name.to_string(),
+                row: n + 1,
+                expected: buf.column_type().name(),
+                found: e.to_string(),
+            })?;
+        }
+        n += 1;
+    }
+    DataFrame::new(
+        n,
+        wanted
+            .into_iter()
+            .map(|(_, name, _, buf)| buf.into_column(name))
+            .collect(),
+    )
+    .map_err(|e| WarehouseError::Decode {
+        column: String::new(),
+        row: 0,
+        expected: "a frame",
+        found: e.to_string(),
+    })
+}
+
+fn push(row: &PgRow, i: usize, dec: Decoder, buf: &mut ColumnBuf) -> Result<(), sqlx::Error> {
+    match (dec, buf) {
+        (Decoder::I16, ColumnBuf::Int(b)) => b.push(row.try_get::<Option<i16>, _>(i)?.map(i64::from)),
+        (Decoder::I32, ColumnBuf::Int(b)) => b.push(row.try_get::<Option<i32>, _>(i)?.map(i64::from)),
+        (Decoder::I64, ColumnBuf::Int(b)) => b.push(row.try_get::<Option<i64>, _>(i)?),
+        (Decoder::F32, ColumnBuf::Float(b)) => b.push(row.try_get::<Option<f32>, _>(i)?.map(f64::from)),
+        (Decoder::F64, ColumnBuf::Float(b)) => b.push(row.try_get::<Option<f64>, _>(i)?),
+        (Decoder::IntAsF64, ColumnBuf::Float(b)) => {
+            let v = match row.column(i).type_info().name() {
+                "INT2" => row.try_get::<Option<i16>, _>(i)?.map(f64::from),
+                "INT4" => row.try_get::<Option<i32>, _>(i)?.map(f64::from),
+                _ => row.try_get::<Option<i64>, _>(i)?.map(|v| v as f64),
+            };
+            b.push(v)
+        }
+        (Decoder::Text, ColumnBuf::Text(b)) => b.push(row.try_get::<Option<String>, _>(i)?),
+        (Decoder::Bool, ColumnBuf::Bool(b)) => b.push(row.try_get::<Option<bool>, _>(i)?),
+        (Decoder::TsTz, ColumnBuf::Ts(b)) => {
+            b.push(row.try_get::<Option<DateTime<Utc>>, _>(i)?.map(|t| t.timestamp_micros()))
+        }
+        (Decoder::Ts, ColumnBuf::Ts(b)) => b.push(
+            row.try_get::<Option<NaiveDateTime>, _>(i)?
+                .map(|t| t.and_utc().timestamp_micros()),
+        ),
+        (Decoder::Date, ColumnBuf::Ts(b)) => b.push(
+            row.try_get::<Option<NaiveDate>, _>(i)?
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc().timestamp_micros()),
+        ),
+        _ => unreachable!("decoder chosen for the buffer's type"),
+    }
+    Ok(())
+}
+
+pub(super) async fn table_columns(pool: &PgPool, table: &Ident) -> Result<Vec<String>, WarehouseError> {
+    let rows = fetch(
+        pool,
+        "SELECT a.attname::text FROM pg_attribute a \
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        &[Value::text(table.quoted())],
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().and_then(|v| v.as_str().map(str::to_string)))
+        .collect())
+}
+
+fn pg_type(c: &ColumnBuf) -> &'static str {
+    match c {
+        ColumnBuf::Int(_) => "BIGINT",
+        ColumnBuf::Float(_) => "DOUBLE PRECISION",
+        ColumnBuf::Text(_) => "TEXT",
+        ColumnBuf::Bool(_) => "BOOLEAN",
+        ColumnBuf::Ts(_) => "TIMESTAMPTZ",
+    }
+}
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+/// Encodes rows `start..end` in PostgreSQL's binary COPY format.
+fn encode_rows(cols: &[ColumnBuf], start: usize, end: usize, out: &mut Vec<u8>) {
+    for r in start..end {
+        out.extend_from_slice(&(cols.len() as i16).to_be_bytes());
+        for c in cols {
+            macro_rules! field {
+                ($opt:expr, $bytes:expr) => {
+                    match $opt {
+                        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                        Some(v) => {
+                            #[allow(clippy::redundant_closure_call)]
+                            let b = $bytes(v);
+                            out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                            out.extend_from_slice(&b);
+                        }
+                    }
+                };
+            }
+            match c {
+                ColumnBuf::Int(v) => field!(v[r], |x: i64| x.to_be_bytes()),
+                ColumnBuf::Float(v) => field!(v[r], |x: f64| x.to_bits().to_be_bytes()),
+                ColumnBuf::Bool(v) => field!(v[r], |x: bool| [x as u8]),
+                ColumnBuf::Ts(v) => {
+                    field!(v[r], |x: i64| (x - PG_EPOCH_OFFSET_US).to_be_bytes())
+                }
+                ColumnBuf::Text(v) => match &v[r] {
+                    None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                    Some(s) => {
+                        out.extend_from_slice(&(s.len() as i32).to_be_bytes());
+                        out.extend_from_slice(s.as_bytes());
+                    }
+                },
+            }
+        }
+    }
+}
+
+pub(super) async fn upsert(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    table: &Ident,
+    quoted: &[String],
+    cols: &[ColumnBuf],
+    conflict: &str,
+) -> Result<u64, WarehouseError> {
+    let stage = format!("\"prescore_stage_{}\"", table.base());
+    let defs = quoted
+        .iter()
+        .zip(cols)
+        .map(|(n, c)| format!("{n} {}", pg_type(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    execute(
+        &mut **tx,
+        &format!("CREATE TEMP TABLE {stage} ({defs}) ON COMMIT DROP"),
+        &[],
+    )
+    .await?;
+    let col_list = quoted.join(", ");
+    let n_rows = cols.first().map(ColumnBuf::len).unwrap_or(0);
+    let mut copy = tx
+        .copy_in_raw(&format!("COPY {stage} ({col_list}) FROM STDIN (FORMAT binary)"))
+        .await
+        .map_err(WarehouseError::query("start COPY into the staging table"))?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    const CHUNK: usize = 16_384;
+    let mut start = 0;
+    while start < n_rows {
+        let end = (start + CHUNK).min(n_rows);
+        encode_rows(cols, start, end, &mut buf);
+        copy.send(std::mem::take(&mut buf))
+            .await
+            .map_err(WarehouseError::query("COPY into the staging table"))?;
+        buf = Vec::with_capacity(1 << 20);
+        start = end;
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    copy.send(buf)
+        .await
+        .map_err(WarehouseError::query("COPY into the staging table"))?;
+    copy.finish()
+        .await
+        .map_err(WarehouseError::query("finish COPY into the staging table"))?;
+    execute(
+        &mut **tx,
+        &format!(
+            "INSERT INTO {} ({col_list}) SELECT {col_list} FROM {stage} {conflict}",
+            table.quoted()
+        ),
+        &[],
+    )
+    .await
+}
+
+pub(super) async fn lock(pool: &PgPool, job: &str, shard: &str) -> Result<JobLock, WarehouseError> {
+    let conn = pool
+        .acquire()
+        .await
+        .map_err(WarehouseError::query("acquire a connection for the job lock"))?;
+    let mut conn = conn.detach();
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(format!("prescore:{job}:{shard}"))
+        .fetch_one(&mut conn)
+        .await
+        .map_err(WarehouseError::query("take the job's advisory lock"))?;
+    if !got {
+        let _ = conn.close().await;
+        return Err(WarehouseError::Locked {
+            job: job.into(),
+            shard: shard.into(),
+            holder: "another session holds its advisory lock".into(),
+        });
+    }
+    Ok(JobLock::Postgres(conn))
+}
+
+/// Closing the session releases its advisory lock.
+pub(super) async fn unlock(conn: sqlx::PgConnection) {
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the lock connection failed; the server releases the lock when the session ends");
+    }
+}
+
+fn first_line(sql: &str) -> String {
+    let line = sql.trim().lines().next().unwrap_or_default();
+    let short: String = line.chars().take(60).collect();
+    format!("SQL `{short}`")
+}

@@ -1,0 +1,341 @@
+//! SQLite behind the seam: the embedded default. Values are dynamically typed in SQLite, so
+//! every cell is checked against the contract's type as it is decoded; timestamps are stored
+//! as UTC text (`YYYY-MM-DD HH:MM:SS`), which sorts and compares correctly.
+
+use std::collections::BTreeMap;
+
+use futures_util::TryStreamExt;
+use polars::prelude::DataFrame;
+use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteRow, SqliteValueRef};
+use sqlx::{Column, Decode, Executor, Row, Sqlite, TypeInfo, ValueRef};
+
+use super::frame::{parse_timestamp, sqlite_ts, ColumnBuf};
+use super::ident::Ident;
+use super::{JobLock, Value, WarehouseError};
+use crate::config::ColumnType;
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+
+fn bind<'q>(mut q: Query<'q>, params: &[Value]) -> Query<'q> {
+    for p in params {
+        q = match p {
+            Value::Int(v) => q.bind(*v),
+            Value::Float(v) => q.bind(*v),
+            Value::Text(v) => q.bind(v.clone()),
+            Value::Bool(v) => q.bind(*v),
+            Value::Ts(v) => q.bind(v.map(sqlite_ts)),
+            Value::Bytes(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+pub(super) async fn execute<'c, E>(e: E, sql: &str, params: &[Value]) -> Result<u64, WarehouseError>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    bind(sqlx::query(sql), params)
+        .execute(e)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(WarehouseError::query(first_line(sql)))
+}
+
+pub(super) async fn fetch<'c, E>(e: E, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, WarehouseError>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    let rows = bind(sqlx::query(sql), params)
+        .fetch_all(e)
+        .await
+        .map_err(WarehouseError::query(first_line(sql)))?;
+    Ok(rows.iter().map(|r| (0..r.len()).map(|i| any_value(r, i)).collect()).collect())
+}
+
+fn any_value(row: &SqliteRow, i: usize) -> Value {
+    let Ok(v) = row.try_get_raw(i) else {
+        return Value::Text(None);
+    };
+    if v.is_null() {
+        return Value::Text(None);
+    }
+    let kind = v.type_info().name().to_string();
+    match kind.as_str() {
+        "INTEGER" => Value::Int(<i64 as Decode<Sqlite>>::decode(v).ok()),
+        "REAL" => Value::Float(<f64 as Decode<Sqlite>>::decode(v).ok()),
+        "BLOB" => Value::Bytes(<Vec<u8> as Decode<Sqlite>>::decode(v).ok()),
+        _ => Value::Text(<String as Decode<Sqlite>>::decode(v).ok()),
+    }
+}
+
+pub(super) async fn describe(
+    pool: &SqlitePool,
+    sql: &str,
+    _params: &[Value],
+) -> Result<Vec<(String, String)>, WarehouseError> {
+    let stmt = pool
+        .prepare(sql)
+        .await
+        .map_err(WarehouseError::query("prepare the job's SQL"))?;
+    Ok(sqlx::Statement::columns(&stmt)
+        .iter()
+        .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+        .collect())
+}
+
+pub(super) async fn read_frame(
+    pool: &SqlitePool,
+    sql: &str,
+    params: &[Value],
+    contract: &BTreeMap<String, ColumnType>,
+) -> Result<DataFrame, WarehouseError> {
+    let returned: Vec<String> = describe(pool, sql, params)
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut wanted: Vec<(usize, &String, ColumnBuf)> = Vec::with_capacity(contract.len());
+    for (name, ty) in contract {
+        let idx = returned.iter().position(|r| r == name).ok_or_else(|| {
+            WarehouseError::MissingColumn {
+                column: name.clone(),
+                returned: returned.join(", "),
+            }
+        })?;
+        wanted.push((idx, name, ColumnBuf::new(*ty, 1024)));
+    }
+    let mut rows = bind(sqlx::query(sql), params).fetch(pool);
+    let mut n = 0usize;
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(WarehouseError::query("run the job's SQL"))?
+    {
+        for (idx, name, buf) in wanted.iter_mut() {
+            let v = row
+                .try_get_raw(*idx)
+                .map_err(WarehouseError::query("read a row"))?;
+            push(buf, v).map_err(|found| WarehouseError::Decode {
+                column: name.to_string(),
+                row: n + 1,
+                expected: buf.column_type().name(),
+                found,
+            })?;
+        }
+        n += 1;
+    }
+    DataFrame::new(
+        n,
+        wanted
+            .into_iter()
+            .map(|(_, name, buf)| buf.into_column(name))
+            .collect(),
+    )
+    .map_err(|e| WarehouseError::Decode {
+        column: String::new(),
+        row: 0,
+        expected: "a frame",
+        found: e.to_string(),
+    })
+}
+
+/// Appends one SQLite value to a typed buffer; the error describes what was found instead.
+fn push(buf: &mut ColumnBuf, v: SqliteValueRef<'_>) -> Result<(), String> {
+    if v.is_null() {
+        buf.push_null();
+        return Ok(());
+    }
+    let storage = v.type_info().name().to_string();
+    let text = |v| <String as Decode<Sqlite>>::decode(v).map_err(|e| e.to_string());
+    let int = |v| <i64 as Decode<Sqlite>>::decode(v).map_err(|e| e.to_string());
+    let real = |v| <f64 as Decode<Sqlite>>::decode(v).map_err(|e| e.to_string());
+    match (buf, storage.as_str()) {
+        (ColumnBuf::Int(b), "INTEGER") => b.push(Some(int(v)?)),
+        (ColumnBuf::Float(b), "REAL") => b.push(Some(real(v)?)),
+        (ColumnBuf::Float(b), "INTEGER") => b.push(Some(int(v)? as f64)),
+        (ColumnBuf::Text(b), "TEXT") => b.push(Some(text(v)?)),
+        (ColumnBuf::Text(b), "INTEGER") => b.push(Some(int(v)?.to_string())),
+        (ColumnBuf::Bool(b), "INTEGER") => match int(v)? {
+            0 => b.push(Some(false)),
+            1 => b.push(Some(true)),
+            other => return Err(format!("integer {other}")),
+        },
+        (ColumnBuf::Bool(b), "TEXT") => match text(v)?.to_ascii_lowercase().as_str() {
+            "true" | "t" | "1" => b.push(Some(true)),
+            "false" | "f" | "0" => b.push(Some(false)),
+            other => return Err(format!("text {other:?}")),
+        },
+        (ColumnBuf::Ts(b), "TEXT") => {
+            let s = text(v)?;
+            let t = parse_timestamp(&s).ok_or_else(|| format!("text {s:?} (not a timestamp)"))?;
+            b.push(Some(t.timestamp_micros()));
+        }
+        // Integers in a timestamp column are Unix seconds.
+        (ColumnBuf::Ts(b), "INTEGER") => b.push(Some(int(v)?.saturating_mul(1_000_000))),
+        (_, "TEXT") => return Err(format!("text {:?}", truncate(&text(v)?))),
+        (_, "REAL") => return Err(format!("real {}", real(v)?)),
+        (_, other) => return Err(other.to_lowercase()),
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+pub(super) async fn table_columns(pool: &SqlitePool, table: &Ident) -> Result<Vec<String>, WarehouseError> {
+    let rows = fetch(
+        pool,
+        "SELECT name FROM pragma_table_info($1)",
+        &[Value::text(table.base())],
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().and_then(|v| v.as_str().map(str::to_string)))
+        .collect())
+}
+
+/// Multi-row inserts, as many rows per statement as SQLite's parameter limit allows.
+pub(super) async fn upsert(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    table: &Ident,
+    quoted: &[String],
+    cols: &[ColumnBuf],
+    conflict: &str,
+) -> Result<u64, WarehouseError> {
+    let n_rows = cols.first().map(ColumnBuf::len).unwrap_or(0);
+    let width = cols.len().max(1);
+    // Anonymous `?` placeholders: sqlx resolves numbered ones by name, which is quadratic in
+    // the number of parameters of a statement.
+    let per_stmt = (8_000 / width).clamp(1, 500);
+    let row_placeholder = |_offset: usize| format!("({})", vec!["?"; width].join(", "));
+    let head = format!("INSERT INTO {} ({}) VALUES ", table.quoted(), quoted.join(", "));
+    let mut written = 0u64;
+    let mut full_sql: Option<String> = None;
+    let mut start = 0;
+    while start < n_rows {
+        let end = (start + per_stmt).min(n_rows);
+        let rows = end - start;
+        let build = || {
+            let values = (0..rows)
+                .map(|r| row_placeholder(r * width))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("{head}{values} {conflict}")
+        };
+        let sql = if rows == per_stmt {
+            full_sql.get_or_insert_with(build).clone()
+        } else {
+            build()
+        };
+        let mut q: Query<'_> = sqlx::query(&sql);
+        for r in start..end {
+            for c in cols {
+                q = match c {
+                    ColumnBuf::Int(v) => q.bind(v[r]),
+                    ColumnBuf::Float(v) => q.bind(v[r]),
+                    ColumnBuf::Text(v) => q.bind(v[r].clone()),
+                    ColumnBuf::Bool(v) => q.bind(v[r]),
+                    ColumnBuf::Ts(v) => q.bind(v[r].map(|us| sqlite_ts(super::frame::micros_to_utc(us)))),
+                };
+            }
+        }
+        written += q
+            .execute(&mut **tx)
+            .await
+            .map_err(WarehouseError::query(format!("upsert into {table}")))?
+            .rows_affected();
+        start = end;
+    }
+    Ok(written)
+}
+
+pub(super) async fn lock(pool: &SqlitePool, job: &str, shard: &str, run_id: &str) -> Result<JobLock, WarehouseError> {
+    let me = super::holder_id();
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(WarehouseError::query("begin lock transaction"))?;
+    let held = fetch(
+        &mut *tx,
+        "SELECT holder, run_id FROM prescore_locks WHERE job = $1 AND shard = $2",
+        &[Value::text(job), Value::text(shard)],
+    )
+    .await?;
+    if let Some(row) = held.first() {
+        let holder = row[0].as_str().unwrap_or_default().to_string();
+        if holder_alive(&holder) {
+            return Err(WarehouseError::Locked {
+                job: job.into(),
+                shard: shard.into(),
+                holder: format!(
+                    "run {} held by {holder}",
+                    row[1].as_str().unwrap_or_default()
+                ),
+            });
+        }
+        tracing::warn!(%holder, "taking over the lock of a process that no longer runs");
+        execute(
+            &mut *tx,
+            "DELETE FROM prescore_locks WHERE job = $1 AND shard = $2",
+            &[Value::text(job), Value::text(shard)],
+        )
+        .await?;
+    }
+    execute(
+        &mut *tx,
+        "INSERT INTO prescore_locks (job, shard, run_id, holder, acquired_at) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            Value::text(job),
+            Value::text(shard),
+            Value::text(run_id),
+            Value::text(me),
+            Value::Ts(Some(chrono::Utc::now())),
+        ],
+    )
+    .await?;
+    tx.commit().await.map_err(WarehouseError::query("commit lock"))?;
+    Ok(JobLock::Sqlite {
+        pool: pool.clone(),
+        job: job.into(),
+        shard: shard.into(),
+        run_id: run_id.into(),
+    })
+}
+
+/// A holder on this host is alive if its PID is; one on another host is assumed alive.
+fn holder_alive(holder: &str) -> bool {
+    let me = super::holder_id();
+    let (host, pid) = holder.rsplit_once(':').unwrap_or((holder, ""));
+    let (my_host, _) = me.rsplit_once(':').unwrap_or((&me, ""));
+    if host != my_host {
+        return true;
+    }
+    match pid.parse::<u32>() {
+        Ok(pid) if pid == std::process::id() => true,
+        Ok(pid) => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        Err(_) => false,
+    }
+}
+
+pub(super) async fn unlock(pool: &SqlitePool, job: &str, shard: &str, run_id: &str) {
+    let r = execute(
+        pool,
+        "DELETE FROM prescore_locks WHERE job = $1 AND shard = $2 AND run_id = $3",
+        &[Value::text(job), Value::text(shard), Value::text(run_id)],
+    )
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not release the job lock; the next run will take it over");
+    }
+}
+
+fn first_line(sql: &str) -> String {
+    let line = sql.trim().lines().next().unwrap_or_default();
+    format!("SQL `{}`", truncate(line))
+}
