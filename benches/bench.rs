@@ -1,5 +1,666 @@
-//! `make bench`: placeholder, being written.
-fn main() {
-    eprintln!("prescore-bench: not written yet");
-    std::process::exit(1);
+//! `make bench`: the churn score job on PostgreSQL at a realistic size, stage by stage.
+//!
+//! It recreates a dedicated database (`prescore_bench`), generates N customers with the demo
+//! generator and loads them with the warehouse's own upsert, then runs `configs/churn_daily.toml`
+//! twice through the real pipeline: `run` (trains, then scores) and `score` (loads the champion).
+//! For each it prints rows, seconds and rows/s per stage, and the peak RSS of the run. In the same
+//! process it measures the floor with `psql`: a binary `COPY (scoring SQL) TO STDOUT` for the
+//! read, and a binary `COPY … FROM STDIN` of the same output rows into a table shaped like the
+//! results table for the publish, and prints prescore's ratio to them. `--scale K` repeats
+//! everything with N/K entities and prints how time grows with rows. Only measured numbers are
+//! printed.
+//!
+//!     make bench BENCH_ARGS="--entities 100000 --scale 10"
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use clap::Parser;
+use polars::prelude::DataType;
+
+use prescore::config::{self, ColumnType, Job};
+use prescore::demo::churn;
+use prescore::pipeline::{self, Mode, Options, Report, Shard};
+use prescore::warehouse::ident::Ident;
+use prescore::warehouse::{params, redact, ColumnDef, Warehouse};
+
+const BENCH_DB: &str = "prescore_bench";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "prescore-bench",
+    about = "Benchmark the churn score job on PostgreSQL"
+)]
+struct Args {
+    /// PostgreSQL server; the bench creates (drops and recreates) its own database there.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    warehouse: String,
+    /// Customers to generate (about 5.5 monthly rows each).
+    #[arg(long, default_value_t = 1_000_000)]
+    entities: usize,
+    /// Also run with entities/SCALE customers and print how time grows with rows.
+    #[arg(long)]
+    scale: Option<usize>,
+    /// The job to run.
+    #[arg(long, default_value = "configs/churn_daily.toml")]
+    config: PathBuf,
+    /// Seed for the generator.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Keep the prescore_bench database afterwards (it is dropped by default).
+    #[arg(long)]
+    keep: bool,
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// One stage of one pipeline run.
+struct Stage {
+    name: String,
+    rows: Option<u64>,
+    seconds: f64,
+}
+
+/// One pipeline run, as measured.
+struct RunResult {
+    label: &'static str,
+    wall: f64,
+    peak_rss_kib: Option<u64>,
+    stages: Vec<Stage>,
+    report: Report,
+}
+
+/// One database size, as measured.
+struct SizeResult {
+    entities: usize,
+    rows_loaded: usize,
+    load_s: f64,
+    runs: Vec<RunResult>,
+    floor_score_read: Floor,
+    floor_train_read: Floor,
+    floor_publish: Floor,
+    floor_publish_pk: Floor,
+    /// psql's own start, connection and a trivial query: included in every floor.
+    psql_overhead_s: f64,
+}
+
+struct Floor {
+    rows: u64,
+    seconds: f64,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if let Err(e) = bench(&args).await {
+        eprintln!("prescore-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn bench(args: &Args) -> Res<()> {
+    if !args.warehouse.starts_with("postgres") {
+        return Err(format!(
+            "the bench needs PostgreSQL; --warehouse / DATABASE_URL is {}",
+            redact(&args.warehouse)
+        )
+        .into());
+    }
+    let config_path = resolve(&args.config);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "prescore-bench: {} on {} (database {BENCH_DB}), {cores} CPU core(s), PostgreSQL {}",
+        config_path.display(),
+        redact(&args.warehouse),
+        server_version(&args.warehouse).await?
+    );
+    if !reset_peak_rss() {
+        println!(
+            "note: cannot reset VmHWM (/proc/self/clear_refs); peak RSS is the process's so far"
+        );
+    }
+    // The larger size first, so a warm cache can only favour the smaller one: the growth ratio
+    // printed at the end is, if anything, pessimistic.
+    let mut sizes = vec![args.entities];
+    if let Some(k) = args.scale {
+        if k < 2 {
+            return Err("--scale must be at least 2".into());
+        }
+        sizes.push((args.entities / k).max(1));
+    }
+    let mut results = Vec::new();
+    for &n in &sizes {
+        let r = one_size(args, &config_path, n).await?;
+        print_size(&r);
+        results.push(r);
+    }
+    if let [big, small] = &results[..] {
+        print_scaling(big, small);
+    }
+    if !args.keep {
+        let admin = Warehouse::connect(&args.warehouse, 2).await?;
+        admin
+            .execute(
+                &format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"),
+                &[],
+            )
+            .await?;
+        admin.close().await;
+    }
+    Ok(())
+}
+
+/// A path relative to the working directory, else to this repository.
+fn resolve(p: &Path) -> PathBuf {
+    if p.is_absolute() || p.exists() {
+        p.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+    }
+}
+
+async fn server_version(url: &str) -> Res<String> {
+    let wh = Warehouse::connect(url, 2).await?;
+    let v = wh.fetch("SHOW server_version", &[]).await?;
+    wh.close().await;
+    Ok(v.first()
+        .and_then(|r| r.first())
+        .map(|v| v.display())
+        .unwrap_or_default())
+}
+
+/// `url` with its database replaced by `db` (the query string, if any, kept).
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map(|i| authority_start + i)
+        .unwrap_or(base.len());
+    format!("{}/{db}{query}", &base[..path_start])
+}
+
+async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeResult> {
+    println!("\n=== {} customers ===", thousands(entities as u64));
+    let admin = Warehouse::connect(&args.warehouse, 2).await?;
+    admin
+        .execute(
+            &format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"),
+            &[],
+        )
+        .await?;
+    admin
+        .execute(&format!("CREATE DATABASE {BENCH_DB}"), &[])
+        .await?;
+    admin.close().await;
+    let url = with_database(&args.warehouse, BENCH_DB);
+    let wh = Warehouse::connect(&url, 4).await?;
+    let now = Utc::now().trunc_subsecs(0);
+
+    // Generate and load with the warehouse's own upsert (binary COPY into a staging table,
+    // then INSERT … ON CONFLICT).
+    reset_peak_rss();
+    let t = Instant::now();
+    let df = churn::generate(entities, args.seed, now);
+    let generate_s = t.elapsed().as_secs_f64();
+    let rows_loaded = df.height();
+    let table = Ident::new(churn::TABLE)?;
+    let defs = df
+        .columns()
+        .iter()
+        .map(|c| {
+            let ty = match c.dtype() {
+                DataType::Int64 => ColumnType::Int,
+                DataType::Float64 => ColumnType::Float,
+                DataType::String => ColumnType::Text,
+                DataType::Boolean => ColumnType::Bool,
+                DataType::Datetime(_, _) => ColumnType::Timestamp,
+                other => return Err(format!("generated column {} has type {other}", c.name())),
+            };
+            Ok(ColumnDef {
+                name: c.name().to_string(),
+                ty,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let t = Instant::now();
+    wh.ensure_table(&table, &defs, &["customer_id", "period_end"])
+        .await?;
+    let mut tx = wh.begin().await?;
+    tx.upsert(&table, &["customer_id", "period_end"], &df)
+        .await?;
+    tx.commit().await?;
+    let load_s = t.elapsed().as_secs_f64();
+    drop(df);
+    let load_peak_rss_kib = peak_rss_kib();
+    // A loaded warehouse table has been vacuumed and analyzed; without this the first read
+    // would also pay for setting hint bits on every page.
+    let t = Instant::now();
+    wh.execute(&format!("VACUUM ANALYZE {}", table.quoted()), &[])
+        .await?;
+    let vacuum_s = t.elapsed().as_secs_f64();
+    println!(
+        "loaded {} rows: generate {:.2} s, upsert {:.2} s ({} rows/s), VACUUM ANALYZE {:.2} s, peak RSS {}",
+        thousands(rows_loaded as u64),
+        generate_s,
+        load_s,
+        thousands((rows_loaded as f64 / load_s) as u64),
+        vacuum_s,
+        mib(load_peak_rss_kib)
+    );
+
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    env.insert("DATABASE_URL".into(), url.clone());
+    let job = config::load_with_env(config_path, &env)?;
+    let mut runs = Vec::new();
+    for (mode, label) in [
+        (Mode::Run, "run (trains)"),
+        (Mode::Score, "score (loads the champion)"),
+    ] {
+        let opts = Options {
+            mode,
+            as_of: now,
+            shard: Shard::ALL,
+        };
+        reset_peak_rss();
+        let t = Instant::now();
+        let report = pipeline::run(&job, &wh, &opts).await?;
+        let wall = t.elapsed().as_secs_f64();
+        let peak = peak_rss_kib();
+        runs.push(RunResult {
+            label,
+            wall,
+            peak_rss_kib: peak,
+            stages: stages(&report),
+            report,
+        });
+    }
+    wh.close().await;
+
+    // The floors, with psql on the same database.
+    let lit = ts_literal(now);
+    let score_sql = job
+        .input
+        .score_sql
+        .as_deref()
+        .ok_or("the job has no score_sql")?;
+    let floor_score_read = copy_out_floor(&url, &inline_as_of(score_sql, &lit)).await?;
+    let floor_train_read = copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
+    let (floor_publish, floor_publish_pk) = copy_in_floors(&url, &job).await?;
+    let mut cmd = psql(&url);
+    cmd.args(["-c", "SELECT 1"]).stdout(Stdio::null());
+    let psql_overhead_s = timed(cmd, "SELECT 1").await?;
+    Ok(SizeResult {
+        entities,
+        rows_loaded,
+        load_s,
+        runs,
+        floor_score_read,
+        floor_train_read,
+        floor_publish,
+        floor_publish_pk,
+        psql_overhead_s,
+    })
+}
+
+/// Rows and seconds per stage, from the report. `read` and `contract` of a training run cover
+/// both the training and the scoring SQL, as the pipeline's timer adds them up.
+fn stages(r: &Report) -> Vec<Stage> {
+    let trained = r
+        .trained
+        .as_ref()
+        .map(|t| (t.rows_train + t.rows_holdout) as u64);
+    r.stage_seconds
+        .iter()
+        .map(|(name, secs)| Stage {
+            name: name.clone(),
+            rows: match name.as_str() {
+                "read" | "contract" => Some(r.rows_read as u64),
+                "train" => trained,
+                "features" | "score" => Some(r.entities as u64),
+                "publish" => Some(r.rows_written),
+                _ => None,
+            },
+            seconds: *secs,
+        })
+        .collect()
+}
+
+fn ts_literal(t: DateTime<Utc>) -> String {
+    format!("'{}'::timestamptz", t.format("%Y-%m-%d %H:%M:%S%.6f+00"))
+}
+
+/// The job's SQL with `:as_of` as a literal, as `COPY` needs it.
+fn inline_as_of(sql: &str, literal: &str) -> String {
+    let p = params::prepare(params::trim_statement(sql));
+    assert!(
+        p.names.iter().all(|n| n == "as_of"),
+        "the bench binds only :as_of"
+    );
+    p.sql.replace("$1", &format!("({literal})"))
+}
+
+fn psql(url: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("psql");
+    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url]);
+    c
+}
+
+/// Runs a prepared psql command with its stdio as set (stderr captured) and returns its wall
+/// time. (tokio's `output()` would replace stdout with a pipe.)
+async fn timed(mut cmd: tokio::process::Command, what: &str) -> Res<f64> {
+    let t = Instant::now();
+    let out = cmd
+        .stderr(Stdio::piped())
+        .spawn()?
+        .wait_with_output()
+        .await?;
+    let seconds = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!(
+            "psql {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(seconds)
+}
+
+async fn psql_ok(url: &str, sql: &str) -> Res<String> {
+    let out = psql(url).args(["-At", "-c", sql]).output().await?;
+    if !out.status.success() {
+        return Err(format!("psql failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Wall time of `psql` running `COPY (sql) TO STDOUT (FORMAT binary)` into /dev/null
+/// (psql's start and connection included).
+async fn copy_out_floor(url: &str, sql: &str) -> Res<Floor> {
+    let rows: u64 = psql_ok(url, &format!("SELECT count(*) FROM (\n{sql}\n) AS q"))
+        .await?
+        .parse()?;
+    let stmt = format!("COPY (\n{sql}\n) TO STDOUT (FORMAT binary)");
+    let mut cmd = psql(url);
+    cmd.args(["-c", &stmt]).stdout(Stdio::null());
+    let seconds = timed(cmd, "COPY TO").await?;
+    Ok(Floor { rows, seconds })
+}
+
+/// Wall time of `psql` loading the results table's rows (exported with `COPY TO`) with a binary
+/// `COPY FROM STDIN` into a new table of the same columns; and into one that also has the
+/// results table's primary key.
+async fn copy_in_floors(url: &str, job: &Job) -> Res<(Floor, Floor)> {
+    let results = job.output.table.quoted();
+    let file = std::env::temp_dir().join(format!("prescore-bench-{}.bin", std::process::id()));
+    let exported = std::fs::File::create(&file)?;
+    let mut cmd = psql(url);
+    cmd.args(["-c", &format!("COPY {results} TO STDOUT (FORMAT binary)")])
+        .stdout(Stdio::from(exported));
+    timed(cmd, "COPY TO (export)").await?;
+    let mut floors = Vec::new();
+    for (table, like) in [
+        ("bench_copy_floor", "LIKE {results}"),
+        ("bench_copy_floor_pk", "LIKE {results} INCLUDING INDEXES"),
+    ] {
+        let like = like.replace("{results}", &results);
+        psql_ok(
+            url,
+            &format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({like})"),
+        )
+        .await?;
+        let input = std::fs::File::open(&file)?;
+        let mut cmd = psql(url);
+        cmd.args(["-c", &format!("COPY {table} FROM STDIN (FORMAT binary)")])
+            .stdin(Stdio::from(input))
+            .stdout(Stdio::null());
+        let seconds = timed(cmd, "COPY FROM").await?;
+        let rows: u64 = psql_ok(url, &format!("SELECT count(*) FROM {table}"))
+            .await?
+            .parse()?;
+        floors.push(Floor { rows, seconds });
+    }
+    let _ = std::fs::remove_file(&file);
+    let pk = floors.pop().expect("two floors");
+    let plain = floors.pop().expect("two floors");
+    Ok((plain, pk))
+}
+
+/// Resets the kernel's peak-RSS mark (VmHWM) of this process; false if not permitted.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// VmHWM from /proc/self/status, in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.0} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn rate(rows: u64, secs: f64) -> String {
+    if secs > 0.0 {
+        thousands((rows as f64 / secs) as u64)
+    } else {
+        "-".into()
+    }
+}
+
+fn stage_seconds(run: &RunResult, stage: &str) -> Option<f64> {
+    run.stages
+        .iter()
+        .find(|s| s.name == stage)
+        .map(|s| s.seconds)
+}
+
+fn print_size(r: &SizeResult) {
+    for run in &r.runs {
+        println!(
+            "\n{}: {:.2} s wall (pipeline::run), peak RSS {}, model v{}, {} rows read, {} scored, {} written",
+            run.label,
+            run.wall,
+            mib(run.peak_rss_kib),
+            run.report.model_version.unwrap_or_default(),
+            thousands(run.report.rows_read as u64),
+            thousands(run.report.entities as u64),
+            thousands(run.report.rows_written),
+        );
+        println!(
+            "  {:<10} {:>12} {:>10} {:>14}",
+            "stage", "rows", "seconds", "rows/s"
+        );
+        for s in &run.stages {
+            println!(
+                "  {:<10} {:>12} {:>10.3} {:>14}",
+                s.name,
+                s.rows.map(thousands).unwrap_or_else(|| "-".into()),
+                s.seconds,
+                s.rows
+                    .map(|n| rate(n, s.seconds))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        let staged: f64 = run.stages.iter().map(|s| s.seconds).sum();
+        println!(
+            "  {:<10} {:>12} {:>10.3}   (lock, ledger, registry, gate)",
+            "other",
+            "",
+            run.wall - staged
+        );
+    }
+    let f = |name: &str, fl: &Floor| {
+        println!(
+            "  {:<58} {:>12} {:>10.3} {:>14}",
+            name,
+            thousands(fl.rows),
+            fl.seconds,
+            rate(fl.rows, fl.seconds)
+        );
+    };
+    println!("\nfloor (psql wall time, including its start and connection):");
+    println!(
+        "  {:<58} {:>12} {:>10} {:>14}",
+        "", "rows", "seconds", "rows/s"
+    );
+    f(
+        "COPY (scoring SQL) TO STDOUT (FORMAT binary) > /dev/null",
+        &r.floor_score_read,
+    );
+    f(
+        "COPY (training SQL) TO STDOUT (FORMAT binary) > /dev/null",
+        &r.floor_train_read,
+    );
+    f(
+        "COPY FROM STDIN (FORMAT binary), results' columns",
+        &r.floor_publish,
+    );
+    f(
+        "COPY FROM STDIN (FORMAT binary), results' columns + primary key",
+        &r.floor_publish_pk,
+    );
+    println!(
+        "  {:<58} {:>12} {:>10.3}",
+        "(psql start + connect + SELECT 1, included in each above)", "", r.psql_overhead_s
+    );
+
+    println!("\nprescore / floor:");
+    let ratio = |name: &str, ours: Option<f64>, floor: f64| {
+        if let Some(ours) = ours {
+            println!("  {:<66} x{:.2}", name, ours / floor);
+        }
+    };
+    let (run, score) = (&r.runs[0], &r.runs[1]);
+    ratio(
+        "score: read (scoring SQL) / COPY TO of the scoring SQL",
+        stage_seconds(score, "read"),
+        r.floor_score_read.seconds,
+    );
+    ratio(
+        "run:   read (training + scoring SQL) / both COPY TO",
+        stage_seconds(run, "read"),
+        r.floor_score_read.seconds + r.floor_train_read.seconds,
+    );
+    ratio(
+        "run:   publish (upsert into an empty table) / COPY FROM",
+        stage_seconds(run, "publish"),
+        r.floor_publish.seconds,
+    );
+    ratio(
+        "run:   publish / COPY FROM with the primary key",
+        stage_seconds(run, "publish"),
+        r.floor_publish_pk.seconds,
+    );
+    ratio(
+        "score: publish (upsert replacing every row) / COPY FROM",
+        stage_seconds(score, "publish"),
+        r.floor_publish.seconds,
+    );
+    ratio(
+        "score: publish / COPY FROM with the primary key",
+        stage_seconds(score, "publish"),
+        r.floor_publish_pk.seconds,
+    );
+}
+
+fn print_scaling(big: &SizeResult, small: &SizeResult) {
+    println!(
+        "\nscaling: {} vs {} customers ({} vs {} rows loaded)",
+        thousands(big.entities as u64),
+        thousands(small.entities as u64),
+        thousands(big.rows_loaded as u64),
+        thousands(small.rows_loaded as u64)
+    );
+    println!(
+        "  {:<24} {:>11} {:>11} {:>16}",
+        "stage", "rows ratio", "time ratio", "time <= 1.1 x rows"
+    );
+    let line = |name: String, rows: Option<(u64, u64)>, secs: (f64, f64)| {
+        let (rows_ratio, ok) = match rows {
+            Some((b, s)) if s > 0 => {
+                let rr = b as f64 / s as f64;
+                let tr = secs.0 / secs.1;
+                (
+                    format!("x{rr:.2}"),
+                    if tr <= 1.1 * rr { "yes" } else { "NO" },
+                )
+            }
+            _ => ("-".into(), "-"),
+        };
+        println!(
+            "  {:<24} {:>11} {:>11} {:>16}",
+            name,
+            rows_ratio,
+            format!("x{:.2}", secs.0 / secs.1),
+            ok
+        );
+    };
+    line(
+        "load (upsert)".into(),
+        Some((big.rows_loaded as u64, small.rows_loaded as u64)),
+        (big.load_s, small.load_s),
+    );
+    for (b, s) in big.runs.iter().zip(&small.runs) {
+        let mode = b.label.split_whitespace().next().unwrap_or_default();
+        for bs in &b.stages {
+            let Some(ss) = s.stages.iter().find(|x| x.name == bs.name) else {
+                continue;
+            };
+            line(
+                format!("{mode}: {}", bs.name),
+                bs.rows.zip(ss.rows),
+                (bs.seconds, ss.seconds),
+            );
+        }
+        line(
+            format!("{mode}: whole run"),
+            Some((b.report.rows_read as u64, s.report.rows_read as u64)),
+            (b.wall, s.wall),
+        );
+    }
+    for (name, b, s) in [
+        (
+            "floor: COPY TO (scoring)",
+            &big.floor_score_read,
+            &small.floor_score_read,
+        ),
+        ("floor: COPY FROM", &big.floor_publish, &small.floor_publish),
+    ] {
+        line(name.into(), Some((b.rows, s.rows)), (b.seconds, s.seconds));
+    }
 }

@@ -58,7 +58,10 @@ fn shard(given: Option<Shard>) -> Result<Shard, Error> {
         return Ok(s);
     }
     // Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX; PRESCORE_SHARDS says how many.
-    match (std::env::var("JOB_COMPLETION_INDEX"), std::env::var("PRESCORE_SHARDS")) {
+    match (
+        std::env::var("JOB_COMPLETION_INDEX"),
+        std::env::var("PRESCORE_SHARDS"),
+    ) {
         (Ok(k), Ok(n)) => crate::cli::parse_shard(&format!("{k}/{n}")).map_err(Error::Usage),
         _ => Ok(Shard::ALL),
     }
@@ -90,7 +93,12 @@ async fn run(a: RunArgs, mode: Mode) -> Result<(), Error> {
 /// missing columns and wrong types show up exactly as they would in a run. Writes nothing.
 async fn check(a: CheckArgs) -> Result<(), Error> {
     let job = config::load(&a.config)?;
-    println!("config {}: valid ({} job {:?})", a.config.display(), kind_name(&job), job.name);
+    println!(
+        "config {}: valid ({} job {:?})",
+        a.config.display(),
+        kind_name(&job),
+        job.name
+    );
     let wh = connect(&job).await?;
     let as_of = as_of(a.as_of);
     let mut files = vec![(
@@ -122,7 +130,11 @@ async fn check(a: CheckArgs) -> Result<(), Error> {
                     .filter(|n| !contract.contains_key(*n))
                     .collect();
                 if !extra.is_empty() {
-                    println!("  {}: note: columns not in the contract are ignored: {}", path.display(), extra.join(", "));
+                    println!(
+                        "  {}: note: columns not in the contract are ignored: {}",
+                        path.display(),
+                        extra.join(", ")
+                    );
                 }
                 wh.read_frame(&limited, &binds, &contract).await
             }
@@ -163,17 +175,35 @@ async fn runs(a: RunsArgs) -> Result<(), Error> {
     wh.migrate().await?;
     let name = a.job.or(job.map(|j| j.name));
     let rows = ledger::recent(&wh, name.as_deref(), a.limit).await?;
-    let shown = ["run_id", "job", "status", "as_of", "started_at", "rows_read", "rows_scored", "rows_written", "model_version", "error"];
+    let shown = [
+        "run_id",
+        "job",
+        "status",
+        "as_of",
+        "started_at",
+        "rows_read",
+        "rows_scored",
+        "rows_written",
+        "model_version",
+        "error",
+    ];
     let idx: Vec<usize> = shown
         .iter()
-        .map(|s| ledger::COLUMNS.iter().position(|c| c == s).expect("known column"))
+        .map(|s| {
+            ledger::COLUMNS
+                .iter()
+                .position(|c| c == s)
+                .expect("known column")
+        })
         .collect();
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             idx.iter()
                 .map(|&i| {
-                    let v = r[i].as_ts().filter(|_| matches!(ledger::COLUMNS[i], "as_of" | "started_at"))
+                    let v = r[i]
+                        .as_ts()
+                        .filter(|_| matches!(ledger::COLUMNS[i], "as_of" | "started_at"))
                         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                         .unwrap_or_else(|| r[i].display());
                     if ledger::COLUMNS[i] == "error" && v.chars().count() > 70 {
@@ -195,9 +225,9 @@ async fn runs(a: RunsArgs) -> Result<(), Error> {
 }
 
 async fn models(a: ModelsArgs) -> Result<(), Error> {
-    let path = a
-        .config
-        .ok_or_else(|| Error::Usage("prescore models needs --config FILE (the job whose models to show)".into()))?;
+    let path = a.config.ok_or_else(|| {
+        Error::Usage("prescore models needs --config FILE (the job whose models to show)".into())
+    })?;
     let job = config::load(&path)?;
     let wh = connect(&job).await?;
     wh.migrate().await?;
@@ -206,12 +236,21 @@ async fn models(a: ModelsArgs) -> Result<(), Error> {
     r
 }
 
-async fn models_action(wh: &Warehouse, job: &Job, action: &ModelsAction, path: &Path) -> Result<(), Error> {
+async fn models_action(
+    wh: &Warehouse,
+    job: &Job,
+    action: &ModelsAction,
+    path: &Path,
+) -> Result<(), Error> {
     match action {
         ModelsAction::List => {
             let list = registry::list(wh, &job.name).await?;
             if list.is_empty() {
-                println!("no models for job {} yet: run `prescore run --config {}`", job.name, path.display());
+                println!(
+                    "no models for job {} yet: run `prescore run --config {}`",
+                    job.name,
+                    path.display()
+                );
                 return Ok(());
             }
             let primary = crate::model::metrics::primary(job.model.task);
@@ -222,9 +261,17 @@ async fn models_action(wh: &Warehouse, job: &Job, action: &ModelsAction, path: &
                         format!("v{}", m.version),
                         m.status.clone(),
                         m.algorithm.clone(),
-                        m.trained_at.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default(),
-                        m.metrics.get(primary).map(|v| format!("{v:.4}")).unwrap_or_default(),
-                        m.baseline.get(primary).map(|v| format!("{v:.4}")).unwrap_or_default(),
+                        m.trained_at
+                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                            .unwrap_or_default(),
+                        m.metrics
+                            .get(primary)
+                            .map(|v| format!("{v:.4}"))
+                            .unwrap_or_default(),
+                        m.baseline
+                            .get(primary)
+                            .map(|v| format!("{v:.4}"))
+                            .unwrap_or_default(),
                         m.status_reason.clone().unwrap_or_default(),
                     ]
                 })
@@ -232,33 +279,69 @@ async fn models_action(wh: &Warehouse, job: &Job, action: &ModelsAction, path: &
             let base = format!("baseline {primary}");
             println!(
                 "{}",
-                report::table(&["version", "status", "algorithm", "trained_at", primary, &base, "why"], &rows)
+                report::table(
+                    &[
+                        "version",
+                        "status",
+                        "algorithm",
+                        "trained_at",
+                        primary,
+                        &base,
+                        "why"
+                    ],
+                    &rows
+                )
             );
         }
         ModelsAction::Show { version } => {
             let m = registry::get(wh, &job.name, *version).await?;
             println!("model {} v{}", job.name, m.version);
-            println!("  status        {} ({})", m.status, m.status_reason.unwrap_or_default());
+            println!(
+                "  status        {} ({})",
+                m.status,
+                m.status_reason.unwrap_or_default()
+            );
             println!("  algorithm     {} ({})", m.algorithm, m.task);
             println!("  params        {}", m.params);
-            println!("  trained_at    {}", m.trained_at.map(|t| t.to_rfc3339()).unwrap_or_default());
-            println!("  as_of         {}", m.as_of.map(|t| t.to_rfc3339()).unwrap_or_default());
-            println!("  rows          {} train, {} holdout", m.rows_train, m.rows_holdout);
+            println!(
+                "  trained_at    {}",
+                m.trained_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+            );
+            println!(
+                "  as_of         {}",
+                m.as_of.map(|t| t.to_rfc3339()).unwrap_or_default()
+            );
+            println!(
+                "  rows          {} train, {} holdout",
+                m.rows_train, m.rows_holdout
+            );
             println!("  feature_hash  {}", m.feature_hash);
             println!("  features      {}", m.features);
-            println!("  metrics       {}", serde_json::to_string(&m.metrics).unwrap_or_default());
-            println!("  baseline      {}", serde_json::to_string(&m.baseline).unwrap_or_default());
+            println!(
+                "  metrics       {}",
+                serde_json::to_string(&m.metrics).unwrap_or_default()
+            );
+            println!(
+                "  baseline      {}",
+                serde_json::to_string(&m.baseline).unwrap_or_default()
+            );
             if let Some(i) = m.importances {
                 println!("  importances   {i}");
             }
         }
         ModelsAction::Promote { version } => {
             registry::promote(wh, &job.name, *version).await?;
-            println!("v{version} is now the champion of {}; the next run scores with it", job.name);
+            println!(
+                "v{version} is now the champion of {}; the next run scores with it",
+                job.name
+            );
         }
         ModelsAction::Rollback => {
             let (from, to) = registry::rollback(wh, &job.name).await?;
-            println!("rolled back {} from v{from} to v{to}; the next run scores with v{to}", job.name);
+            println!(
+                "rolled back {} from v{from} to v{to}; the next run scores with v{to}",
+                job.name
+            );
         }
     }
     Ok(())

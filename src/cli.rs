@@ -49,29 +49,37 @@ pub enum Command {
     Init(Target),
     /// The cron entrypoint: train when the retrain policy says so, gate, score every entity and
     /// publish the predictions in one transaction.
-    #[command(after_help = "Examples:\n  prescore run --config configs/churn_daily.toml\n  \
+    #[command(
+        after_help = "Examples:\n  prescore run --config configs/churn_daily.toml\n  \
 prescore run --config configs/energy_hourly.toml --as-of 2026-11-01T00:00:00Z   # backfill\n  \
 prescore run --config configs/churn_daily.toml --shard 2/8                      # one of 8 workers\n\n\
-crontab:\n  15 * * * * cd /srv/prescore && DATABASE_URL=postgres://etl@wh/db prescore run --config configs/energy_hourly.toml")]
+crontab:\n  15 * * * * cd /srv/prescore && DATABASE_URL=postgres://etl@wh/db prescore run --config configs/energy_hourly.toml"
+    )]
     Run(RunArgs),
     /// Train, evaluate on the holdout, gate and register a model, without scoring.
     #[command(after_help = "Example:\n  prescore train --config configs/churn_daily.toml")]
     Train(RunArgs),
     /// Score with the current champion model and publish, without training.
-    #[command(after_help = "Example:\n  prescore score --config configs/churn_daily.toml --shard 0/4")]
+    #[command(
+        after_help = "Example:\n  prescore score --config configs/churn_daily.toml --shard 0/4"
+    )]
     Score(RunArgs),
     /// Validate a config, run its SQL with a LIMIT and compare the columns with the contract.
     /// Writes nothing.
     #[command(after_help = "Example:\n  prescore check --config configs/churn_daily.toml")]
     Check(CheckArgs),
     /// Show recent runs from the ledger (prescore_runs).
-    #[command(after_help = "Examples:\n  prescore runs --config configs/churn_daily.toml\n  prescore runs --warehouse sqlite://prescore.db --limit 50")]
+    #[command(
+        after_help = "Examples:\n  prescore runs --config configs/churn_daily.toml\n  prescore runs --warehouse sqlite://prescore.db --limit 50"
+    )]
     Runs(RunsArgs),
     /// List, inspect, promote and roll back models in the registry (prescore_models).
     Models(ModelsArgs),
     /// Generate realistic demo data into a warehouse and run the demo jobs on it.
-    #[command(after_help = "Examples:\n  prescore demo                                   # SQLite file prescore.db\n  \
-prescore demo --warehouse postgres://postgres@127.0.0.1/test\n  prescore demo --seed-only --customers 200000")]
+    #[command(
+        after_help = "Examples:\n  prescore demo                                   # SQLite file prescore.db\n  \
+prescore demo --warehouse postgres://postgres@127.0.0.1/test\n  prescore demo --seed-only --customers 200000"
+    )]
     Demo(DemoArgs),
 }
 
@@ -140,10 +148,14 @@ pub enum ModelsAction {
     #[command(after_help = "Example:\n  prescore models show 3 --config configs/churn_daily.toml")]
     Show { version: i64 },
     /// Make a version the champion (retiring the current one).
-    #[command(after_help = "Example:\n  prescore models promote 3 --config configs/churn_daily.toml")]
+    #[command(
+        after_help = "Example:\n  prescore models promote 3 --config configs/churn_daily.toml"
+    )]
     Promote { version: i64 },
     /// Retire the champion and bring back the previous one.
-    #[command(after_help = "Example:\n  prescore models rollback --config configs/churn_daily.toml")]
+    #[command(
+        after_help = "Example:\n  prescore models rollback --config configs/churn_daily.toml"
+    )]
     Rollback,
 }
 
@@ -216,11 +228,15 @@ mod tests {
             "2026-11-01T00:00:00+00:00"
         );
         assert_eq!(
-            parse_as_of("2026-11-01T07:00:00+01:00").unwrap().to_rfc3339(),
+            parse_as_of("2026-11-01T07:00:00+01:00")
+                .unwrap()
+                .to_rfc3339(),
             "2026-11-01T06:00:00+00:00"
         );
         assert!(parse_as_of("tomorrow").is_err());
         assert_eq!(parse_shard("2/8").unwrap(), Shard { index: 2, count: 8 });
-        assert!(parse_shard("8/8").is_err() && parse_shard("1/0").is_err() && parse_shard("x").is_err());
+        assert!(
+            parse_shard("8/8").is_err() && parse_shard("1/0").is_err() && parse_shard("x").is_err()
+        );
     }
 }

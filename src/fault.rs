@@ -1,6 +1,7 @@
 //! Test hook for fault-injection tests: `PRESCORE_PAUSE_AT=<stage>` makes the process sleep
 //! for `PRESCORE_PAUSE_SECS` (default 30) when it reaches that stage, so a test can kill it
-//! there with SIGKILL. Stages: read, train, score, publish (inside the open transaction).
+//! there with SIGKILL. Points: each stage name (read, contract, train, features, score, publish), `trained`,
+//! `scored`, and `commit` (inside the open publish transaction, after the upsert).
 
 /// Sleeps here if the environment asks for a pause at `stage`.
 pub fn pause(stage: &str) {

@@ -90,7 +90,12 @@ pub async fn start(
 
 /// Marks `running` rows of this job and shard as abandoned: called while holding the job
 /// lock, so any such row belongs to a process that died.
-pub async fn abandon_stale(wh: &Warehouse, job: &str, shard: &str, except: &str) -> Result<u64, WarehouseError> {
+pub async fn abandon_stale(
+    wh: &Warehouse,
+    job: &str,
+    shard: &str,
+    except: &str,
+) -> Result<u64, WarehouseError> {
     wh.execute(
         "UPDATE prescore_runs SET status = 'abandoned', finished_at = $1, \
          error = 'the process ended without finishing this run (killed or crashed); nothing of it was published' \
@@ -106,7 +111,12 @@ pub async fn abandon_stale(wh: &Warehouse, job: &str, shard: &str, except: &str)
 }
 
 /// Sets the final status inside the publish transaction.
-pub async fn finish_in(tx: &mut Tx, run_id: &str, status: Status, stats: &RunStats) -> Result<(), WarehouseError> {
+pub async fn finish_in(
+    tx: &mut Tx,
+    run_id: &str,
+    status: Status,
+    stats: &RunStats,
+) -> Result<(), WarehouseError> {
     let [a, b, c, d, e] = stats.values();
     tx.execute(
         "UPDATE prescore_runs SET status = $1, finished_at = $2, rows_read = $3, rows_scored = $4, \
@@ -155,7 +165,11 @@ pub async fn finish(
 }
 
 /// Entities scored by the last successful run of this job and shard, for the drop guard.
-pub async fn last_scored(wh: &Warehouse, job: &str, shard: &str) -> Result<Option<i64>, WarehouseError> {
+pub async fn last_scored(
+    wh: &Warehouse,
+    job: &str,
+    shard: &str,
+) -> Result<Option<i64>, WarehouseError> {
     let rows = wh
         .fetch(
             "SELECT rows_scored FROM prescore_runs WHERE job = $1 AND shard = $2 \
@@ -190,14 +204,21 @@ pub const COLUMNS: &[&str] = &[
 ];
 
 /// The most recent runs, newest first.
-pub async fn recent(wh: &Warehouse, job: Option<&str>, limit: i64) -> Result<Vec<Vec<Value>>, WarehouseError> {
+pub async fn recent(
+    wh: &Warehouse,
+    job: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Vec<Value>>, WarehouseError> {
     let cols = COLUMNS.join(", ");
     wh.fetch(
         &format!(
             "SELECT {cols} FROM prescore_runs WHERE ($1 IS NULL OR job = $1) \
              ORDER BY started_at DESC LIMIT $2"
         ),
-        &[Value::Text(job.map(str::to_string)), Value::Int(Some(limit))],
+        &[
+            Value::Text(job.map(str::to_string)),
+            Value::Int(Some(limit)),
+        ],
     )
     .await
 }

@@ -210,7 +210,12 @@ pub async fn set_status(
 }
 
 /// Makes `version` the champion and retires the previous one, inside `tx`.
-pub async fn promote_in(tx: &mut Tx, job: &str, version: i64, reason: &str) -> Result<(), WarehouseError> {
+pub async fn promote_in(
+    tx: &mut Tx,
+    job: &str,
+    version: i64,
+    reason: &str,
+) -> Result<(), WarehouseError> {
     let now = Value::Ts(Some(Utc::now()));
     tx.execute(
         "UPDATE prescore_models SET status = 'retired', status_reason = $1, status_changed_at = $2 \
@@ -278,7 +283,13 @@ pub async fn rollback(wh: &Warehouse, job: &str) -> Result<(i64, i64), RegistryE
         ],
     )
     .await?;
-    promote_in(&mut tx, job, previous, &format!("rollback from v{}", current.version)).await?;
+    promote_in(
+        &mut tx,
+        job,
+        previous,
+        &format!("rollback from v{}", current.version),
+    )
+    .await?;
     tx.commit().await?;
     Ok((current.version, previous))
 }

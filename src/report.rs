@@ -43,7 +43,10 @@ fn fmt_metric(name: &str, v: f64) -> String {
 /// The summary printed after `run`, `train` and `score`.
 pub fn run_summary(r: &Report) -> String {
     let mut out = String::new();
-    out.push_str(&format!("prescore: job {} finished (run {})\n", r.job, r.run_id));
+    out.push_str(&format!(
+        "prescore: job {} finished (run {})\n",
+        r.job, r.run_id
+    ));
     out.push_str(&format!("  rows read         {}\n", r.rows_read));
     if r.entities > 0 || r.rows_written > 0 {
         let what = match r.kind {
@@ -51,7 +54,10 @@ pub fn run_summary(r: &Report) -> String {
             JobKind::Forecast => "series forecast  ",
         };
         out.push_str(&format!("  {what} {}\n", r.entities));
-        out.push_str(&format!("  rows written      {} into {}\n", r.rows_written, r.table));
+        out.push_str(&format!(
+            "  rows written      {} into {}\n",
+            r.rows_written, r.table
+        ));
     }
     if !r.skipped_entities.is_empty() {
         out.push_str(&format!(
@@ -72,7 +78,12 @@ pub fn run_summary(r: &Report) -> String {
         let mut rows = Vec::new();
         for (k, v) in &t.metrics {
             let mut row = vec![k.clone(), fmt_metric(k, *v)];
-            row.push(t.baseline.get(k).map(|b| fmt_metric(k, *b)).unwrap_or_default());
+            row.push(
+                t.baseline
+                    .get(k)
+                    .map(|b| fmt_metric(k, *b))
+                    .unwrap_or_default(),
+            );
             if let Some(w) = &t.baseline_weekly {
                 row.push(w.get(k).map(|b| fmt_metric(k, *b)).unwrap_or_default());
             }
@@ -114,10 +125,7 @@ pub fn run_summary(r: &Report) -> String {
     }
     if r.rows_written > 0 {
         let q = match r.kind {
-            JobKind::Score => format!(
-                "SELECT * FROM {} ORDER BY score DESC LIMIT 10;",
-                r.table
-            ),
+            JobKind::Score => format!("SELECT * FROM {} ORDER BY score DESC LIMIT 10;", r.table),
             JobKind::Forecast => format!(
                 "SELECT * FROM {} ORDER BY series_id, target_ts LIMIT 24;",
                 r.table

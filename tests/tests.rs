@@ -1,1 +1,8 @@
-//! Integration tests (filled below).
+//! All integration tests, in one binary (as ripgrep does), grouped by topic. Each test runs
+//! the real `prescore` binary against a fresh SQLite file and a fresh PostgreSQL database.
+
+mod support;
+
+mod registry;
+mod reliability;
+mod spine;

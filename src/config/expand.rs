@@ -93,14 +93,20 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn expands_set_variables_and_defaults() {
         let e = env(&[("DB", "postgres://x")]);
         assert_eq!(expand("${DB}", &e).unwrap(), "postgres://x");
-        assert_eq!(expand("a ${MISSING:-sqlite://p.db} b", &e).unwrap(), "a sqlite://p.db b");
+        assert_eq!(
+            expand("a ${MISSING:-sqlite://p.db} b", &e).unwrap(),
+            "a sqlite://p.db b"
+        );
         assert_eq!(expand("${DB:-other}", &e).unwrap(), "postgres://x");
         assert_eq!(expand("cost $$5 and $x", &e).unwrap(), "cost $5 and $x");
     }
@@ -109,8 +115,12 @@ mod tests {
     fn missing_variable_names_it() {
         let err = expand("${NOPE}", &env(&[])).unwrap_err();
         assert!(err.contains("NOPE"), "{err}");
-        assert!(expand("${BAD NAME}", &env(&[])).unwrap_err().contains("not a valid"));
-        assert!(expand("${OPEN", &env(&[])).unwrap_err().contains("unclosed"));
+        assert!(expand("${BAD NAME}", &env(&[]))
+            .unwrap_err()
+            .contains("not a valid"));
+        assert!(expand("${OPEN", &env(&[]))
+            .unwrap_err()
+            .contains("unclosed"));
     }
 
     #[test]

@@ -260,7 +260,11 @@ pub(super) fn parse(text: &str, env: &dyn Env) -> Result<RawConfig, ParseError> 
         let key = e.path().to_string();
         let message = e.into_inner().to_string();
         ParseError::Problems(vec![Problem {
-            key: if key == "." { "(top level)".into() } else { key },
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
             message: message.trim_end().to_string(),
         }])
     })
@@ -324,7 +328,10 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
     {
         p.push(
             "job.name",
-            format!("{:?} must be non-empty letters, digits, `_` or `-`", raw.job.name),
+            format!(
+                "{:?} must be non-empty letters, digits, `_` or `-`",
+                raw.job.name
+            ),
         );
     }
     let warehouse = raw.job.warehouse.trim().to_string();
@@ -343,7 +350,10 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
     let retry_backoff = parse_duration(&raw.job.retry_backoff).unwrap_or_else(|| {
         p.push(
             "job.retry_backoff",
-            format!("{:?} is not a duration such as `1s` or `2m`", raw.job.retry_backoff),
+            format!(
+                "{:?} is not a duration such as `1s` or `2m`",
+                raw.job.retry_backoff
+            ),
         );
         Duration::from_secs(1)
     });
@@ -387,11 +397,18 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
         }
     }
     let key = p.ident("input.key", &raw.input.key);
-    let time = raw.input.time.as_deref().and_then(|t| p.ident("input.time", t));
+    let time = raw
+        .input
+        .time
+        .as_deref()
+        .and_then(|t| p.ident("input.time", t));
     let target = p.ident("input.target", &raw.input.target);
     let cols = &raw.input.columns;
     if cols.is_empty() {
-        p.push("input.columns", "declare every column the SQL returns, with its type");
+        p.push(
+            "input.columns",
+            "declare every column the SQL returns, with its type",
+        );
     }
     for name in cols.keys() {
         if let Err(e) = Ident::new(name) {
@@ -408,12 +425,20 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
             format!(
                 "column {name:?} is declared {} but must be one of: {}",
                 t.name(),
-                allowed.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+                allowed
+                    .iter()
+                    .map(|a| a.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ),
         _ => {}
     };
-    declared("input.key", &raw.input.key, &[ColumnType::Int, ColumnType::Text]);
+    declared(
+        "input.key",
+        &raw.input.key,
+        &[ColumnType::Int, ColumnType::Text],
+    );
     if let Some(t) = &raw.input.time {
         declared("input.time", t, &[ColumnType::Timestamp]);
     }
@@ -455,11 +480,17 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
     }
     let features_used = raw.features.numeric.len() + raw.features.categorical.len();
     if raw.job.kind == JobKind::Score && features_used == 0 {
-        p.push("features", "a score job needs at least one numeric or categorical feature");
+        p.push(
+            "features",
+            "a score job needs at least one numeric or categorical feature",
+        );
     }
     for f in raw.feature_names() {
         if Some(f.as_str()) == Some(raw.input.target.as_str()) {
-            p.push("features", format!("the target {f:?} cannot also be a feature (leakage)"));
+            p.push(
+                "features",
+                format!("the target {f:?} cannot also be a feature (leakage)"),
+            );
         }
     }
 
@@ -482,7 +513,10 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
     if let Some(a) = algorithm {
         let ok = match raw.model.task {
             Task::Classification => {
-                matches!(a, Algorithm::DecisionTree | Algorithm::RandomForest | Algorithm::Gbdt)
+                matches!(
+                    a,
+                    Algorithm::DecisionTree | Algorithm::RandomForest | Algorithm::Gbdt
+                )
             }
             Task::Regression => matches!(a, Algorithm::Linear | Algorithm::Gbdt),
         };
@@ -530,18 +564,27 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
     // Kind-specific rules.
     let forecast = match (raw.job.kind, &raw.forecast) {
         (JobKind::Score, Some(_)) => {
-            p.push("forecast", "a [forecast] table needs job.kind = \"forecast\"");
+            p.push(
+                "forecast",
+                "a [forecast] table needs job.kind = \"forecast\"",
+            );
             None
         }
         (JobKind::Score, None) => {
             if raw.input.score_sql.is_none() {
-                p.push("input.score_sql", "a score job needs the SQL of the rows to score");
+                p.push(
+                    "input.score_sql",
+                    "a score job needs the SQL of the rows to score",
+                );
             }
             None
         }
         (JobKind::Forecast, f) => {
             if raw.input.time.is_none() {
-                p.push("input.time", "a forecast job needs the series timestamp column");
+                p.push(
+                    "input.time",
+                    "a forecast job needs the series timestamp column",
+                );
             }
             if raw.model.task != Task::Regression {
                 p.push("model.task", "a forecast job is a regression");
@@ -562,7 +605,10 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
     let table = p.ident("output.table", &raw.output.table);
     if let Some(t) = &table {
         if t.as_str().starts_with("prescore_") {
-            p.push("output.table", "names starting with prescore_ are reserved for prescore's own tables");
+            p.push(
+                "output.table",
+                "names starting with prescore_ are reserved for prescore's own tables",
+            );
         }
     }
     if !(0.0..=1.0).contains(&raw.output.threshold) {
@@ -620,7 +666,10 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
 
 impl RawConfig {
     fn feature_names(&self) -> impl Iterator<Item = &String> {
-        self.features.numeric.iter().chain(&self.features.categorical)
+        self.features
+            .numeric
+            .iter()
+            .chain(&self.features.categorical)
     }
 }
 
@@ -630,13 +679,19 @@ fn validate_forecast(f: &RawForecast, p: &mut Problems) -> Option<ForecastSpec> 
     }
     let step = parse_duration(&f.step);
     if step.is_none() {
-        p.push("forecast.step", format!("{:?} is not a duration such as `1h`", f.step));
+        p.push(
+            "forecast.step",
+            format!("{:?} is not a duration such as `1h`", f.step),
+        );
     }
     if f.lags.is_empty() || f.lags.contains(&0) {
         p.push("forecast.lags", "give at least one lag, each at least 1");
     }
     if f.rolling.contains(&0) || f.rolling.contains(&1) {
-        p.push("forecast.rolling", "rolling windows must be at least 2 steps");
+        p.push(
+            "forecast.rolling",
+            "rolling windows must be at least 2 steps",
+        );
     }
     for (i, c) in f.calendar.iter().enumerate() {
         if !["hour", "dow", "weekend"].contains(&c.as_str()) {
@@ -663,7 +718,10 @@ fn validate_forecast(f: &RawForecast, p: &mut Problems) -> Option<ForecastSpec> 
         );
     }
     if !(f.interval > 0.0 && f.interval < 1.0) {
-        p.push("forecast.interval", "must be a coverage between 0 and 1, such as 0.8");
+        p.push(
+            "forecast.interval",
+            "must be a coverage between 0 and 1, such as 0.8",
+        );
     }
     Some(ForecastSpec {
         horizon: f.horizon,
@@ -695,7 +753,10 @@ fn validate_gate(g: &RawGate, task: Task, p: &mut Problems) -> Gate {
                 if !known.contains(&metric.as_str()) {
                     p.push(
                         &key,
-                        format!("unknown metric {metric:?} for this task: use {}", known.join(", ")),
+                        format!(
+                            "unknown metric {metric:?} for this task: use {}",
+                            known.join(", ")
+                        ),
                     );
                 }
                 match v.trim().parse::<f64>() {
@@ -707,7 +768,10 @@ fn validate_gate(g: &RawGate, task: Task, p: &mut Problems) -> Gate {
                     _ => p.push(&key, format!("{:?} is not a number", v.trim())),
                 }
             }
-            None => p.push(&key, format!("{r:?}: write `metric >= value` or `metric <= value`")),
+            None => p.push(
+                &key,
+                format!("{r:?}: write `metric >= value` or `metric <= value`"),
+            ),
         }
     }
     let mut must_beat_baseline = false;
@@ -753,7 +817,7 @@ colour = "blue"
 "#;
         match parse(text, &env()) {
             Err(ParseError::Problems(p)) => {
-                assert_eq!(p[0].key, "job");
+                assert_eq!(p[0].key, "job.colour");
                 assert!(p[0].message.contains("colour"), "{:?}", p);
             }
             _ => panic!("expected a problem"),

@@ -32,17 +32,28 @@ pub fn period_ends(now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
 }
 
 /// Generates the dataset and replaces the `customer_months` table with it. Returns rows.
-pub async fn seed(wh: &Warehouse, customers: usize, seed: u64, now: DateTime<Utc>) -> Result<usize, WarehouseError> {
+pub async fn seed(
+    wh: &Warehouse,
+    customers: usize,
+    seed: u64,
+    now: DateTime<Utc>,
+) -> Result<usize, WarehouseError> {
     let df = generate(customers, seed, now);
     let table = Ident::new(TABLE).expect("valid");
-    wh.execute(&format!("DROP TABLE IF EXISTS {}", table.quoted()), &[]).await?;
+    wh.execute(&format!("DROP TABLE IF EXISTS {}", table.quoted()), &[])
+        .await?;
     let defs: Vec<ColumnDef> = COLUMNS
         .iter()
-        .map(|(n, t)| ColumnDef { name: n.to_string(), ty: *t })
+        .map(|(n, t)| ColumnDef {
+            name: n.to_string(),
+            ty: *t,
+        })
         .collect();
-    wh.ensure_table(&table, &defs, &["customer_id", "period_end"]).await?;
+    wh.ensure_table(&table, &defs, &["customer_id", "period_end"])
+        .await?;
     let mut tx = wh.begin().await?;
-    tx.upsert(&table, &["customer_id", "period_end"], &df).await?;
+    tx.upsert(&table, &["customer_id", "period_end"], &df)
+        .await?;
     tx.commit().await?;
     Ok(df.height())
 }
@@ -64,11 +75,19 @@ pub fn generate(customers: usize, seed: u64, now: DateTime<Utc>) -> DataFrame {
     let mut rng = StdRng::seed_from_u64(seed);
     let periods = period_ends(now);
     let cap = customers * PERIODS as usize;
-    let (mut ids, mut times, mut tenures) = (Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::with_capacity(cap));
+    let (mut ids, mut times, mut tenures) = (
+        Vec::with_capacity(cap),
+        Vec::with_capacity(cap),
+        Vec::with_capacity(cap),
+    );
     let (mut plans, mut region_col) = (Vec::with_capacity(cap), Vec::with_capacity(cap));
     let (mut usages, mut changes) = (Vec::with_capacity(cap), Vec::with_capacity(cap));
-    let (mut ticket_col, mut delay_col, mut labels) = (Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::with_capacity(cap));
-    let noise = Normal::new(0.0, 0.6).expect("valid");
+    let (mut ticket_col, mut delay_col, mut labels) = (
+        Vec::with_capacity(cap),
+        Vec::with_capacity(cap),
+        Vec::with_capacity(cap),
+    );
+    let noise = Normal::new(0.0, 0.4).expect("valid");
     let usage_noise = LogNormal::new(0.0, 0.25).expect("valid");
     let regions = ["north", "south", "east", "west"];
     for id in 0..customers {
@@ -85,8 +104,13 @@ pub fn generate(customers: usize, seed: u64, now: DateTime<Utc>) -> DataFrame {
         let dissatisfied = rng.gen_bool(0.12);
         let stressed = rng.gen_bool(0.08);
         let mut tenure: i64 = rng.gen_range(1..72);
-        let base_usage: f64 = usage_mean * LogNormal::new(0.0, 0.5).expect("valid").sample(&mut rng);
-        let trend: f64 = if dissatisfied { -0.12 } else { rng.gen_range(-0.03..0.04) };
+        let base_usage: f64 =
+            usage_mean * LogNormal::new(0.0, 0.5).expect("valid").sample(&mut rng);
+        let trend: f64 = if dissatisfied {
+            -0.12
+        } else {
+            rng.gen_range(-0.03..0.04)
+        };
         let mut last_usage = base_usage;
         for (p, period) in periods.iter().enumerate() {
             let usage = (last_usage * (1.0 + trend) * usage_noise.sample(&mut rng)).max(0.1);
@@ -97,13 +121,10 @@ pub fn generate(customers: usize, seed: u64, now: DateTime<Utc>) -> DataFrame {
             let delays = Poisson::new(0.12 + if stressed { 1.1 } else { 0.0 })
                 .expect("valid")
                 .sample(&mut rng) as i64;
-            let logit = -3.7
-                + 0.75 * delays as f64
-                + 0.35 * tickets as f64
-                - 0.02 * tenure as f64
+            let logit = -3.4 + 1.1 * delays as f64 + 0.6 * tickets as f64 - 0.035 * tenure as f64
                 + plan_effect
                 + region_effect
-                - 0.012 * change
+                - 0.02 * change
                 + if dissatisfied { 0.8 } else { 0.0 }
                 + noise.sample(&mut rng);
             let churns = rng.gen::<f64>() < 1.0 / (1.0 + (-logit).exp());
@@ -163,6 +184,9 @@ mod tests {
         let positive = churned.sum().unwrap_or(0) as usize;
         let rate = positive as f64 / labeled as f64;
         assert!((0.01..0.12).contains(&rate), "churn rate {rate}");
-        assert_eq!(period_ends(now).last().unwrap().to_rfc3339(), "2026-11-01T00:00:00+00:00");
+        assert_eq!(
+            period_ends(now).last().unwrap().to_rfc3339(),
+            "2026-11-01T00:00:00+00:00"
+        );
     }
 }

@@ -18,12 +18,19 @@ use crate::warehouse::{redact, Warehouse};
 pub const JOBS: &[&str] = &["configs/churn_daily.toml"];
 
 pub async fn demo(a: DemoArgs) -> Result<(), Error> {
-    let url = a.warehouse.clone().unwrap_or_else(|| "sqlite://prescore.db".into());
+    let url = a
+        .warehouse
+        .clone()
+        .unwrap_or_else(|| "sqlite://prescore.db".into());
     let wh = Warehouse::connect(&url, 4).await?;
     let now = Utc::now().trunc_subsecs(0);
     println!("prescore demo: generating data into {}", redact(&url));
     let rows = churn::seed(&wh, a.customers, a.seed, now).await?;
-    println!("  {}: {rows} rows ({} customers, monthly snapshots)", churn::TABLE, a.customers);
+    println!(
+        "  {}: {rows} rows ({} customers, monthly snapshots)",
+        churn::TABLE,
+        a.customers
+    );
     if a.seed_only {
         println!("seeded; run a job with: prescore run --config configs/churn_daily.toml");
         wh.close().await;

@@ -16,7 +16,8 @@ pub fn higher_is_better(metric: &str) -> bool {
 /// The metric a task is judged by when comparing models.
 pub fn primary(task: Task) -> &'static str {
     match task {
-        Task::Classification => "log_loss",
+        // Ranking is what a score table is for; the baseline's AUC is 0.5 by construction.
+        Task::Classification => "auc",
         Task::Regression => "mae",
     }
 }
@@ -89,11 +90,21 @@ pub fn log_loss(truth: &[f64], pred: &[f64]) -> f64 {
 }
 
 pub fn mae(truth: &[f64], pred: &[f64]) -> f64 {
-    truth.iter().zip(pred).map(|(t, p)| (t - p).abs()).sum::<f64>() / truth.len().max(1) as f64
+    truth
+        .iter()
+        .zip(pred)
+        .map(|(t, p)| (t - p).abs())
+        .sum::<f64>()
+        / truth.len().max(1) as f64
 }
 
 pub fn rmse(truth: &[f64], pred: &[f64]) -> f64 {
-    (truth.iter().zip(pred).map(|(t, p)| (t - p).powi(2)).sum::<f64>() / truth.len().max(1) as f64)
+    (truth
+        .iter()
+        .zip(pred)
+        .map(|(t, p)| (t - p).powi(2))
+        .sum::<f64>()
+        / truth.len().max(1) as f64)
         .sqrt()
 }
 

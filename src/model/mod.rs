@@ -77,7 +77,10 @@ pub enum Model {
     DecisionTree(tree::ProbTree),
     RandomForest(Vec<tree::ProbTree>),
     Linear(Linear),
-    Gbdt { booster: PerpetualBooster, task: Task },
+    Gbdt {
+        booster: PerpetualBooster,
+        task: Task,
+    },
 }
 
 impl std::fmt::Debug for Model {
@@ -173,7 +176,12 @@ impl Model {
                 trees.iter().map(|t| t.predict(x, r)).sum::<f64>() / trees.len().max(1) as f64
             }
             Model::Linear(l) => {
-                l.intercept + l.coef.iter().enumerate().map(|(c, w)| w * x.get(r, c)).sum::<f64>()
+                l.intercept
+                    + l.coef
+                        .iter()
+                        .enumerate()
+                        .map(|(c, w)| w * x.get(r, c))
+                        .sum::<f64>()
             }
             Model::Gbdt { .. } => unreachable!("gbdt predicts a whole matrix"),
         }
@@ -193,8 +201,10 @@ impl Model {
                 sum
             }
             Model::Gbdt { booster, .. } => {
-                let map = booster
-                    .calculate_feature_importance(perpetual::booster::config::ImportanceMethod::TotalGain, true);
+                let map = booster.calculate_feature_importance(
+                    perpetual::booster::config::ImportanceMethod::TotalGain,
+                    true,
+                );
                 (0..n_features)
                     .map(|i| map.get(&i).copied().unwrap_or(0.0) as f64)
                     .collect()
@@ -266,7 +276,11 @@ mod tests {
     #[test]
     fn classifiers_learn_and_round_trip() {
         let (x, y) = classification_data(2000);
-        for algo in [Algorithm::DecisionTree, Algorithm::RandomForest, Algorithm::Gbdt] {
+        for algo in [
+            Algorithm::DecisionTree,
+            Algorithm::RandomForest,
+            Algorithm::Gbdt,
+        ] {
             let m = Model::fit(&spec(Task::Classification, algo), &x, &y).unwrap();
             let p = m.predict(&x);
             assert!(p.iter().all(|v| (0.0..=1.0).contains(v)), "{algo:?}");

@@ -74,7 +74,9 @@ fn labels(y: &[f64]) -> Array1<usize> {
 fn balanced_weights(y: &[f64]) -> Array1<f32> {
     let pos = y.iter().filter(|v| **v >= 0.5).count().max(1) as f32;
     let neg = (y.len() as f32 - pos).max(1.0);
-    y.iter().map(|v| if *v >= 0.5 { neg / pos } else { 1.0 }).collect()
+    y.iter()
+        .map(|v| if *v >= 0.5 { neg / pos } else { 1.0 })
+        .collect()
 }
 
 fn records(x: &Matrix, features: &[usize]) -> Array2<f64> {
@@ -85,7 +87,12 @@ fn records(x: &Matrix, features: &[usize]) -> Array2<f64> {
     Array2::from_shape_vec((x.rows, features.len()).f(), data).expect("shape matches data")
 }
 
-fn with_rates(tree: DecisionTree<f64, usize>, features: Vec<usize>, x: &Matrix, y: &[f64]) -> ProbTree {
+fn with_rates(
+    tree: DecisionTree<f64, usize>,
+    features: Vec<usize>,
+    x: &Matrix,
+    y: &[f64],
+) -> ProbTree {
     let mut counts: HashMap<u64, (f64, f64)> = HashMap::new();
     for (r, &target) in y.iter().enumerate() {
         let id = leaf_of(tree.root_node(), |f| x.get(r, features[f]));
@@ -94,10 +101,10 @@ fn with_rates(tree: DecisionTree<f64, usize>, features: Vec<usize>, x: &Matrix, 
         e.1 += 1.0;
     }
     let prior = y.iter().sum::<f64>() / y.len().max(1) as f64;
-    // Smoothed towards the prior (m-estimate with m = 2), so a tiny pure leaf does not claim 0 or 1.
+    // Smoothed towards the prior (m-estimate with m = 10), so a small leaf does not claim 0 or 1.
     let leaf_rate = counts
         .into_iter()
-        .map(|(id, (pos, n))| (id, (pos + 2.0 * prior) / (n + 2.0)))
+        .map(|(id, (pos, n))| (id, (pos + 10.0 * prior) / (n + 10.0)))
         .collect();
     ProbTree {
         tree,
@@ -107,7 +114,12 @@ fn with_rates(tree: DecisionTree<f64, usize>, features: Vec<usize>, x: &Matrix, 
     }
 }
 
-pub fn fit_tree(x: &Matrix, y: &[f64], max_depth: usize, min_leaf: usize) -> Result<ProbTree, ModelError> {
+pub fn fit_tree(
+    x: &Matrix,
+    y: &[f64],
+    max_depth: usize,
+    min_leaf: usize,
+) -> Result<ProbTree, ModelError> {
     let features: Vec<usize> = (0..x.cols).collect();
     let dataset = Dataset::new(records(x, &features), labels(y)).with_weights(balanced_weights(y));
     let tree = DecisionTree::params()

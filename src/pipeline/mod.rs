@@ -12,22 +12,22 @@
 //! Around them, a run takes the job lock and keeps its ledger row; every failure ends the row
 //! as `failed` (or `gated`) with the error text and leaves the results table untouched.
 
-#[path = "s1_read.rs"]
-pub mod read;
 #[path = "s2_contract.rs"]
 pub mod contract;
 #[path = "s3_features.rs"]
 pub mod features;
+mod forecast;
+#[path = "s5_gate.rs"]
+pub mod gate;
+#[path = "s7_publish.rs"]
+pub mod publish;
+#[path = "s1_read.rs"]
+pub mod read;
+#[path = "s6_score.rs"]
+pub mod score;
 pub mod series;
 #[path = "s4_train.rs"]
 pub mod train;
-#[path = "s5_gate.rs"]
-pub mod gate;
-#[path = "s6_score.rs"]
-pub mod score;
-#[path = "s7_publish.rs"]
-pub mod publish;
-mod forecast;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -230,9 +230,9 @@ async fn should_train(job: &Job, wh: &Warehouse, opts: &Options) -> Result<bool,
             RetrainPolicy::Never => false,
             RetrainPolicy::OlderThan(age) => match registry::champion(wh, &job.name).await? {
                 None => true,
-                Some(c) => c
-                    .trained_at
-                    .is_none_or(|t| Utc::now() - t > chrono::Duration::from_std(age).unwrap_or_default()),
+                Some(c) => c.trained_at.is_none_or(|t| {
+                    Utc::now() - t > chrono::Duration::from_std(age).unwrap_or_default()
+                }),
             },
         },
     })
@@ -240,11 +240,12 @@ async fn should_train(job: &Job, wh: &Warehouse, opts: &Options) -> Result<bool,
 
 /// The champion, required.
 async fn load_champion(job: &Job, wh: &Warehouse) -> Result<(StoredModel, Model), Error> {
-    let stored = registry::champion(wh, &job.name)
-        .await?
-        .ok_or(registry::RegistryError::NoChampion {
-            job: job.name.clone(),
-        })?;
+    let stored =
+        registry::champion(wh, &job.name)
+            .await?
+            .ok_or(registry::RegistryError::NoChampion {
+                job: job.name.clone(),
+            })?;
     let bytes = stored.artifact.clone().unwrap_or_default();
     let model = Model::from_bytes(&bytes).map_err(|e| Error::Train(e.into()))?;
     tracing::info!(version = stored.version, algorithm = %stored.algorithm, "loaded the champion");
@@ -304,7 +305,13 @@ async fn register_and_gate(
             if opts.mode == Mode::Train {
                 // No publish follows: promote now.
                 let mut tx = wh.begin().await?;
-                registry::promote_in(&mut tx, &job.name, version, &format!("passed the gate in run {run_id}")).await?;
+                registry::promote_in(
+                    &mut tx,
+                    &job.name,
+                    version,
+                    &format!("passed the gate in run {run_id}"),
+                )
+                .await?;
                 tx.commit().await?;
             }
             Ok(Candidate {
@@ -330,7 +337,17 @@ async fn score_job(
 
     if should_train(job, wh, opts).await? {
         let train_df = timer
-            .time("read", read::read(job, wh, &job.input.train_sql, "the training SQL", &job.input.columns, opts.as_of))
+            .time(
+                "read",
+                read::read(
+                    job,
+                    wh,
+                    &job.input.train_sql,
+                    "the training SQL",
+                    &job.input.columns,
+                    opts.as_of,
+                ),
+            )
             .await?;
         report.rows_read += train_df.height();
         stats.rows_read = Some(report.rows_read as i64);
@@ -339,23 +356,30 @@ async fn score_job(
             unique.push(t.as_str());
         }
         timer
-            .time("contract", async { contract::check(job, &train_df, "the training SQL", &unique, opts.as_of) })
+            .time("contract", async {
+                contract::check(job, &train_df, "the training SQL", &unique, opts.as_of)
+            })
             .await?;
         let job2 = job.clone();
         let trained = timer
-            .time("train", score::on_pool(job.threads, move || train::train(&job2, &train_df)))
+            .time(
+                "train",
+                score::on_pool(job.threads, move || train::train(&job2, &train_df)),
+            )
             .await?;
         crate::fault::pause("trained");
         let champion = registry::champion(wh, &job.name).await?;
         let champion_metrics = champion.as_ref().map(|c| {
             // Like for like: score the champion on this holdout when it reads the same features.
             match Model::from_bytes(c.artifact.as_deref().unwrap_or_default()) {
-                Ok(m) if c.feature_hash == trained.schema.hash() => crate::model::metrics::evaluate(
-                    job.model.task,
-                    &trained.holdout_y,
-                    &m.predict(&trained.holdout_x),
-                    job.output.threshold,
-                ),
+                Ok(m) if c.feature_hash == trained.schema.hash() => {
+                    crate::model::metrics::evaluate(
+                        job.model.task,
+                        &trained.holdout_y,
+                        &m.predict(&trained.holdout_x),
+                        job.output.threshold,
+                    )
+                }
                 _ => c.metrics.clone(),
             }
         });
@@ -390,14 +414,21 @@ async fn score_job(
                 .importances
                 .as_ref()
                 .map(|i| serde_json::to_string(i).unwrap_or_default()),
-            artifact: trained.model.to_bytes().map_err(|e| Error::Train(e.into()))?,
+            artifact: trained
+                .model
+                .to_bytes()
+                .map_err(|e| Error::Train(e.into()))?,
         };
-        let gated = register_and_gate(job, wh, opts, run_id, new, champion_metrics, &mut summary).await;
+        let gated =
+            register_and_gate(job, wh, opts, run_id, new, champion_metrics, &mut summary).await;
         report.trained = Some(summary);
         let candidate = gated?;
         stats.model_version = Some(candidate.version);
         if candidate.promote {
-            promote = Some((candidate.version, format!("passed the gate in run {run_id}")));
+            promote = Some((
+                candidate.version,
+                format!("passed the gate in run {run_id}"),
+            ));
             serving = Some((candidate.version, Arc::new(trained.model), trained.schema));
         }
     }
@@ -409,11 +440,12 @@ async fn score_job(
         Some(s) => s,
         None => {
             let (stored, model) = load_champion(job, wh).await?;
-            let schema: FeatureSchema = serde_json::from_str(&stored.features).map_err(|e| Error::SchemaMismatch {
-                job: job.name.clone(),
-                version: stored.version,
-                problem: format!("its stored feature schema is unreadable ({e})"),
-            })?;
+            let schema: FeatureSchema =
+                serde_json::from_str(&stored.features).map_err(|e| Error::SchemaMismatch {
+                    job: job.name.clone(),
+                    version: stored.version,
+                    problem: format!("its stored feature schema is unreadable ({e})"),
+                })?;
             check_schema(job, &schema, stored.version)?;
             (stored.version, Arc::new(model), schema)
         }
@@ -421,10 +453,24 @@ async fn score_job(
     report.model_version = Some(version);
     stats.model_version = Some(version);
 
-    let score_sql = job.input.score_sql.as_deref().expect("validated: score jobs have score_sql");
+    let score_sql = job
+        .input
+        .score_sql
+        .as_deref()
+        .expect("validated: score jobs have score_sql");
     let contract_cols = read::scoring_contract(job);
     let mut df = timer
-        .time("read", read::read(job, wh, score_sql, "the scoring SQL", &contract_cols, opts.as_of))
+        .time(
+            "read",
+            read::read(
+                job,
+                wh,
+                score_sql,
+                "the scoring SQL",
+                &contract_cols,
+                opts.as_of,
+            ),
+        )
         .await?;
     report.rows_read += df.height();
     stats.rows_read = Some(report.rows_read as i64);
@@ -450,30 +496,50 @@ async fn score_job(
 
     let now = Utc::now();
     let n = df.height();
-    let key_col = df.column(key).map_err(|e| Error::Usage(e.to_string()))?.clone();
-    let mut columns = vec![
-        key_col,
-        Column::new("score".into(), &scores),
-    ];
+    let key_col = df
+        .column(key)
+        .map_err(|e| Error::Usage(e.to_string()))?
+        .clone();
+    let mut columns = vec![key_col, Column::new("score".into(), &scores)];
     let mut defs = vec![
-        ColumnDef { name: key.into(), ty: job.input.columns[key] },
-        ColumnDef { name: "score".into(), ty: ColumnType::Float },
+        ColumnDef {
+            name: key.into(),
+            ty: job.input.columns[key],
+        },
+        ColumnDef {
+            name: "score".into(),
+            ty: ColumnType::Float,
+        },
     ];
     if job.model.task == Task::Classification {
-        let labels: Vec<i64> = scores.iter().map(|s| i64::from(*s >= job.output.threshold)).collect();
+        let labels: Vec<i64> = scores
+            .iter()
+            .map(|s| i64::from(*s >= job.output.threshold))
+            .collect();
         columns.push(Column::new("label".into(), labels));
-        defs.push(ColumnDef { name: "label".into(), ty: ColumnType::Int });
+        defs.push(ColumnDef {
+            name: "label".into(),
+            ty: ColumnType::Int,
+        });
     }
     columns.extend(provenance(n, version, run_id, opts.as_of, now));
     defs.extend(provenance_defs("scored_at"));
     let frame = DataFrame::new(n, columns).map_err(|e| Error::Usage(e.to_string()))?;
     let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
     let mut metrics = vec![
-        ("rows_scored".to_string(), String::new(), scores.len() as f64),
+        (
+            "rows_scored".to_string(),
+            String::new(),
+            scores.len() as f64,
+        ),
         ("score_mean".to_string(), String::new(), mean),
     ];
     if let Some(t) = &report.trained {
-        metrics.extend(t.metrics.iter().map(|(k, v)| (format!("holdout_{k}"), format!("model=v{}", t.version), *v)));
+        metrics.extend(
+            t.metrics
+                .iter()
+                .map(|(k, v)| (format!("holdout_{k}"), format!("model=v{}", t.version), *v)),
+        );
     }
     let publication = publish::Publication {
         job: &job.name,
@@ -485,12 +551,20 @@ async fn score_job(
         promote,
         metrics,
     };
-    report.rows_written = timer.time("publish", publish::publish(wh, publication, stats)).await?;
+    report.rows_written = timer
+        .time("publish", publish::publish(wh, publication, stats))
+        .await?;
     Ok(())
 }
 
 /// model_version, run_id, as_of and the publish time: the provenance of every prediction row.
-fn provenance(n: usize, version: i64, run_id: &str, as_of: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Column> {
+fn provenance(
+    n: usize,
+    version: i64,
+    run_id: &str,
+    as_of: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<Column> {
     let ts = |name: &str, t: DateTime<Utc>| {
         Int64Chunked::full(name.into(), t.timestamp_micros(), n)
             .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
@@ -506,10 +580,22 @@ fn provenance(n: usize, version: i64, run_id: &str, as_of: DateTime<Utc>, now: D
 
 fn provenance_defs(time_name: &str) -> Vec<ColumnDef> {
     vec![
-        ColumnDef { name: "model_version".into(), ty: ColumnType::Int },
-        ColumnDef { name: "run_id".into(), ty: ColumnType::Text },
-        ColumnDef { name: "as_of".into(), ty: ColumnType::Timestamp },
-        ColumnDef { name: time_name.into(), ty: ColumnType::Timestamp },
+        ColumnDef {
+            name: "model_version".into(),
+            ty: ColumnType::Int,
+        },
+        ColumnDef {
+            name: "run_id".into(),
+            ty: ColumnType::Text,
+        },
+        ColumnDef {
+            name: "as_of".into(),
+            ty: ColumnType::Timestamp,
+        },
+        ColumnDef {
+            name: time_name.into(),
+            ty: ColumnType::Timestamp,
+        },
     ]
 }
 

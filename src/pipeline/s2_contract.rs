@@ -12,7 +12,9 @@ use crate::config::{ColumnType, Job};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
-    #[error("{what} returned {rows} row(s); the contract requires at least {min} (input.min_rows)")]
+    #[error(
+        "{what} returned {rows} row(s); the contract requires at least {min} (input.min_rows)"
+    )]
     TooFewRows {
         what: &'static str,
         rows: usize,
@@ -31,7 +33,9 @@ pub enum ContractError {
         row: usize,
         problem: String,
     },
-    #[error("duplicate key {key} at rows {first} and {second}: {what} must return one row per {per}")]
+    #[error(
+        "duplicate key {key} at rows {first} and {second}: {what} must return one row per {per}"
+    )]
     DuplicateKey {
         key: String,
         first: usize,
@@ -66,7 +70,12 @@ pub fn check(
     for col in df.columns() {
         let name = col.name().as_str();
         let nulls = col.null_count();
-        let allowed = job.input.max_null_fraction.get(name).copied().unwrap_or(0.0);
+        let allowed = job
+            .input
+            .max_null_fraction
+            .get(name)
+            .copied()
+            .unwrap_or(0.0);
         if nulls > 0 && nulls as f64 / rows as f64 > allowed {
             let first_row = col
                 .is_null()
@@ -90,7 +99,11 @@ pub fn check(
                             return Err(bad(name, r, format!("{x} is not a finite number")));
                         }
                         if x.abs() > ABSURD {
-                            return Err(bad(name, r, format!("{x:e} is an absurd magnitude (beyond 1e15)")));
+                            return Err(bad(
+                                name,
+                                r,
+                                format!("{x:e} is an absurd magnitude (beyond 1e15)"),
+                            ));
                         }
                     }
                 }

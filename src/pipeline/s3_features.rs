@@ -21,10 +21,7 @@ pub enum FeatureError {
     #[error("target {column:?}: {problem}")]
     Target { column: String, problem: String },
     #[error("column {column:?}: {source}")]
-    Frame {
-        column: String,
-        source: PolarsError,
-    },
+    Frame { column: String, source: PolarsError },
 }
 
 /// At most this many levels per categorical column; rarer ones share the `other` level.
@@ -257,7 +254,10 @@ mod tests {
         };
         let df = frame();
         let schema = FeatureSchema::learn(&spec, &df).unwrap();
-        assert_eq!(schema.names(), ["x", "plan=a", "plan=b", "plan=c", "plan=other"]);
+        assert_eq!(
+            schema.names(),
+            ["x", "plan=a", "plan=b", "plan=c", "plan=other"]
+        );
         let m = schema.matrix(&df, "id").unwrap();
         assert_eq!(m.cols, 5);
         assert_eq!(m.column(1), &[1.0, 0.0, 1.0, 0.0]);
@@ -275,7 +275,10 @@ mod tests {
         };
         let df = df!("id" => [7i64, 8], "x" => [Some(1.0), Some(f64::NAN)]).unwrap();
         let e = schema.matrix(&df, "id").unwrap_err().to_string();
-        assert!(e.contains("\"x\"") && e.contains("row 2") && e.contains("id=8"), "{e}");
+        assert!(
+            e.contains("\"x\"") && e.contains("row 2") && e.contains("id=8"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -71,7 +71,12 @@ pub fn train(job: &Job, df: &DataFrame) -> Result<Trained, TrainError> {
     let metrics = metrics::evaluate(job.model.task, &y_hold, &pred, threshold);
     // The naive baseline: the base rate (classification) or the mean (regression).
     let constant = y_train.iter().sum::<f64>() / y_train.len() as f64;
-    let baseline = metrics::evaluate(job.model.task, &y_hold, &vec![constant; y_hold.len()], threshold);
+    let baseline = metrics::evaluate(
+        job.model.task,
+        &y_hold,
+        &vec![constant; y_hold.len()],
+        threshold,
+    );
     let names = schema.names();
     let importances = model
         .importances(names.len())

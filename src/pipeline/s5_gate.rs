@@ -27,7 +27,11 @@ pub fn judge(
             reasons.push(format!("metric {} was not measured", b.metric));
             continue;
         };
-        let ok = if b.at_least { *v >= b.value } else { *v <= b.value };
+        let ok = if b.at_least {
+            *v >= b.value
+        } else {
+            *v <= b.value
+        };
         if !ok {
             reasons.push(format!(
                 "{} = {v:.4} is not {} {}",
@@ -93,13 +97,25 @@ mod tests {
 
     #[test]
     fn passes_a_good_candidate() {
-        let v = judge(&gate(), Task::Regression, &m(&[("mae", 1.0)]), &m(&[("mae", 2.0)]), Some(&m(&[("mae", 1.02)])));
+        let v = judge(
+            &gate(),
+            Task::Regression,
+            &m(&[("mae", 1.0)]),
+            &m(&[("mae", 2.0)]),
+            Some(&m(&[("mae", 1.02)])),
+        );
         assert_eq!(v, Verdict::Pass);
     }
 
     #[test]
     fn rejects_with_every_reason() {
-        let v = judge(&gate(), Task::Regression, &m(&[("mae", 3.0)]), &m(&[("mae", 2.0)]), Some(&m(&[("mae", 1.0)])));
+        let v = judge(
+            &gate(),
+            Task::Regression,
+            &m(&[("mae", 3.0)]),
+            &m(&[("mae", 2.0)]),
+            Some(&m(&[("mae", 1.0)])),
+        );
         match v {
             Verdict::Reject(r) => {
                 assert_eq!(r.len(), 3, "{r:?}");
@@ -113,7 +129,13 @@ mod tests {
 
     #[test]
     fn tolerance_accepts_a_slightly_worse_candidate() {
-        let v = judge(&gate(), Task::Regression, &m(&[("mae", 1.04)]), &m(&[("mae", 2.0)]), Some(&m(&[("mae", 1.0)])));
+        let v = judge(
+            &gate(),
+            Task::Regression,
+            &m(&[("mae", 1.04)]),
+            &m(&[("mae", 2.0)]),
+            Some(&m(&[("mae", 1.0)])),
+        );
         assert_eq!(v, Verdict::Pass);
     }
 }

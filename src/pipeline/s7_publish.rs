@@ -26,11 +26,15 @@ pub struct Publication<'a> {
 
 /// Writes a publication atomically; returns the rows upserted.
 #[tracing::instrument(skip_all, fields(table = %p.table, rows = p.frame.height()))]
-pub async fn publish(wh: &Warehouse, p: Publication<'_>, stats: &mut RunStats) -> Result<u64, WarehouseError> {
+pub async fn publish(
+    wh: &Warehouse,
+    p: Publication<'_>,
+    stats: &mut RunStats,
+) -> Result<u64, WarehouseError> {
     wh.ensure_table(p.table, &p.columns, &p.key).await?;
     let mut tx = wh.begin().await?;
     let written = tx.upsert(p.table, &p.key, &p.frame).await?;
-    crate::fault::pause("publish");
+    crate::fault::pause("commit");
     if let Some((version, reason)) = &p.promote {
         registry::promote_in(&mut tx, p.job, *version, reason).await?;
     }

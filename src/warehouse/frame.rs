@@ -68,7 +68,9 @@ impl ColumnBuf {
             ColumnBuf::Float(v) => {
                 Float64Chunked::from_iter_options(name, v.into_iter()).into_column()
             }
-            ColumnBuf::Text(v) => StringChunked::from_iter_options(name, v.into_iter()).into_column(),
+            ColumnBuf::Text(v) => {
+                StringChunked::from_iter_options(name, v.into_iter()).into_column()
+            }
             ColumnBuf::Bool(v) => {
                 BooleanChunked::from_iter_options(name, v.into_iter()).into_column()
             }
@@ -98,9 +100,7 @@ impl ColumnBuf {
                     c.datetime()?
                         .physical()
                         .iter()
-                        .map(|v| {
-                            v.map(|x| if scale > 0 { x / scale } else { x * -scale })
-                        })
+                        .map(|v| v.map(|x| if scale > 0 { x / scale } else { x * -scale }))
                         .collect(),
                 )
             }
@@ -130,7 +130,10 @@ pub fn cell_text(c: &Column, r: usize) -> String {
             .and_then(|d| d.physical().get(r))
             .map(|us| micros_to_utc(us).format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default(),
-        _ => c.get(r).map(|v| v.str_value().to_string()).unwrap_or_default(),
+        _ => c
+            .get(r)
+            .map(|v| v.str_value().to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -146,7 +149,11 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
             return Some(dt.with_timezone(&Utc));
         }
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(Utc.from_utc_datetime(&n));
         }

@@ -60,8 +60,14 @@ mod tests {
 
     #[test]
     fn accepts_plain_and_schema_names() {
-        assert_eq!(Ident::new("churn_scores").unwrap().quoted(), "\"churn_scores\"");
-        assert_eq!(Ident::new("ml.scores").unwrap().quoted(), "\"ml\".\"scores\"");
+        assert_eq!(
+            Ident::new("churn_scores").unwrap().quoted(),
+            "\"churn_scores\""
+        );
+        assert_eq!(
+            Ident::new("ml.scores").unwrap().quoted(),
+            "\"ml\".\"scores\""
+        );
     }
 
     #[test]

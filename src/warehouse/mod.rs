@@ -6,6 +6,7 @@
 pub mod frame;
 pub mod ident;
 pub mod params;
+mod pg_copy;
 mod postgres;
 mod sqlite;
 
@@ -15,9 +16,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use polars::prelude::DataFrame;
-use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::ConnectOptions;
 
 use crate::config::ColumnType;
 use ident::Ident;
@@ -72,7 +73,10 @@ impl WarehouseError {
                 // serialization, 40P01 deadlock, 53300 too many connections.
                 // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (and extended codes of those).
                 code.starts_with("08")
-                    || matches!(&*code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300")
+                    || matches!(
+                        &*code,
+                        "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300"
+                    )
                     || matches!(code.parse::<i32>(), Ok(c) if c & 0xff == 5 || c & 0xff == 6)
             }
             _ => false,
@@ -176,12 +180,7 @@ pub fn redact(url: &str) -> String {
             } else {
                 user.to_string()
             };
-            format!(
-                "{}://{}{}",
-                &url[..scheme_end],
-                masked,
-                &rest[at..]
-            )
+            format!("{}://{}{}", &url[..scheme_end], masked, &rest[at..])
         }
         None => url.to_string(),
     }
@@ -246,8 +245,11 @@ impl Warehouse {
         // cannot trip over each other's CREATE TABLE.
         let mut tx = self.begin().await?;
         if let Tx::Postgres(_) = tx {
-            tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('prescore:migrate', 0))", &[])
-                .await?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('prescore:migrate', 0))",
+                &[],
+            )
+            .await?;
         }
         for stmt in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             tx.execute(stmt, &[]).await?;
@@ -271,7 +273,9 @@ impl Warehouse {
             .map(|n| params.get(n.as_str()).cloned().unwrap_or(Value::Text(None)))
             .collect();
         match self {
-            Warehouse::Sqlite(pool) => sqlite::read_frame(pool, &prepared.sql, &values, contract).await,
+            Warehouse::Sqlite(pool) => {
+                sqlite::read_frame(pool, &prepared.sql, &values, contract).await
+            }
             Warehouse::Postgres(pool) => {
                 postgres::read_frame(pool, &prepared.sql, &values, contract).await
             }
@@ -309,7 +313,11 @@ impl Warehouse {
     }
 
     /// Fetches rows of one of prescore's own queries as loosely typed values.
-    pub async fn fetch(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, WarehouseError> {
+    pub async fn fetch(
+        &self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Vec<Value>>, WarehouseError> {
         match self {
             Warehouse::Sqlite(pool) => sqlite::fetch(pool, sql, params).await,
             Warehouse::Postgres(pool) => postgres::fetch(pool, sql, params).await,
@@ -328,7 +336,11 @@ impl Warehouse {
             .map(|c| format!("\"{}\" {}", c.name, self.sql_type(c.ty)))
             .collect::<Vec<_>>()
             .join(", ");
-        let pk = key.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ");
+        let pk = key
+            .iter()
+            .map(|k| format!("\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         self.execute(
             &format!(
                 "CREATE TABLE IF NOT EXISTS {} ({cols}, PRIMARY KEY ({pk}))",
@@ -375,7 +387,12 @@ impl Warehouse {
     /// Takes the job's lock: one run per job and shard at a time. PostgreSQL uses a session
     /// advisory lock (released by the server if the process dies); SQLite a lock row whose
     /// holder's PID is checked, so a killed process never blocks the next run.
-    pub async fn lock(&self, job: &str, shard: &str, run_id: &str) -> Result<JobLock, WarehouseError> {
+    pub async fn lock(
+        &self,
+        job: &str,
+        shard: &str,
+        run_id: &str,
+    ) -> Result<JobLock, WarehouseError> {
         match self {
             Warehouse::Sqlite(pool) => sqlite::lock(pool, job, shard, run_id).await,
             Warehouse::Postgres(pool) => postgres::lock(pool, job, shard).await,
@@ -444,7 +461,11 @@ impl Tx {
         }
     }
 
-    pub async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, WarehouseError> {
+    pub async fn fetch(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Vec<Value>>, WarehouseError> {
         match self {
             Tx::Sqlite(tx) => sqlite::fetch(&mut **tx, sql, params).await,
             Tx::Postgres(tx) => postgres::fetch(&mut **tx, sql, params).await,
@@ -454,7 +475,12 @@ impl Tx {
     /// Inserts every row of `frame` into `table`, replacing rows with the same `key`.
     /// SQLite: prepared multi-row `INSERT … ON CONFLICT DO UPDATE`. PostgreSQL: binary `COPY`
     /// into a temporary staging table, then one `INSERT … SELECT … ON CONFLICT DO UPDATE`.
-    pub async fn upsert(&mut self, table: &Ident, key: &[&str], frame: &DataFrame) -> Result<u64, WarehouseError> {
+    pub async fn upsert(
+        &mut self,
+        table: &Ident,
+        key: &[&str],
+        frame: &DataFrame,
+    ) -> Result<u64, WarehouseError> {
         let names: Vec<String> = frame
             .get_column_names()
             .iter()
@@ -478,7 +504,10 @@ impl Tx {
             .join(", ");
         let conflict = format!(
             "ON CONFLICT ({}) DO UPDATE SET {updates}",
-            key.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
+            key.iter()
+                .map(|k| format!("\"{k}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         match self {
             Tx::Sqlite(tx) => sqlite::upsert(tx, table, &quoted, &cols, &conflict).await,
@@ -497,7 +526,12 @@ impl Tx {
 
 /// Runs `op` until it succeeds, fails permanently, or `attempts` are used; the back-off
 /// doubles after each transient failure.
-pub async fn retry<T, F, Fut>(what: &str, attempts: u32, backoff: Duration, mut op: F) -> Result<T, WarehouseError>
+pub async fn retry<T, F, Fut>(
+    what: &str,
+    attempts: u32,
+    backoff: Duration,
+    mut op: F,
+) -> Result<T, WarehouseError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, WarehouseError>>,

@@ -4,9 +4,10 @@
 //! casts are left alone.
 
 /// The parameters prescore binds, and what each means.
-pub const KNOWN: &[(&str, &str)] = &[
-    ("as_of", "the run's as-of time (UTC): read only what was known then"),
-];
+pub const KNOWN: &[(&str, &str)] = &[(
+    "as_of",
+    "the run's as-of time (UTC): read only what was known then",
+)];
 
 /// SQL with `:name` replaced by `$1, $2, …`, and the names in the order of their numbers.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +59,8 @@ pub fn prepare(sql: &str) -> Prepared {
             {
                 let start = i + 1;
                 let mut end = start;
-                while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
+                while end < bytes.len()
+                    && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
                 {
                     end += 1;
                 }

@@ -43,7 +43,11 @@ where
         .map_err(WarehouseError::query(first_line(sql)))
 }
 
-pub(super) async fn fetch<'c, E>(e: E, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, WarehouseError>
+pub(super) async fn fetch<'c, E>(
+    e: E,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Vec<Value>>, WarehouseError>
 where
     E: Executor<'c, Database = Postgres>,
 {
@@ -51,16 +55,34 @@ where
         .fetch_all(e)
         .await
         .map_err(WarehouseError::query(first_line(sql)))?;
-    Ok(rows.iter().map(|r| (0..r.len()).map(|i| any_value(r, i)).collect()).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (0..r.len()).map(|i| any_value(r, i)).collect())
+        .collect())
 }
 
 fn any_value(row: &PgRow, i: usize) -> Value {
     let ty = row.column(i).type_info().name().to_string();
     match ty.as_str() {
-        "INT2" => Value::Int(row.try_get::<Option<i16>, _>(i).ok().flatten().map(i64::from)),
-        "INT4" => Value::Int(row.try_get::<Option<i32>, _>(i).ok().flatten().map(i64::from)),
+        "INT2" => Value::Int(
+            row.try_get::<Option<i16>, _>(i)
+                .ok()
+                .flatten()
+                .map(i64::from),
+        ),
+        "INT4" => Value::Int(
+            row.try_get::<Option<i32>, _>(i)
+                .ok()
+                .flatten()
+                .map(i64::from),
+        ),
         "INT8" => Value::Int(row.try_get(i).ok().flatten()),
-        "FLOAT4" => Value::Float(row.try_get::<Option<f32>, _>(i).ok().flatten().map(f64::from)),
+        "FLOAT4" => Value::Float(
+            row.try_get::<Option<f32>, _>(i)
+                .ok()
+                .flatten()
+                .map(f64::from),
+        ),
         "FLOAT8" => Value::Float(row.try_get(i).ok().flatten()),
         "BOOL" => Value::Bool(row.try_get(i).ok().flatten()),
         "TIMESTAMPTZ" => Value::Ts(row.try_get(i).ok().flatten()),
@@ -136,21 +158,62 @@ pub(super) async fn read_frame(
         let Some(idx) = returned.iter().position(|(r, _)| r == name) else {
             return Err(WarehouseError::MissingColumn {
                 column: name.clone(),
-                returned: returned.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+                returned: returned
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         };
         let pg = &returned[idx].1;
-        let dec = decoder_for(*ty, pg).ok_or_else(|| WarehouseError::Decode {
+        // sqlx names blank-padded char(n) "CHAR" (and the one-byte "char" type `"CHAR"`).
+        let pg_name = if pg == "CHAR" { "BPCHAR" } else { pg.as_str() };
+        let dec = decoder_for(*ty, pg_name).ok_or_else(|| WarehouseError::Decode {
             column: name.clone(),
             row: 1,
             expected: ty.name(),
             found: format!(
                 "PostgreSQL type {pg}{}",
-                if pg == "NUMERIC" { " (cast it to float8 in the SQL)" } else { "" }
+                if pg == "NUMERIC" {
+                    " (cast it to float8 in the SQL)"
+                } else {
+                    ""
+                }
             ),
         })?;
         wanted.push((idx, name, dec, ColumnBuf::new(*ty, 1024)));
     }
+    // The fast path: binary COPY decoded straight into column buffers.
+    use super::pg_copy;
+    let copy_cols: Vec<pg_copy::Wanted> = wanted
+        .iter()
+        .map(|(idx, name, dec, buf)| pg_copy::Wanted {
+            index: *idx,
+            name: name.to_string(),
+            field: match dec {
+                Decoder::I16 => pg_copy::Field::I16,
+                Decoder::I32 => pg_copy::Field::I32,
+                Decoder::I64 => pg_copy::Field::I64,
+                Decoder::F32 => pg_copy::Field::F32,
+                Decoder::F64 => pg_copy::Field::F64,
+                Decoder::IntAsF64 => match returned[*idx].1.as_str() {
+                    "INT2" => pg_copy::Field::I16AsF64,
+                    "INT4" => pg_copy::Field::I32AsF64,
+                    _ => pg_copy::Field::I64AsF64,
+                },
+                Decoder::Text => pg_copy::Field::Text,
+                Decoder::Bool => pg_copy::Field::Bool,
+                Decoder::TsTz | Decoder::Ts => pg_copy::Field::Timestamp,
+                Decoder::Date => pg_copy::Field::Date,
+            },
+            ty: buf.column_type(),
+        })
+        .collect();
+    if let Some(df) = pg_copy::read_frame(pool, sql, params, returned.len(), &copy_cols).await? {
+        return Ok(df);
+    }
+    // The server refused COPY for this SQL (a PostgreSQL-compatible server without binary
+    // COPY, or a statement COPY does not wrap): decode it row by row.
     let mut rows = bind(sqlx::query(sql), params).fetch(pool);
     let mut n = 0usize;
     while let Some(row) = rows
@@ -185,10 +248,16 @@ pub(super) async fn read_frame(
 
 fn push(row: &PgRow, i: usize, dec: Decoder, buf: &mut ColumnBuf) -> Result<(), sqlx::Error> {
     match (dec, buf) {
-        (Decoder::I16, ColumnBuf::Int(b)) => b.push(row.try_get::<Option<i16>, _>(i)?.map(i64::from)),
-        (Decoder::I32, ColumnBuf::Int(b)) => b.push(row.try_get::<Option<i32>, _>(i)?.map(i64::from)),
+        (Decoder::I16, ColumnBuf::Int(b)) => {
+            b.push(row.try_get::<Option<i16>, _>(i)?.map(i64::from))
+        }
+        (Decoder::I32, ColumnBuf::Int(b)) => {
+            b.push(row.try_get::<Option<i32>, _>(i)?.map(i64::from))
+        }
         (Decoder::I64, ColumnBuf::Int(b)) => b.push(row.try_get::<Option<i64>, _>(i)?),
-        (Decoder::F32, ColumnBuf::Float(b)) => b.push(row.try_get::<Option<f32>, _>(i)?.map(f64::from)),
+        (Decoder::F32, ColumnBuf::Float(b)) => {
+            b.push(row.try_get::<Option<f32>, _>(i)?.map(f64::from))
+        }
         (Decoder::F64, ColumnBuf::Float(b)) => b.push(row.try_get::<Option<f64>, _>(i)?),
         (Decoder::IntAsF64, ColumnBuf::Float(b)) => {
             let v = match row.column(i).type_info().name() {
@@ -200,9 +269,10 @@ fn push(row: &PgRow, i: usize, dec: Decoder, buf: &mut ColumnBuf) -> Result<(), 
         }
         (Decoder::Text, ColumnBuf::Text(b)) => b.push(row.try_get::<Option<String>, _>(i)?),
         (Decoder::Bool, ColumnBuf::Bool(b)) => b.push(row.try_get::<Option<bool>, _>(i)?),
-        (Decoder::TsTz, ColumnBuf::Ts(b)) => {
-            b.push(row.try_get::<Option<DateTime<Utc>>, _>(i)?.map(|t| t.timestamp_micros()))
-        }
+        (Decoder::TsTz, ColumnBuf::Ts(b)) => b.push(
+            row.try_get::<Option<DateTime<Utc>>, _>(i)?
+                .map(|t| t.timestamp_micros()),
+        ),
         (Decoder::Ts, ColumnBuf::Ts(b)) => b.push(
             row.try_get::<Option<NaiveDateTime>, _>(i)?
                 .map(|t| t.and_utc().timestamp_micros()),
@@ -217,7 +287,10 @@ fn push(row: &PgRow, i: usize, dec: Decoder, buf: &mut ColumnBuf) -> Result<(), 
     Ok(())
 }
 
-pub(super) async fn table_columns(pool: &PgPool, table: &Ident) -> Result<Vec<String>, WarehouseError> {
+pub(super) async fn table_columns(
+    pool: &PgPool,
+    table: &Ident,
+) -> Result<Vec<String>, WarehouseError> {
     let rows = fetch(
         pool,
         "SELECT a.attname::text FROM pg_attribute a \
@@ -227,7 +300,11 @@ pub(super) async fn table_columns(pool: &PgPool, table: &Ident) -> Result<Vec<St
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|r| r.into_iter().next().and_then(|v| v.as_str().map(str::to_string)))
+        .filter_map(|r| {
+            r.into_iter()
+                .next()
+                .and_then(|v| v.as_str().map(str::to_string))
+        })
         .collect())
 }
 
@@ -304,7 +381,9 @@ pub(super) async fn upsert(
     let col_list = quoted.join(", ");
     let n_rows = cols.first().map(ColumnBuf::len).unwrap_or(0);
     let mut copy = tx
-        .copy_in_raw(&format!("COPY {stage} ({col_list}) FROM STDIN (FORMAT binary)"))
+        .copy_in_raw(&format!(
+            "COPY {stage} ({col_list}) FROM STDIN (FORMAT binary)"
+        ))
         .await
         .map_err(WarehouseError::query("start COPY into the staging table"))?;
     let mut buf = Vec::with_capacity(1 << 20);
@@ -341,10 +420,9 @@ pub(super) async fn upsert(
 }
 
 pub(super) async fn lock(pool: &PgPool, job: &str, shard: &str) -> Result<JobLock, WarehouseError> {
-    let conn = pool
-        .acquire()
-        .await
-        .map_err(WarehouseError::query("acquire a connection for the job lock"))?;
+    let conn = pool.acquire().await.map_err(WarehouseError::query(
+        "acquire a connection for the job lock",
+    ))?;
     let mut conn = conn.detach();
     let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
         .bind(format!("prescore:{job}:{shard}"))

@@ -41,7 +41,11 @@ where
         .map_err(WarehouseError::query(first_line(sql)))
 }
 
-pub(super) async fn fetch<'c, E>(e: E, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, WarehouseError>
+pub(super) async fn fetch<'c, E>(
+    e: E,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Vec<Value>>, WarehouseError>
 where
     E: Executor<'c, Database = Sqlite>,
 {
@@ -49,7 +53,10 @@ where
         .fetch_all(e)
         .await
         .map_err(WarehouseError::query(first_line(sql)))?;
-    Ok(rows.iter().map(|r| (0..r.len()).map(|i| any_value(r, i)).collect()).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (0..r.len()).map(|i| any_value(r, i)).collect())
+        .collect())
 }
 
 fn any_value(row: &SqliteRow, i: usize) -> Value {
@@ -187,7 +194,10 @@ fn truncate(s: &str) -> String {
     }
 }
 
-pub(super) async fn table_columns(pool: &SqlitePool, table: &Ident) -> Result<Vec<String>, WarehouseError> {
+pub(super) async fn table_columns(
+    pool: &SqlitePool,
+    table: &Ident,
+) -> Result<Vec<String>, WarehouseError> {
     let rows = fetch(
         pool,
         "SELECT name FROM pragma_table_info($1)",
@@ -196,7 +206,11 @@ pub(super) async fn table_columns(pool: &SqlitePool, table: &Ident) -> Result<Ve
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|r| r.into_iter().next().and_then(|v| v.as_str().map(str::to_string)))
+        .filter_map(|r| {
+            r.into_iter()
+                .next()
+                .and_then(|v| v.as_str().map(str::to_string))
+        })
         .collect())
 }
 
@@ -214,7 +228,11 @@ pub(super) async fn upsert(
     // the number of parameters of a statement.
     let per_stmt = (8_000 / width).clamp(1, 500);
     let row_placeholder = |_offset: usize| format!("({})", vec!["?"; width].join(", "));
-    let head = format!("INSERT INTO {} ({}) VALUES ", table.quoted(), quoted.join(", "));
+    let head = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        table.quoted(),
+        quoted.join(", ")
+    );
     let mut written = 0u64;
     let mut full_sql: Option<String> = None;
     let mut start = 0;
@@ -241,7 +259,9 @@ pub(super) async fn upsert(
                     ColumnBuf::Float(v) => q.bind(v[r]),
                     ColumnBuf::Text(v) => q.bind(v[r].clone()),
                     ColumnBuf::Bool(v) => q.bind(v[r]),
-                    ColumnBuf::Ts(v) => q.bind(v[r].map(|us| sqlite_ts(super::frame::micros_to_utc(us)))),
+                    ColumnBuf::Ts(v) => {
+                        q.bind(v[r].map(|us| sqlite_ts(super::frame::micros_to_utc(us))))
+                    }
                 };
             }
         }
@@ -255,7 +275,12 @@ pub(super) async fn upsert(
     Ok(written)
 }
 
-pub(super) async fn lock(pool: &SqlitePool, job: &str, shard: &str, run_id: &str) -> Result<JobLock, WarehouseError> {
+pub(super) async fn lock(
+    pool: &SqlitePool,
+    job: &str,
+    shard: &str,
+    run_id: &str,
+) -> Result<JobLock, WarehouseError> {
     let me = super::holder_id();
     let mut tx = pool
         .begin()
@@ -299,7 +324,9 @@ pub(super) async fn lock(pool: &SqlitePool, job: &str, shard: &str, run_id: &str
         ],
     )
     .await?;
-    tx.commit().await.map_err(WarehouseError::query("commit lock"))?;
+    tx.commit()
+        .await
+        .map_err(WarehouseError::query("commit lock"))?;
     Ok(JobLock::Sqlite {
         pool: pool.clone(),
         job: job.into(),

@@ -1,0 +1,322 @@
+//! Faults and bad input: every case exits with its documented code, names the problem, and
+//! leaves the previous predictions exactly as they were.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const CHURN: &str = "configs/churn_daily.toml";
+
+/// Runs a good job once, then `bad` (SQL text for the scoring query, or config edits), and
+/// checks the exit code, that the message contains `needle`, and that nothing changed.
+async fn refused(
+    db: &Db,
+    score_sql: Option<&str>,
+    edits: &[(&str, &str)],
+    code: i32,
+    needle: &str,
+) {
+    let before = rows(db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+    let mut all: Vec<(String, String)> = edits
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    if let Some(sql) = score_sql {
+        let path = sql_file(
+            db,
+            &format!("bad{}.sql", all.len() + before.len() % 97),
+            sql,
+        );
+        all.push((format!("{ROOT}/sql/churn_daily/score.sql"), path));
+    }
+    let refs: Vec<(&str, &str)> = all.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let cfg = config(db, CHURN, &refs);
+    let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{} {needle}: {}",
+        db.name,
+        text(&o)
+    );
+    assert!(
+        text(&o).contains(needle),
+        "{}: expected {needle:?} in {}",
+        db.name,
+        text(&o)
+    );
+    let after = rows(db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+    assert_eq!(
+        before, after,
+        "{}: {needle}: previous predictions changed",
+        db.name
+    );
+}
+
+const FEATURES: &str = "customer_id, tenure_months, plan, region, monthly_usage_gb, usage_change_pct, support_tickets, payment_delays";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_with_a_clear_message() {
+    for db in backends("bad_input") {
+        seed_churn(&db, 1500);
+        assert!(prescore(
+            &["run", "--config", config(&db, CHURN, &[]).to_str().unwrap()],
+            &[]
+        )
+        .status
+        .success());
+        let latest = "period_end = (SELECT MAX(period_end) FROM customer_months)";
+        // Empty source.
+        refused(
+            &db,
+            Some(&format!(
+                "SELECT {FEATURES} FROM customer_months WHERE 1 = 0"
+            )),
+            &[],
+            3,
+            "0 row(s)",
+        )
+        .await;
+        // Duplicate keys.
+        refused(
+            &db,
+            Some(&format!("SELECT {FEATURES} FROM customer_months")),
+            &[],
+            3,
+            "duplicate key customer_id=",
+        )
+        .await;
+        // Missing column.
+        refused(
+            &db,
+            Some(&format!(
+                "SELECT customer_id, plan FROM customer_months WHERE {latest}"
+            )),
+            &[],
+            3,
+            "returned no column",
+        )
+        .await;
+        // Wrong type: text where an int is declared.
+        refused(
+            &db,
+            Some(&format!("SELECT customer_id, plan AS tenure_months, plan, region, monthly_usage_gb, usage_change_pct, support_tickets, payment_delays FROM customer_months WHERE {latest}")),
+            &[],
+            3,
+            "tenure_months",
+        )
+        .await;
+        // NULL in a feature.
+        refused(
+            &db,
+            Some(&format!("SELECT customer_id, tenure_months, plan, region, CASE WHEN customer_id = 7 THEN NULL ELSE monthly_usage_gb END AS monthly_usage_gb, usage_change_pct, support_tickets, payment_delays FROM customer_months WHERE {latest}")),
+            &[],
+            3,
+            "monthly_usage_gb",
+        )
+        .await;
+        // Absurd magnitude.
+        refused(
+            &db,
+            Some(&format!("SELECT customer_id, tenure_months, plan, region, monthly_usage_gb * 1e20 AS monthly_usage_gb, usage_change_pct, support_tickets, payment_delays FROM customer_months WHERE {latest}")),
+            &[],
+            3,
+            "absurd",
+        )
+        .await;
+        // Unknown algorithm, unknown key, malformed TOML: config errors, exit 2.
+        refused(
+            &db,
+            None,
+            &[(
+                "algorithm = \"decision_tree\"",
+                "algorithm = \"deep_magic\"",
+            )],
+            2,
+            "model.algorithm",
+        )
+        .await;
+        refused(
+            &db,
+            None,
+            &[("[output]", "[output]\ncolour = \"red\"")],
+            2,
+            "colour",
+        )
+        .await;
+        refused(&db, None, &[("[output]", "[output")], 2, "line").await;
+        // Injection attempt in a table name.
+        refused(
+            &db,
+            None,
+            &[(
+                "table = \"churn_scores\"",
+                "table = \"churn_scores\\\"; DROP TABLE customer_months; --\"",
+            )],
+            2,
+            "not a valid identifier",
+        )
+        .await;
+        // A single class in the labels: nothing to learn.
+        let one_class = sql_file(
+            &db,
+            "one_class.sql",
+            "SELECT customer_id, period_end, tenure_months, plan, region, monthly_usage_gb, usage_change_pct, \
+             support_tickets, payment_delays, churned FROM customer_months WHERE churned = false AND period_end <= :as_of",
+        );
+        refused(
+            &db,
+            None,
+            &[(&format!("{ROOT}/sql/churn_daily/train.sql"), &one_class)],
+            3,
+            "same class",
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_warehouse_and_wrong_password_fail_with_code_1_and_no_secret() {
+    let db = sqlite();
+    let cfg = config(
+        &db,
+        CHURN,
+        &[(
+            db.url.as_str(),
+            "postgres://prescore:hunter2@127.0.0.1:1/nowhere",
+        )],
+    );
+    let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("cannot connect"), "{}", text(&o));
+    assert!(
+        !text(&o).contains("hunter2"),
+        "the password leaked: {}",
+        text(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_of_the_same_job_exits_already_running() {
+    for db in backends("lock") {
+        seed_churn(&db, 1000);
+        let cfg = config(&db, CHURN, &[]);
+        let mut first = Command::new(BIN)
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .env("PRESCORE_PAUSE_AT", "read")
+            .env("PRESCORE_PAUSE_SECS", "5")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_ledger(&db, "running").await;
+        let second = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        assert_eq!(
+            second.status.code(),
+            Some(5),
+            "{}: {}",
+            db.name,
+            text(&second)
+        );
+        assert!(
+            text(&second).contains("already running"),
+            "{}",
+            text(&second)
+        );
+        assert!(
+            first.wait().unwrap().success(),
+            "{}: the first run failed",
+            db.name
+        );
+    }
+}
+
+async fn wait_for_ledger(db: &Db, status: &str) {
+    let start = Instant::now();
+    loop {
+        let ok = tokio::time::timeout(Duration::from_secs(5), async {
+            let wh = prescore::warehouse::Warehouse::connect(&db.url, 1)
+                .await
+                .ok()?;
+            let r = wh
+                .fetch(
+                    "SELECT COUNT(*) FROM prescore_runs WHERE status = $1",
+                    &[prescore::warehouse::Value::text(status)],
+                )
+                .await
+                .ok()?;
+            wh.close().await;
+            r[0][0].as_i64()
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+        if ok > 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no {status} run appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_any_stage_leaves_the_table_as_it_was() {
+    for db in backends("kill") {
+        seed_churn(&db, 1500);
+        let cfg = config(&db, CHURN, &[]);
+        let c = cfg.to_str().unwrap();
+        assert!(prescore(&["run", "--config", c], &[]).status.success());
+        let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+        for stage in ["read", "train", "trained", "score", "commit"] {
+            let mut child = Command::new(BIN)
+                .args(["run", "--config", c])
+                .env("PRESCORE_PAUSE_AT", stage)
+                .env("PRESCORE_PAUSE_SECS", "60")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Wait until the process says it paused at the stage, then SIGKILL it.
+            let mut stderr = child.stderr.take().unwrap();
+            let paused = std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                while stderr.read(&mut byte).unwrap_or(0) == 1 {
+                    buf.push(byte[0]);
+                    if String::from_utf8_lossy(&buf).contains("paused at") {
+                        return true;
+                    }
+                }
+                false
+            });
+            assert!(paused.join().unwrap(), "{}: never reached {stage}", db.name);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+            assert_eq!(
+                before, after,
+                "{}: killed at {stage}, the table changed",
+                db.name
+            );
+        }
+        let o = prescore(&["run", "--config", c], &[]);
+        assert!(
+            o.status.success(),
+            "{}: the run after the kills failed: {}",
+            db.name,
+            text(&o)
+        );
+        let abandoned = rows(
+            &db,
+            "SELECT COUNT(*) FROM prescore_runs WHERE status = 'abandoned'",
+        )
+        .await;
+        assert_eq!(abandoned[0][0], "5", "{}", db.name);
+    }
+}

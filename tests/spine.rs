@@ -1,0 +1,200 @@
+//! The pipeline spine: a full run, an idempotent rerun, `check`, and a failing run that
+//! leaves the previous predictions untouched.
+
+use crate::support::*;
+
+const CHURN: &str = "configs/churn_daily.toml";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_run_then_rerun_gives_the_same_rows() {
+    for db in backends("full_run") {
+        seed_churn(&db, 3000);
+        let cfg = config(&db, CHURN, &[]);
+        let as_of = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let o = prescore(
+            &["run", "--config", cfg.to_str().unwrap(), "--as-of", &as_of],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("entities scored") && out.contains("auc"),
+            "{}: {out}",
+            db.name
+        );
+
+        // Every customer active at the latest month gets exactly one score in [0, 1].
+        let active = rows(
+            &db,
+            "SELECT COUNT(*) FROM customer_months WHERE churned IS NULL",
+        )
+        .await[0][0]
+            .clone();
+        let scored = count(&db, "churn_scores").await;
+        assert_eq!(scored.to_string(), active, "{}", db.name);
+        let bad = rows(
+            &db,
+            "SELECT COUNT(*) FROM churn_scores WHERE score < 0 OR score > 1 OR score IS NULL",
+        )
+        .await;
+        assert_eq!(bad[0][0], "0", "{}", db.name);
+        assert_eq!(last_run(&db).await.0, "succeeded");
+        let before = rows(&db, "SELECT customer_id, score, label, model_version FROM churn_scores ORDER BY customer_id").await;
+
+        // Same as_of again: same rows, same values (a new model version, trained on the same data).
+        let o = prescore(
+            &["run", "--config", cfg.to_str().unwrap(), "--as-of", &as_of],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let after = rows(
+            &db,
+            "SELECT customer_id, score, label FROM churn_scores ORDER BY customer_id",
+        )
+        .await;
+        assert_eq!(after.len(), before.len(), "{}", db.name);
+        for (a, b) in after.iter().zip(&before) {
+            assert_eq!(a[..3], b[..3], "{}: rerun changed a prediction", db.name);
+        }
+        let versions = rows(&db, "SELECT DISTINCT model_version FROM churn_scores").await;
+        assert_eq!(versions, vec![vec!["2".to_string()]], "{}", db.name);
+        let runs = rows(&db, "SELECT status FROM prescore_runs ORDER BY started_at").await;
+        assert_eq!(runs.len(), 2, "{}", db.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_every_mistake_at_once_and_writes_nothing() {
+    let db = sqlite();
+    let cfg = config(
+        &db,
+        CHURN,
+        &[
+            ("name = \"churn_daily\"", "name = \"churn daily\""),
+            ("algorithm = \"decision_tree\"", "algorithm = \"xgboost\""),
+            ("max_depth = 7", "max_depth = 0"),
+            (
+                "table = \"churn_scores\"",
+                "table = \"churn_scores; DROP TABLE x\"",
+            ),
+            ("numeric = [\"tenure_months\"", "numeric = [\"tenure\""),
+        ],
+    );
+    let o = prescore(&["check", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for key in [
+        "job.name",
+        "model.algorithm",
+        "model.max_depth",
+        "output.table",
+        "features.numeric[0]",
+    ] {
+        assert!(err.contains(key), "missing {key} in:\n{err}");
+    }
+    assert!(
+        !db.dir.path().join("prescore.db").exists(),
+        "check must not create the warehouse"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_compares_the_sql_with_the_contract() {
+    for db in backends("check_sql") {
+        seed_churn(&db, 500);
+        let ok = prescore(
+            &[
+                "check",
+                "--config",
+                config(&db, CHURN, &[]).to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(ok.status.success(), "{}: {}", db.name, text(&ok));
+        assert!(String::from_utf8_lossy(&ok.stdout).contains("check passed"));
+        let missing = sql_file(
+            &db,
+            "score.sql",
+            "SELECT customer_id, plan, region FROM customer_months",
+        );
+        let cfg = config(
+            &db,
+            CHURN,
+            &[(&format!("{ROOT}/sql/churn_daily/score.sql"), &missing)],
+        );
+        let o = prescore(&["check", "--config", cfg.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}: {}", db.name, text(&o));
+        assert!(
+            text(&o).contains("returned no column \"monthly_usage_gb\""),
+            "{}: {}",
+            db.name,
+            text(&o)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_sql_marks_the_run_failed_and_keeps_previous_predictions() {
+    for db in backends("failing_sql") {
+        seed_churn(&db, 2000);
+        let good = config(&db, CHURN, &[]);
+        assert!(prescore(&["run", "--config", good.to_str().unwrap()], &[])
+            .status
+            .success());
+        let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+
+        let broken = sql_file(
+            &db,
+            "broken.sql",
+            "SELEC customer_id FROM customer_months WHERE period_end <= :as_of",
+        );
+        let cfg = config(
+            &db,
+            CHURN,
+            &[(&format!("{ROOT}/sql/churn_daily/score.sql"), &broken)],
+        );
+        let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(1), "{}: {}", db.name, text(&o));
+        let (status, error) = last_run(&db).await;
+        assert_eq!(status, "failed", "{}", db.name);
+        assert!(
+            error.to_lowercase().contains("syntax"),
+            "{}: ledger error {error:?}",
+            db.name
+        );
+        let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+        assert_eq!(before, after, "{}: previous predictions changed", db.name);
+    }
+}
+
+#[test]
+fn help_teaches_with_examples_and_exit_codes() {
+    let o = prescore(&["--help"], &[]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        s.contains("Exit codes") && s.contains("prescore demo"),
+        "{s}"
+    );
+    let o = prescore(&["run", "--help"], &[]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("--as-of") && s.contains("crontab"), "{s}");
+    let o = prescore(&["run"], &[]);
+    assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_lists_the_ledger() {
+    let db = sqlite();
+    seed_churn(&db, 1000);
+    let cfg = config(&db, CHURN, &[]);
+    assert!(prescore(&["run", "--config", cfg.to_str().unwrap()], &[])
+        .status
+        .success());
+    let o = prescore(&["runs", "--config", cfg.to_str().unwrap()], &[]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && s.contains("succeeded") && s.contains("churn_daily"),
+        "{}",
+        text(&o)
+    );
+}
