@@ -21,7 +21,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use clap::Parser;
 use polars::prelude::DataType;
 
-use prescore::config::{self, ColumnType, Job};
+use prescore::config::{self, Algorithm, ColumnType, Job};
 use prescore::demo::churn;
 use prescore::pipeline::{self, Mode, Options, Report, Shard};
 use prescore::warehouse::ident::Ident;
@@ -57,6 +57,9 @@ struct Args {
     /// Keep the prescore_bench database afterwards (it is dropped by default).
     #[arg(long)]
     keep: bool,
+    /// Override the config's model.algorithm (decision_tree, random_forest, linear, gbdt).
+    #[arg(long)]
+    algorithm: Option<String>,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -74,7 +77,8 @@ struct RunResult {
     wall: f64,
     peak_rss_kib: Option<u64>,
     stages: Vec<Stage>,
-    report: Report,
+    /// The report, or why the run failed (its error, or its panic).
+    report: Result<Report, String>,
 }
 
 /// One database size, as measured.
@@ -85,15 +89,17 @@ struct SizeResult {
     runs: Vec<RunResult>,
     floor_score_read: Floor,
     floor_train_read: Floor,
-    floor_publish: Floor,
-    floor_publish_pk: Floor,
-    /// psql's own start, connection and a trivial query: included in every floor.
-    psql_overhead_s: f64,
+    /// None when no run published (there is no results table to copy).
+    floor_publish: Option<Floor>,
+    floor_publish_pk: Option<Floor>,
 }
 
 struct Floor {
     rows: u64,
+    /// psql's `\timing` of the COPY statement: from sending it until the last row is through.
     seconds: f64,
+    /// The whole psql process (start, connect, COPY, exit).
+    process_seconds: f64,
 }
 
 #[tokio::main]
@@ -270,7 +276,16 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
 
     let mut env: HashMap<String, String> = std::env::vars().collect();
     env.insert("DATABASE_URL".into(), url.clone());
-    let job = config::load_with_env(config_path, &env)?;
+    let mut job = config::load_with_env(config_path, &env)?;
+    if let Some(a) = &args.algorithm {
+        job.model.algorithm =
+            serde_json::from_value::<Algorithm>(serde_json::Value::String(a.clone()))
+                .map_err(|e| format!("--algorithm {a}: {e}"))?;
+        println!(
+            "model.algorithm overridden by --algorithm: {}",
+            job.model.algorithm.name()
+        );
+    }
     let mut runs = Vec::new();
     for (mode, label) in [
         (Mode::Run, "run (trains)"),
@@ -283,14 +298,30 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
         };
         reset_peak_rss();
         let t = Instant::now();
-        let report = pipeline::run(&job, &wh, &opts).await?;
+        // On a task of its own, so a panic in a stage is reported like an error.
+        let (job2, wh2) = (job.clone(), wh.clone());
+        let report =
+            match tokio::spawn(async move { pipeline::run(&job2, &wh2, &opts).await }).await {
+                Ok(Ok(report)) => Ok(report),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(match e.try_into_panic() {
+                    Ok(p) => format!(
+                        "panicked: {}",
+                        p.downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_default()
+                    ),
+                    Err(e) => e.to_string(),
+                }),
+            };
         let wall = t.elapsed().as_secs_f64();
         let peak = peak_rss_kib();
         runs.push(RunResult {
             label,
             wall,
             peak_rss_kib: peak,
-            stages: stages(&report),
+            stages: report.as_ref().map(stages).unwrap_or_default(),
             report,
         });
     }
@@ -306,9 +337,6 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
     let floor_score_read = copy_out_floor(&url, &inline_as_of(score_sql, &lit)).await?;
     let floor_train_read = copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
     let (floor_publish, floor_publish_pk) = copy_in_floors(&url, &job).await?;
-    let mut cmd = psql(&url);
-    cmd.args(["-c", "SELECT 1"]).stdout(Stdio::null());
-    let psql_overhead_s = timed(cmd, "SELECT 1").await?;
     Ok(SizeResult {
         entities,
         rows_loaded,
@@ -318,7 +346,6 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
         floor_train_read,
         floor_publish,
         floor_publish_pk,
-        psql_overhead_s,
     })
 }
 
@@ -385,6 +412,40 @@ async fn timed(mut cmd: tokio::process::Command, what: &str) -> Res<f64> {
     Ok(seconds)
 }
 
+/// Runs one COPY statement in psql with `\timing on`; returns (psql's timing of the statement,
+/// the process's wall time). COPY TO data goes to /dev/null (`-o`), COPY FROM data comes from
+/// `stdin`.
+async fn psql_copy(url: &str, stmt: &str, stdin: Option<std::fs::File>) -> Res<(f64, f64)> {
+    let mut cmd = psql(url);
+    cmd.args(["-o", "/dev/null", "-c", "\\timing on", "-c", stmt])
+        .stdout(Stdio::piped());
+    if let Some(f) = stdin {
+        cmd.stdin(Stdio::from(f));
+    }
+    let t = Instant::now();
+    let out = cmd
+        .stderr(Stdio::piped())
+        .spawn()?
+        .wait_with_output()
+        .await?;
+    let wall = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!(
+            "psql {stmt:.40}… failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ms: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Time: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no `Time:` in psql's output: {text:?}"))?;
+    Ok((ms / 1000.0, wall))
+}
+
 async fn psql_ok(url: &str, sql: &str) -> Res<String> {
     let out = psql(url).args(["-At", "-c", sql]).output().await?;
     if !out.status.success() {
@@ -393,24 +454,29 @@ async fn psql_ok(url: &str, sql: &str) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Wall time of `psql` running `COPY (sql) TO STDOUT (FORMAT binary)` into /dev/null
-/// (psql's start and connection included).
+/// psql running `COPY (sql) TO STDOUT (FORMAT binary)` into /dev/null.
 async fn copy_out_floor(url: &str, sql: &str) -> Res<Floor> {
     let rows: u64 = psql_ok(url, &format!("SELECT count(*) FROM (\n{sql}\n) AS q"))
         .await?
         .parse()?;
     let stmt = format!("COPY (\n{sql}\n) TO STDOUT (FORMAT binary)");
-    let mut cmd = psql(url);
-    cmd.args(["-c", &stmt]).stdout(Stdio::null());
-    let seconds = timed(cmd, "COPY TO").await?;
-    Ok(Floor { rows, seconds })
+    let (seconds, process_seconds) = psql_copy(url, &stmt, None).await?;
+    Ok(Floor {
+        rows,
+        seconds,
+        process_seconds,
+    })
 }
 
-/// Wall time of `psql` loading the results table's rows (exported with `COPY TO`) with a binary
+/// psql loading the results table's rows (exported with `COPY TO`) with a binary
 /// `COPY FROM STDIN` into a new table of the same columns; and into one that also has the
 /// results table's primary key.
-async fn copy_in_floors(url: &str, job: &Job) -> Res<(Floor, Floor)> {
+async fn copy_in_floors(url: &str, job: &Job) -> Res<(Option<Floor>, Option<Floor>)> {
     let results = job.output.table.quoted();
+    let exists = psql_ok(url, &format!("SELECT to_regclass('{results}') IS NOT NULL")).await?;
+    if exists != "t" {
+        return Ok((None, None));
+    }
     let file = std::env::temp_dir().join(format!("prescore-bench-{}.bin", std::process::id()));
     let exported = std::fs::File::create(&file)?;
     let mut cmd = psql(url);
@@ -429,20 +495,21 @@ async fn copy_in_floors(url: &str, job: &Job) -> Res<(Floor, Floor)> {
         )
         .await?;
         let input = std::fs::File::open(&file)?;
-        let mut cmd = psql(url);
-        cmd.args(["-c", &format!("COPY {table} FROM STDIN (FORMAT binary)")])
-            .stdin(Stdio::from(input))
-            .stdout(Stdio::null());
-        let seconds = timed(cmd, "COPY FROM").await?;
+        let stmt = format!("COPY {table} FROM STDIN (FORMAT binary)");
+        let (seconds, process_seconds) = psql_copy(url, &stmt, Some(input)).await?;
         let rows: u64 = psql_ok(url, &format!("SELECT count(*) FROM {table}"))
             .await?
             .parse()?;
-        floors.push(Floor { rows, seconds });
+        floors.push(Floor {
+            rows,
+            seconds,
+            process_seconds,
+        });
     }
     let _ = std::fs::remove_file(&file);
     let pk = floors.pop().expect("two floors");
     let plain = floors.pop().expect("two floors");
-    Ok((plain, pk))
+    Ok((Some(plain), Some(pk)))
 }
 
 /// Resets the kernel's peak-RSS mark (VmHWM) of this process; false if not permitted.
@@ -491,15 +558,27 @@ fn stage_seconds(run: &RunResult, stage: &str) -> Option<f64> {
 
 fn print_size(r: &SizeResult) {
     for run in &r.runs {
+        let report = match &run.report {
+            Ok(report) => report,
+            Err(e) => {
+                println!(
+                    "\n{}: FAILED after {:.2} s, peak RSS {}: {e}",
+                    run.label,
+                    run.wall,
+                    mib(run.peak_rss_kib)
+                );
+                continue;
+            }
+        };
         println!(
             "\n{}: {:.2} s wall (pipeline::run), peak RSS {}, model v{}, {} rows read, {} scored, {} written",
             run.label,
             run.wall,
             mib(run.peak_rss_kib),
-            run.report.model_version.unwrap_or_default(),
-            thousands(run.report.rows_read as u64),
-            thousands(run.report.entities as u64),
-            thousands(run.report.rows_written),
+            report.model_version.unwrap_or_default(),
+            thousands(report.rows_read as u64),
+            thousands(report.entities as u64),
+            thousands(report.rows_written),
         );
         println!(
             "  {:<10} {:>12} {:>10} {:>14}",
@@ -524,77 +603,80 @@ fn print_size(r: &SizeResult) {
             run.wall - staged
         );
     }
-    let f = |name: &str, fl: &Floor| {
-        println!(
-            "  {:<58} {:>12} {:>10.3} {:>14}",
+    let f = |name: &str, fl: Option<&Floor>| match fl {
+        Some(fl) => println!(
+            "  {:<58} {:>12} {:>10.3} {:>14} {:>10.3}",
             name,
             thousands(fl.rows),
             fl.seconds,
-            rate(fl.rows, fl.seconds)
-        );
+            rate(fl.rows, fl.seconds),
+            fl.process_seconds
+        ),
+        None => println!("  {name:<58} (not measured: no run published a results table)"),
     };
-    println!("\nfloor (psql wall time, including its start and connection):");
+    println!("\nfloor (psql \\timing of the COPY statement; last column: the whole psql process):");
     println!(
-        "  {:<58} {:>12} {:>10} {:>14}",
-        "", "rows", "seconds", "rows/s"
+        "  {:<58} {:>12} {:>10} {:>14} {:>10}",
+        "", "rows", "seconds", "rows/s", "process s"
     );
     f(
-        "COPY (scoring SQL) TO STDOUT (FORMAT binary) > /dev/null",
-        &r.floor_score_read,
+        "COPY (scoring SQL) TO STDOUT (FORMAT binary), to /dev/null",
+        Some(&r.floor_score_read),
     );
     f(
-        "COPY (training SQL) TO STDOUT (FORMAT binary) > /dev/null",
-        &r.floor_train_read,
+        "COPY (training SQL) TO STDOUT (FORMAT binary), to /dev/null",
+        Some(&r.floor_train_read),
     );
     f(
         "COPY FROM STDIN (FORMAT binary), results' columns",
-        &r.floor_publish,
+        r.floor_publish.as_ref(),
     );
     f(
-        "COPY FROM STDIN (FORMAT binary), results' columns + primary key",
-        &r.floor_publish_pk,
-    );
-    println!(
-        "  {:<58} {:>12} {:>10.3}",
-        "(psql start + connect + SELECT 1, included in each above)", "", r.psql_overhead_s
+        "  same, into a table with the results' primary key",
+        r.floor_publish_pk.as_ref(),
     );
 
     println!("\nprescore / floor:");
-    let ratio = |name: &str, ours: Option<f64>, floor: f64| {
-        if let Some(ours) = ours {
+    let ratio = |name: &str, ours: Option<f64>, floor: Option<f64>| {
+        if let (Some(ours), Some(floor)) = (ours, floor) {
             println!("  {:<66} x{:.2}", name, ours / floor);
         }
     };
+    let publish = r.floor_publish.as_ref().map(|f| f.seconds);
+    let publish_pk = r.floor_publish_pk.as_ref().map(|f| f.seconds);
     let (run, score) = (&r.runs[0], &r.runs[1]);
+    if run.report.is_err() && score.report.is_err() {
+        println!("  (none: no run succeeded)");
+    }
     ratio(
         "score: read (scoring SQL) / COPY TO of the scoring SQL",
         stage_seconds(score, "read"),
-        r.floor_score_read.seconds,
+        Some(r.floor_score_read.seconds),
     );
     ratio(
         "run:   read (training + scoring SQL) / both COPY TO",
         stage_seconds(run, "read"),
-        r.floor_score_read.seconds + r.floor_train_read.seconds,
+        Some(r.floor_score_read.seconds + r.floor_train_read.seconds),
     );
     ratio(
         "run:   publish (upsert into an empty table) / COPY FROM",
         stage_seconds(run, "publish"),
-        r.floor_publish.seconds,
+        publish,
     );
     ratio(
         "run:   publish / COPY FROM with the primary key",
         stage_seconds(run, "publish"),
-        r.floor_publish_pk.seconds,
+        publish_pk,
     );
     ratio(
         "score: publish (upsert replacing every row) / COPY FROM",
         stage_seconds(score, "publish"),
-        r.floor_publish.seconds,
+        publish,
     );
     ratio(
         "score: publish / COPY FROM with the primary key",
         stage_seconds(score, "publish"),
-        r.floor_publish_pk.seconds,
+        publish_pk,
     );
 }
 
@@ -647,20 +729,28 @@ fn print_scaling(big: &SizeResult, small: &SizeResult) {
                 (bs.seconds, ss.seconds),
             );
         }
-        line(
-            format!("{mode}: whole run"),
-            Some((b.report.rows_read as u64, s.report.rows_read as u64)),
-            (b.wall, s.wall),
-        );
+        if let (Ok(br), Ok(sr)) = (&b.report, &s.report) {
+            line(
+                format!("{mode}: whole run"),
+                Some((br.rows_read as u64, sr.rows_read as u64)),
+                (b.wall, s.wall),
+            );
+        }
     }
     for (name, b, s) in [
         (
             "floor: COPY TO (scoring)",
-            &big.floor_score_read,
-            &small.floor_score_read,
+            Some(&big.floor_score_read),
+            Some(&small.floor_score_read),
         ),
-        ("floor: COPY FROM", &big.floor_publish, &small.floor_publish),
+        (
+            "floor: COPY FROM",
+            big.floor_publish.as_ref(),
+            small.floor_publish.as_ref(),
+        ),
     ] {
-        line(name.into(), Some((b.rows, s.rows)), (b.seconds, s.seconds));
+        if let (Some(b), Some(s)) = (b, s) {
+            line(name.into(), Some((b.rows, s.rows)), (b.seconds, s.seconds));
+        }
     }
 }

@@ -173,6 +173,8 @@ pub struct ModelSpec {
     pub min_samples_leaf: usize,
     pub trees: usize,
     pub budget: f32,
+    pub max_trees: usize,
+    pub max_train_rows: usize,
     pub holdout_fraction: f64,
     pub seed: u64,
 }

@@ -110,6 +110,13 @@ pub struct RawModel {
     /// Complexity budget of the gradient-boosted model (perpetual); 0.5 to 2 is typical.
     #[serde(default = "default_budget")]
     pub budget: f32,
+    /// Train on a seeded random sample of at most this many rows (0: all). Bounds training
+    /// time and memory on a schedule; evaluation always uses the whole holdout.
+    #[serde(default = "default_max_train_rows")]
+    pub max_train_rows: usize,
+    /// Upper bound on boosting rounds (gbdt), which bounds training time on a schedule.
+    #[serde(default = "default_max_trees")]
+    pub max_trees: usize,
     /// Score jobs: the latest fraction of rows (by `input.time`) held out for evaluation.
     #[serde(default = "default_holdout")]
     pub holdout_fraction: f64,
@@ -203,6 +210,12 @@ fn default_trees() -> usize {
 }
 fn default_budget() -> f32 {
     0.5
+}
+fn default_max_train_rows() -> usize {
+    200_000
+}
+fn default_max_trees() -> usize {
+    100
 }
 fn default_holdout() -> f64 {
     0.2
@@ -540,6 +553,9 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
     if !(1..=1000).contains(&raw.model.trees) {
         p.push("model.trees", "must be between 1 and 1000");
     }
+    if !(1..=10_000).contains(&raw.model.max_trees) {
+        p.push("model.max_trees", "must be between 1 and 10000");
+    }
     if !(raw.model.budget > 0.0 && raw.model.budget <= 5.0) {
         p.push("model.budget", "must be in (0, 5]");
     }
@@ -650,6 +666,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
             min_samples_leaf: raw.model.min_samples_leaf,
             trees: raw.model.trees,
             budget: raw.model.budget,
+            max_trees: raw.model.max_trees,
+            max_train_rows: raw.model.max_train_rows,
             holdout_fraction: raw.model.holdout_fraction,
             seed: raw.model.seed,
         },

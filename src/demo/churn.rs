@@ -103,7 +103,7 @@ pub fn generate(customers: usize, seed: u64, now: DateTime<Utc>) -> DataFrame {
         let region_effect = if region == "south" { 0.25 } else { 0.0 };
         let dissatisfied = rng.gen_bool(0.12);
         let stressed = rng.gen_bool(0.08);
-        let mut tenure: i64 = rng.gen_range(1..72);
+        let tenure0: i64 = rng.gen_range(1..72);
         let base_usage: f64 =
             usage_mean * LogNormal::new(0.0, 0.5).expect("valid").sample(&mut rng);
         let trend: f64 = if dissatisfied {
@@ -113,6 +113,7 @@ pub fn generate(customers: usize, seed: u64, now: DateTime<Utc>) -> DataFrame {
         };
         let mut last_usage = base_usage;
         for (p, period) in periods.iter().enumerate() {
+            let tenure = tenure0 + p as i64;
             let usage = (last_usage * (1.0 + trend) * usage_noise.sample(&mut rng)).max(0.1);
             let change = 100.0 * (usage / last_usage - 1.0);
             let tickets = Poisson::new(0.3 + if dissatisfied { 1.6 } else { 0.0 })
@@ -142,7 +143,6 @@ pub fn generate(customers: usize, seed: u64, now: DateTime<Utc>) -> DataFrame {
             if churns && !latest {
                 break;
             }
-            tenure += 1;
             last_usage = usage;
         }
     }

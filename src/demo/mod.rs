@@ -3,6 +3,7 @@
 //! generators are seeded, so the same seed gives the same data.
 
 pub mod churn;
+pub mod energy;
 
 use std::collections::HashMap;
 
@@ -15,7 +16,11 @@ use crate::pipeline::{self, Mode, Options, Shard};
 use crate::warehouse::{redact, Warehouse};
 
 /// The demo jobs, in the order they run.
-pub const JOBS: &[&str] = &["configs/churn_daily.toml"];
+pub const JOBS: &[&str] = &[
+    "configs/churn_daily.toml",
+    "configs/energy_hourly.toml",
+    "configs/weather_hourly.toml",
+];
 
 pub async fn demo(a: DemoArgs) -> Result<(), Error> {
     let url = a
@@ -31,8 +36,13 @@ pub async fn demo(a: DemoArgs) -> Result<(), Error> {
         churn::TABLE,
         a.customers
     );
+    let readings = energy::seed(&wh, a.meters, a.days, a.seed, now).await?;
+    println!(
+        "  meter_readings: {readings} rows ({} meters, {} days hourly); weather: 4 regions with a 48h forecast",
+        a.meters, a.days
+    );
     if a.seed_only {
-        println!("seeded; run a job with: prescore run --config configs/churn_daily.toml");
+        println!("seeded; run a job with: prescore run --config configs/churn_daily.toml (or energy_hourly.toml)");
         wh.close().await;
         return Ok(());
     }

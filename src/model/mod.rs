@@ -78,7 +78,7 @@ pub enum Model {
     RandomForest(Vec<tree::ProbTree>),
     Linear(Linear),
     Gbdt {
-        booster: PerpetualBooster,
+        booster: Box<PerpetualBooster>,
         task: Task,
     },
 }
@@ -93,11 +93,30 @@ impl std::fmt::Debug for Model {
 const CHUNK: usize = 4096;
 
 impl Model {
-    /// Trains the configured algorithm on `x` and `y` (0/1 for classification).
+    /// Trains the configured algorithm on `x` and `y` (0/1 for classification), on a seeded
+    /// sample of `spec.max_train_rows` rows when there are more.
     pub fn fit(spec: &ModelSpec, x: &Matrix, y: &[f64]) -> Result<Model, ModelError> {
         if x.rows == 0 {
             return Err(ModelError::Fit("no training rows".into()));
         }
+        if spec.max_train_rows > 0 && x.rows > spec.max_train_rows {
+            use rand::seq::index::sample;
+            use rand::SeedableRng;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
+            let mut idx = sample(&mut rng, x.rows, spec.max_train_rows).into_vec();
+            idx.sort_unstable();
+            tracing::info!(
+                rows = x.rows,
+                sample = idx.len(),
+                "training on a sample (model.max_train_rows)"
+            );
+            let ys: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
+            return Self::fit_all(spec, &x.select_rows(&idx), &ys);
+        }
+        Self::fit_all(spec, x, y)
+    }
+
+    fn fit_all(spec: &ModelSpec, x: &Matrix, y: &[f64]) -> Result<Model, ModelError> {
         match spec.algorithm {
             Algorithm::DecisionTree => Ok(Model::DecisionTree(tree::fit_tree(
                 x,
@@ -122,13 +141,15 @@ impl Model {
                 let mut booster = PerpetualBooster::default()
                     .set_objective(objective)
                     .set_budget(spec.budget)
+                    .set_iteration_limit(Some(spec.max_trees))
+                    .set_num_threads(Some(rayon::current_num_threads()))
                     .set_seed(spec.seed);
                 let data = perpetual::Matrix::new(&x.data, x.rows, x.cols);
                 booster
                     .fit(&data, y, None, None)
                     .map_err(|e| ModelError::Fit(e.to_string()))?;
                 Ok(Model::Gbdt {
-                    booster,
+                    booster: Box::new(booster),
                     task: spec.task,
                 })
             }
@@ -256,6 +277,8 @@ mod tests {
             min_samples_leaf: 5,
             trees: 10,
             budget: 0.5,
+            max_trees: 100,
+            max_train_rows: 0,
             holdout_fraction: 0.2,
             seed: 7,
         }

@@ -522,7 +522,7 @@ async fn score_job(
             ty: ColumnType::Int,
         });
     }
-    columns.extend(provenance(n, version, run_id, opts.as_of, now));
+    columns.extend(provenance(n, version, run_id, opts.as_of, now, "scored_at"));
     defs.extend(provenance_defs("scored_at"));
     let frame = DataFrame::new(n, columns).map_err(|e| Error::Usage(e.to_string()))?;
     let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
@@ -564,6 +564,7 @@ fn provenance(
     run_id: &str,
     as_of: DateTime<Utc>,
     now: DateTime<Utc>,
+    time_name: &str,
 ) -> Vec<Column> {
     let ts = |name: &str, t: DateTime<Utc>| {
         Int64Chunked::full(name.into(), t.timestamp_micros(), n)
@@ -574,7 +575,7 @@ fn provenance(
         Int64Chunked::full("model_version".into(), version, n).into_column(),
         StringChunked::full("run_id".into(), run_id, n).into_column(),
         ts("as_of", as_of),
-        ts("scored_at", now),
+        ts(time_name, now),
     ]
 }
 

@@ -874,7 +874,7 @@ mod tests {
             let rows = wh
                 .fetch(
                     &format!("SELECT {lit} IS NOT DISTINCT FROM $1"),
-                    &[v.clone()],
+                    std::slice::from_ref(&v),
                 )
                 .await
                 .unwrap();
