@@ -28,6 +28,9 @@ use prescore::warehouse::ident::Ident;
 use prescore::warehouse::{params, redact, ColumnDef, Warehouse};
 
 const BENCH_DB: &str = "prescore_bench";
+/// Each floor is measured this many times and the fastest kept: a generous floor, so the
+/// ratios printed against it err on prescore's side of slow.
+const FLOOR_TRIES: usize = 2;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -286,6 +289,16 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
             job.model.algorithm.name()
         );
     }
+    // The read floors, on the table as the runs find it (loaded, vacuumed, analyzed).
+    let lit = ts_literal(now);
+    let score_sql = job
+        .input
+        .score_sql
+        .as_deref()
+        .ok_or("the job has no score_sql")?;
+    let floor_score_read = copy_out_floor(&url, &inline_as_of(score_sql, &lit)).await?;
+    let floor_train_read = copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
+
     let mut runs = Vec::new();
     for (mode, label) in [
         (Mode::Run, "run (trains)"),
@@ -327,15 +340,7 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
     }
     wh.close().await;
 
-    // The floors, with psql on the same database.
-    let lit = ts_literal(now);
-    let score_sql = job
-        .input
-        .score_sql
-        .as_deref()
-        .ok_or("the job has no score_sql")?;
-    let floor_score_read = copy_out_floor(&url, &inline_as_of(score_sql, &lit)).await?;
-    let floor_train_read = copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
+    // The publish floors, once there are results to copy.
     let (floor_publish, floor_publish_pk) = copy_in_floors(&url, &job).await?;
     Ok(SizeResult {
         entities,
@@ -460,12 +465,18 @@ async fn copy_out_floor(url: &str, sql: &str) -> Res<Floor> {
         .await?
         .parse()?;
     let stmt = format!("COPY (\n{sql}\n) TO STDOUT (FORMAT binary)");
-    let (seconds, process_seconds) = psql_copy(url, &stmt, None).await?;
-    Ok(Floor {
-        rows,
-        seconds,
-        process_seconds,
-    })
+    let mut best: Option<Floor> = None;
+    for _ in 0..FLOOR_TRIES {
+        let (seconds, process_seconds) = psql_copy(url, &stmt, None).await?;
+        if best.as_ref().is_none_or(|b| seconds < b.seconds) {
+            best = Some(Floor {
+                rows,
+                seconds,
+                process_seconds,
+            });
+        }
+    }
+    Ok(best.expect("at least one try"))
 }
 
 /// psql loading the results table's rows (exported with `COPY TO`) with a binary
@@ -489,22 +500,28 @@ async fn copy_in_floors(url: &str, job: &Job) -> Res<(Option<Floor>, Option<Floo
         ("bench_copy_floor_pk", "LIKE {results} INCLUDING INDEXES"),
     ] {
         let like = like.replace("{results}", &results);
-        psql_ok(
-            url,
-            &format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({like})"),
-        )
-        .await?;
-        let input = std::fs::File::open(&file)?;
-        let stmt = format!("COPY {table} FROM STDIN (FORMAT binary)");
-        let (seconds, process_seconds) = psql_copy(url, &stmt, Some(input)).await?;
-        let rows: u64 = psql_ok(url, &format!("SELECT count(*) FROM {table}"))
-            .await?
-            .parse()?;
-        floors.push(Floor {
-            rows,
-            seconds,
-            process_seconds,
-        });
+        let mut best: Option<Floor> = None;
+        for _ in 0..FLOOR_TRIES {
+            psql_ok(
+                url,
+                &format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({like})"),
+            )
+            .await?;
+            let input = std::fs::File::open(&file)?;
+            let stmt = format!("COPY {table} FROM STDIN (FORMAT binary)");
+            let (seconds, process_seconds) = psql_copy(url, &stmt, Some(input)).await?;
+            let rows: u64 = psql_ok(url, &format!("SELECT count(*) FROM {table}"))
+                .await?
+                .parse()?;
+            if best.as_ref().is_none_or(|b| seconds < b.seconds) {
+                best = Some(Floor {
+                    rows,
+                    seconds,
+                    process_seconds,
+                });
+            }
+        }
+        floors.push(best.expect("at least one try"));
     }
     let _ = std::fs::remove_file(&file);
     let pk = floors.pop().expect("two floors");
@@ -614,7 +631,9 @@ fn print_size(r: &SizeResult) {
         ),
         None => println!("  {name:<58} (not measured: no run published a results table)"),
     };
-    println!("\nfloor (psql \\timing of the COPY statement; last column: the whole psql process):");
+    println!(
+        "\nfloor (psql \\timing of the COPY statement, best of {FLOOR_TRIES}; last column: that psql process's wall time):"
+    );
     println!(
         "  {:<58} {:>12} {:>10} {:>14} {:>10}",
         "", "rows", "seconds", "rows/s", "process s"

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod forecast;
 mod registry;
 mod reliability;
 mod spine;
