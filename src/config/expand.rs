@@ -58,16 +58,20 @@ pub fn expand(input: &str, env: &dyn Env) -> Result<String, String> {
                 "`${{{body}}}` is not a valid variable reference (use ${{NAME}} or ${{NAME:-default}})"
             ));
         }
-        let value = match env.var(name).filter(|v| !v.is_empty()) {
+        // As in the shell: `${V}` takes V even when empty; `${V:-d}` takes d when V is unset
+        // or empty. `V_FILE` stands in for an unset or empty V.
+        let direct = env.var(name);
+        let value = match direct.clone().filter(|v| !v.is_empty()) {
             Some(v) => v,
             None => match env.var(&format!("{name}_FILE")).filter(|v| !v.is_empty()) {
                 Some(path) => env
                     .read_file(&path)
                     .map(|s| s.trim().to_string())
                     .map_err(|e| format!("{name}_FILE points at {path:?}, which cannot be read: {e}"))?,
-                None => match default {
-                    Some(d) => d.to_string(),
-                    None => {
+                None => match (default, direct) {
+                    (Some(d), _) => d.to_string(),
+                    (None, Some(empty)) => empty,
+                    (None, None) => {
                         return Err(format!(
                             "environment variable {name} is not set (nor {name}_FILE), and `${{{name}}}` has no `:-default`"
                         ))
@@ -131,5 +135,37 @@ mod tests {
         std::fs::write(&file, "postgres://secret\n").unwrap();
         let e = env(&[("DB_FILE", file.to_str().unwrap())]);
         assert_eq!(expand("${DB}", &e).unwrap(), "postgres://secret");
+    }
+
+    /// Property: text without `$` is unchanged, and a variable's value is inserted verbatim
+    /// (even when it contains `$`, braces or quotes), on 2,000 seeded random cases.
+    #[test]
+    fn expansion_properties_hold_on_random_input() {
+        use rand::{Rng, SeedableRng};
+        let alphabet: Vec<char> = "ab{}:-_ 9\"'\\é\n=#[]".chars().collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let word = |rng: &mut rand::rngs::StdRng, dollars: bool| -> String {
+            (0..rng.gen_range(0..30))
+                .map(|_| {
+                    if dollars && rng.gen_bool(0.1) {
+                        '$'
+                    } else {
+                        alphabet[rng.gen_range(0..alphabet.len())]
+                    }
+                })
+                .collect()
+        };
+        for _ in 0..2000 {
+            let plain = word(&mut rng, false);
+            let value = word(&mut rng, true);
+            let e = env(&[("V", value.as_str())]);
+            assert_eq!(expand(&plain, &e).unwrap(), plain);
+            assert_eq!(
+                expand(&format!("{plain}${{V}}{plain}"), &e).unwrap(),
+                format!("{plain}{value}{plain}")
+            );
+            // Arbitrary input never panics.
+            let _ = expand(&word(&mut rng, true), &e);
+        }
     }
 }

@@ -893,4 +893,32 @@ table = "bad;table"
             assert!(keys.contains(&k), "missing {k} in {keys:?}");
         }
     }
+
+    /// Property: random edits of a valid config never panic the parser or the validator;
+    /// they either load or come back as errors.
+    #[test]
+    fn mutated_configs_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let text = include_str!("../../configs/churn_daily.toml");
+        let dir = std::env::temp_dir();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let junk: Vec<char> = "[]{}=\"',.#\n x0-_$".chars().collect();
+        for _ in 0..500 {
+            let mut chars: Vec<char> = text.chars().collect();
+            for _ in 0..rng.gen_range(1..6) {
+                let at = rng.gen_range(0..chars.len());
+                match rng.gen_range(0..3) {
+                    0 => {
+                        chars.remove(at);
+                    }
+                    1 => chars.insert(at, junk[rng.gen_range(0..junk.len())]),
+                    _ => chars[at] = junk[rng.gen_range(0..junk.len())],
+                }
+            }
+            let mutated: String = chars.into_iter().collect();
+            if let Ok(raw) = parse(&mutated, &env()) {
+                let _ = validate(raw, &dir.join("c.toml"), &dir);
+            }
+        }
+    }
 }

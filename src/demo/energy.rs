@@ -126,7 +126,7 @@ pub fn generate(meters: usize, days: usize, seed: u64, now: DateTime<Utc>) -> Ge
         let last = if m % 50 == 21 { hours - 48 } else { hours }; // stopped reporting
         let outage = (m % 50 == 29).then(|| rng.gen_range(hours / 4..hours / 2));
         let mut ar = 0.0;
-        for i in first..last {
+        for (i, &temp) in temps[region].iter().enumerate().take(last).skip(first) {
             ar = 0.8 * ar + rng.gen_range(-0.08..0.08);
             if outage.is_some_and(|o| (o..o + 10).contains(&i)) {
                 continue;
@@ -138,7 +138,6 @@ pub fn generate(meters: usize, days: usize, seed: u64, now: DateTime<Utc>) -> Ge
             let secs = t / 1_000_000;
             let hour = ((secs / 3600) % 24) as u32;
             let dow = ((secs / 86_400) + 3).rem_euclid(7);
-            let temp = temps[region][i];
             let demand = profile(kind, hour, dow >= 5)
                 + heat * (15.0 - temp).max(0.0) * 3.0
                 + cool * (temp - 22.0).max(0.0) * 3.0;

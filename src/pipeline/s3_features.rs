@@ -32,6 +32,10 @@ const MAX_LEVELS: usize = 30;
 pub struct FeatureSchema {
     pub numeric: Vec<String>,
     pub categorical: Vec<(String, Vec<String>)>,
+    /// Training medians of the numeric features: where the contract allows NULLs
+    /// (`input.max_null_fraction`), a NULL becomes the median; a NULL categorical is `other`.
+    #[serde(default)]
+    pub medians: Vec<f64>,
 }
 
 impl FeatureSchema {
@@ -55,9 +59,20 @@ impl FeatureSchema {
                     .collect(),
             ));
         }
+        let mut medians = Vec::with_capacity(spec.numeric.len());
+        for name in &spec.numeric {
+            let mut v: Vec<f64> = numeric_values(df, name)?
+                .into_iter()
+                .flatten()
+                .filter(|x| x.is_finite())
+                .collect();
+            v.sort_by(f64::total_cmp);
+            medians.push(v.get(v.len() / 2).copied().unwrap_or(0.0));
+        }
         Ok(FeatureSchema {
             numeric: spec.numeric.clone(),
             categorical,
+            medians,
         })
     }
 
@@ -86,19 +101,20 @@ impl FeatureSchema {
                 .map(|c| format!("{key}={}", crate::warehouse::frame::cell_text(c, r)))
                 .unwrap_or_default()
         };
-        for name in &self.numeric {
+        for (j, name) in self.numeric.iter().enumerate() {
             let values = numeric_values(df, name)?;
             let mut col = Vec::with_capacity(rows);
             for (r, v) in values.into_iter().enumerate() {
                 match v {
                     Some(x) if x.is_finite() => col.push(x),
+                    None if j < self.medians.len() => col.push(self.medians[j]),
                     other => {
                         return Err(FeatureError::BadValue {
                             column: name.clone(),
                             row: r + 1,
                             key: key_of(r),
                             problem: match other {
-                                None => "NULL (the contract allows none in a feature)".into(),
+                                None => "NULL, and the model has no median to fill it".into(),
                                 Some(x) => format!("{x} is not a finite number"),
                             },
                         })
@@ -111,15 +127,10 @@ impl FeatureSchema {
             let values = text_values(df, name)?;
             let mut onehot = vec![vec![0.0; rows]; levels.len() + 1];
             for (r, v) in values.iter().enumerate() {
-                let Some(v) = v else {
-                    return Err(FeatureError::BadValue {
-                        column: name.clone(),
-                        row: r + 1,
-                        key: key_of(r),
-                        problem: "NULL (the contract allows none in a feature)".into(),
-                    });
-                };
-                let slot = levels.iter().position(|l| l == v).unwrap_or(levels.len());
+                let slot = v
+                    .as_ref()
+                    .and_then(|v| levels.iter().position(|l| l == v))
+                    .unwrap_or(levels.len());
                 onehot[slot][r] = 1.0;
             }
             columns.extend(onehot);
@@ -268,10 +279,11 @@ mod tests {
     }
 
     #[test]
-    fn nulls_and_nans_name_column_row_and_key() {
+    fn nans_name_column_row_and_key_and_allowed_nulls_take_the_median() {
         let schema = FeatureSchema {
             numeric: vec!["x".into()],
             categorical: vec![],
+            medians: vec![5.0],
         };
         let df = df!("id" => [7i64, 8], "x" => [Some(1.0), Some(f64::NAN)]).unwrap();
         let e = schema.matrix(&df, "id").unwrap_err().to_string();
@@ -279,6 +291,8 @@ mod tests {
             e.contains("\"x\"") && e.contains("row 2") && e.contains("id=8"),
             "{e}"
         );
+        let df = df!("id" => [7i64, 8], "x" => [Some(1.0), None]).unwrap();
+        assert_eq!(schema.matrix(&df, "id").unwrap().column(0), &[1.0, 5.0]);
     }
 
     #[test]
