@@ -320,3 +320,80 @@ async fn sigkill_at_any_stage_leaves_the_table_as_it_was() {
         assert_eq!(abandoned[0][0], "5", "{}", db.name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_bad_input_future_timestamps_infinity_and_a_foreign_results_table() {
+    for db in backends("bad_input_2") {
+        seed_churn(&db, 800);
+        assert!(prescore(&["run", "--config", config(&db, CHURN, &[]).to_str().unwrap()], &[]).status.success());
+        // Infinity in a feature (each dialect spells it its own way).
+        let latest = "period_end = (SELECT MAX(period_end) FROM customer_months)";
+        let infinity = if db.name == "postgres" { "'Infinity'::float8" } else { "9e999" };
+        refused(
+            &db,
+            Some(&format!("SELECT customer_id, tenure_months, plan, region, {infinity} AS monthly_usage_gb, usage_change_pct, support_tickets, payment_delays FROM customer_months WHERE {latest}")),
+            &[],
+            3,
+            "monthly_usage_gb",
+        )
+        .await;
+        // Training rows after the as-of time: the SQL ignores :as_of, and the run is a backfill.
+        let leaky = sql_file(
+            &db,
+            "leaky.sql",
+            "SELECT customer_id, period_end, tenure_months, plan, region, monthly_usage_gb, usage_change_pct, \
+             support_tickets, payment_delays, churned FROM customer_months WHERE churned IS NOT NULL",
+        );
+        let cfg = config(&db, CHURN, &[(&format!("{ROOT}/sql/churn_daily/train.sql"), &leaky)]);
+        let past = (chrono::Utc::now() - chrono::Duration::days(62)).format("%Y-%m-%d").to_string();
+        let o = prescore(&["run", "--config", cfg.to_str().unwrap(), "--as-of", &past], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}: {}", db.name, text(&o));
+        assert!(text(&o).contains("after the run's as-of time"), "{}", text(&o));
+        // A results table that is not this job's.
+        let other = config(&db, CHURN, &[("table = \"churn_scores\"", "table = \"customer_months\"")]);
+        let o = prescore(&["run", "--config", other.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(1), "{}: {}", db.name, text(&o));
+        assert!(text(&o).contains("does not match this job") && text(&o).contains("score"), "{}", text(&o));
+        let before = count(&db, "customer_months").await;
+        assert!(before > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_connections_mid_run_are_survived_and_published_once() {
+    let Some(db) = postgres("dropped") else { return };
+    seed_churn(&db, 1000);
+    let cfg = config(&db, CHURN, &[]);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("PRESCORE_PAUSE_AT", "score")
+        .env("PRESCORE_PAUSE_SECS", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_ledger(&db, "running").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Terminate every pooled connection of the run (as a server restart or a proxy would),
+    // except the lock's, which the run holds for its whole life.
+    let db_name = db.url.rsplit('/').next().unwrap().to_string();
+    let killed = Command::new("psql")
+        .args([
+            &std::env::var("PRESCORE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+            "-Atc",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = '{db_name}' AND application_name = 'prescore' \
+                 AND pid NOT IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory')"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let n: i64 = String::from_utf8_lossy(&killed.stdout).trim().parse().unwrap_or(0);
+    assert!(n >= 1, "no connection was terminated: {}", String::from_utf8_lossy(&killed.stderr));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the run did not survive dropped connections: {}", text(&out));
+    assert_eq!(last_run(&db).await.0, "succeeded");
+    let active = rows(&db, "SELECT COUNT(*) FROM customer_months WHERE churned IS NULL").await[0][0].clone();
+    assert_eq!(count(&db, "churn_scores").await.to_string(), active);
+}
