@@ -146,15 +146,32 @@ async fn without_auto_promote_a_passing_model_waits_for_a_person() {
     let cfg = config(&db, CHURN, &[]);
     let c = cfg.to_str().unwrap();
     assert!(prescore(&["run", "--config", c], &[]).status.success());
-    let manual = config(&db, CHURN, &[("must_beat = [\"baseline\"]", "must_beat = [\"baseline\"]\nauto_promote = false")]);
+    let manual = config(
+        &db,
+        CHURN,
+        &[(
+            "must_beat = [\"baseline\"]",
+            "must_beat = [\"baseline\"]\nauto_promote = false",
+        )],
+    );
     let o = prescore(&["run", "--config", manual.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("waiting for `prescore models promote 2`"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("waiting for `prescore models promote 2`"),
+        "{}",
+        text(&o)
+    );
     // The champion (v1) still scored this run.
-    assert_eq!(rows(&db, "SELECT DISTINCT model_version FROM churn_scores").await, vec![vec!["1".to_string()]]);
+    assert_eq!(
+        rows(&db, "SELECT DISTINCT model_version FROM churn_scores").await,
+        vec![vec!["1".to_string()]]
+    );
     let o = prescore(&["models", "promote", "2", "--config", c], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let o = prescore(&["models", "show", "2", "--config", c], &[]);
     let s = String::from_utf8_lossy(&o.stdout);
-    assert!(s.contains("champion") && s.contains("promoted by hand") && s.contains("auc"), "{s}");
+    assert!(
+        s.contains("champion") && s.contains("promoted by hand") && s.contains("auc"),
+        "{s}"
+    );
 }

@@ -325,10 +325,19 @@ async fn sigkill_at_any_stage_leaves_the_table_as_it_was() {
 async fn more_bad_input_future_timestamps_infinity_and_a_foreign_results_table() {
     for db in backends("bad_input_2") {
         seed_churn(&db, 800);
-        assert!(prescore(&["run", "--config", config(&db, CHURN, &[]).to_str().unwrap()], &[]).status.success());
+        assert!(prescore(
+            &["run", "--config", config(&db, CHURN, &[]).to_str().unwrap()],
+            &[]
+        )
+        .status
+        .success());
         // Infinity in a feature (each dialect spells it its own way).
         let latest = "period_end = (SELECT MAX(period_end) FROM customer_months)";
-        let infinity = if db.name == "postgres" { "'Infinity'::float8" } else { "9e999" };
+        let infinity = if db.name == "postgres" {
+            "'Infinity'::float8"
+        } else {
+            "9e999"
+        };
         refused(
             &db,
             Some(&format!("SELECT customer_id, tenure_months, plan, region, {infinity} AS monthly_usage_gb, usage_change_pct, support_tickets, payment_delays FROM customer_months WHERE {latest}")),
@@ -344,16 +353,37 @@ async fn more_bad_input_future_timestamps_infinity_and_a_foreign_results_table()
             "SELECT customer_id, period_end, tenure_months, plan, region, monthly_usage_gb, usage_change_pct, \
              support_tickets, payment_delays, churned FROM customer_months WHERE churned IS NOT NULL",
         );
-        let cfg = config(&db, CHURN, &[(&format!("{ROOT}/sql/churn_daily/train.sql"), &leaky)]);
-        let past = (chrono::Utc::now() - chrono::Duration::days(62)).format("%Y-%m-%d").to_string();
-        let o = prescore(&["run", "--config", cfg.to_str().unwrap(), "--as-of", &past], &[]);
+        let cfg = config(
+            &db,
+            CHURN,
+            &[(&format!("{ROOT}/sql/churn_daily/train.sql"), &leaky)],
+        );
+        let past = (chrono::Utc::now() - chrono::Duration::days(62))
+            .format("%Y-%m-%d")
+            .to_string();
+        let o = prescore(
+            &["run", "--config", cfg.to_str().unwrap(), "--as-of", &past],
+            &[],
+        );
         assert_eq!(o.status.code(), Some(3), "{}: {}", db.name, text(&o));
-        assert!(text(&o).contains("after the run's as-of time"), "{}", text(&o));
+        assert!(
+            text(&o).contains("after the run's as-of time"),
+            "{}",
+            text(&o)
+        );
         // A results table that is not this job's.
-        let other = config(&db, CHURN, &[("table = \"churn_scores\"", "table = \"customer_months\"")]);
+        let other = config(
+            &db,
+            CHURN,
+            &[("table = \"churn_scores\"", "table = \"customer_months\"")],
+        );
         let o = prescore(&["run", "--config", other.to_str().unwrap()], &[]);
         assert_eq!(o.status.code(), Some(1), "{}: {}", db.name, text(&o));
-        assert!(text(&o).contains("does not match this job") && text(&o).contains("score"), "{}", text(&o));
+        assert!(
+            text(&o).contains("does not match this job") && text(&o).contains("score"),
+            "{}",
+            text(&o)
+        );
         let before = count(&db, "customer_months").await;
         assert!(before > 0);
     }
@@ -361,7 +391,9 @@ async fn more_bad_input_future_timestamps_infinity_and_a_foreign_results_table()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_connections_mid_run_are_survived_and_published_once() {
-    let Some(db) = postgres("dropped") else { return };
+    let Some(db) = postgres("dropped") else {
+        return;
+    };
     seed_churn(&db, 1000);
     let cfg = config(&db, CHURN, &[]);
     let mut child = Command::new(BIN)
@@ -379,7 +411,8 @@ async fn dropped_connections_mid_run_are_survived_and_published_once() {
     let db_name = db.url.rsplit('/').next().unwrap().to_string();
     let killed = Command::new("psql")
         .args([
-            &std::env::var("PRESCORE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+            &std::env::var("PRESCORE_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
             "-Atc",
             &format!(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
@@ -389,11 +422,129 @@ async fn dropped_connections_mid_run_are_survived_and_published_once() {
         ])
         .output()
         .unwrap();
-    let n: i64 = String::from_utf8_lossy(&killed.stdout).trim().parse().unwrap_or(0);
-    assert!(n >= 1, "no connection was terminated: {}", String::from_utf8_lossy(&killed.stderr));
+    let n: i64 = String::from_utf8_lossy(&killed.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        n >= 1,
+        "no connection was terminated: {}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the run did not survive dropped connections: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "the run did not survive dropped connections: {}",
+        text(&out)
+    );
     assert_eq!(last_run(&db).await.0, "succeeded");
-    let active = rows(&db, "SELECT COUNT(*) FROM customer_months WHERE churned IS NULL").await[0][0].clone();
+    let active = rows(
+        &db,
+        "SELECT COUNT(*) FROM customer_months WHERE churned IS NULL",
+    )
+    .await[0][0]
+        .clone();
     assert_eq!(count(&db, "churn_scores").await.to_string(), active);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn least_privilege_roles_job_writes_reader_only_reads_and_no_permission_is_exit_1() {
+    let Some(db) = postgres("roles") else { return };
+    seed_churn(&db, 800);
+    let suffix = db.url.rsplit('_').next().unwrap().to_string();
+    let (job_role, reader_role) = (format!("pj_{suffix}"), format!("pr_{suffix}"));
+    let sql = std::fs::read_to_string(format!("{ROOT}/sql/roles.sql"))
+        .unwrap()
+        .replace("prescore_job", &job_role)
+        .replace("prescore_reader", &reader_role);
+    let roles_file = sql_file(&db, "roles.sql", &sql);
+    let psql =
+        |url: &str, args: &[&str]| Command::new("psql").arg(url).args(args).output().unwrap();
+    let o = psql(
+        &db.url,
+        &[
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "job_password='x'",
+            "-v",
+            "reader_password='y'",
+            "-f",
+            &roles_file,
+        ],
+    );
+    assert!(o.status.success(), "roles.sql failed: {}", text(&o));
+    let host_db = db.url.split_once("@").unwrap().1.to_string();
+    let job_url = format!("postgres://{job_role}:x@{host_db}");
+    let reader_url = format!("postgres://{reader_role}:y@{host_db}");
+
+    // The job's role runs the job; its tables land in the prescore schema.
+    let job_db = Db::borrowed(&db, &job_url);
+    let cfg = config(&job_db, CHURN, &[]);
+    let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !text(&o).contains(":x@"),
+        "the password leaked: {}",
+        text(&o)
+    );
+
+    // The reader may read and may not write.
+    let o = psql(
+        &reader_url,
+        &["-Atc", "SELECT count(*) FROM prescore.churn_scores"],
+    );
+    assert!(
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<i64>()
+                .unwrap()
+                > 0,
+        "{}",
+        text(&o)
+    );
+    let o = psql(&reader_url, &["-c", "DELETE FROM prescore.churn_scores"]);
+    assert!(
+        !o.status.success() && text(&o).contains("permission denied"),
+        "{}",
+        text(&o)
+    );
+
+    // A results table the job may not write: exit 1, the message says so, the row stays.
+    let admin = psql(
+        &db.url,
+        &["-v", "ON_ERROR_STOP=1", "-c", "CREATE TABLE public.locked_scores (customer_id BIGINT PRIMARY KEY, score DOUBLE PRECISION, label BIGINT, \
+          model_version BIGINT, run_id TEXT, as_of TIMESTAMPTZ, scored_at TIMESTAMPTZ); \
+          INSERT INTO public.locked_scores VALUES (1, 0.5, 0, 0, 'before', now(), now())"],
+    );
+    assert!(admin.status.success(), "{}", text(&admin));
+    let locked = config(
+        &job_db,
+        CHURN,
+        &[(
+            "table = \"churn_scores\"",
+            "table = \"public.locked_scores\"",
+        )],
+    );
+    let o = prescore(&["score", "--config", locked.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("permission denied"), "{}", text(&o));
+    let o = psql(
+        &db.url,
+        &["-Atc", "SELECT run_id FROM public.locked_scores"],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "before");
+
+    drop(job_db);
+    drop(db);
+    let admin_url = std::env::var("PRESCORE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let _ = psql(
+        &admin_url,
+        &[
+            "-c",
+            &format!("DROP ROLE IF EXISTS {job_role}; DROP ROLE IF EXISTS {reader_role}"),
+        ],
+    );
 }

@@ -37,6 +37,18 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+impl Db {
+    /// The same database under another URL (another role); it drops nothing itself.
+    pub fn borrowed(db: &Db, url: &str) -> Db {
+        Db {
+            name: db.name,
+            url: url.to_string(),
+            dir: tempfile::tempdir().unwrap(),
+            pg_db: None,
+        }
+    }
+}
+
 pub fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("prescore.db").display());
