@@ -125,6 +125,17 @@ async fn bad_input_is_refused_with_a_clear_message() {
             "absurd",
         )
         .await;
+        // A sudden drop: a third of last run's customers.
+        refused(
+            &db,
+            Some(&format!(
+                "SELECT {FEATURES} FROM customer_months WHERE {latest} AND customer_id % 3 = 0"
+            )),
+            &[],
+            3,
+            "refusing to publish a partial result",
+        )
+        .await;
         // Unknown algorithm, unknown key, malformed TOML: config errors, exit 2.
         refused(
             &db,

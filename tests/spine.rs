@@ -198,3 +198,104 @@ async fn runs_lists_the_ledger() {
         text(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_keeps_types_timestamps_in_utc_and_nulls() {
+    use prescore::config::ColumnType;
+    use prescore::warehouse::Value;
+    use std::collections::BTreeMap;
+    for db in backends("types") {
+        let wh = connect(&db).await;
+        let (ts_type, bool_type) = if db.name == "postgres" {
+            ("TIMESTAMPTZ", "BOOLEAN")
+        } else {
+            ("TEXT", "INTEGER")
+        };
+        wh.execute(&format!("CREATE TABLE typed (i BIGINT, f DOUBLE PRECISION, t TEXT, b {bool_type}, ts {ts_type})"), &[]).await.unwrap();
+        let ts = if db.name == "postgres" {
+            "'2026-11-29 08:00:00+01'"
+        } else {
+            "'2026-11-29T08:00:00+01:00'"
+        };
+        let truth = if db.name == "postgres" { "true" } else { "1" };
+        wh.execute(&format!("INSERT INTO typed VALUES (1, 0.5, 'a', {truth}, {ts}), (NULL, NULL, NULL, NULL, NULL)"), &[]).await.unwrap();
+        let contract: BTreeMap<String, ColumnType> = [
+            ("i", ColumnType::Int),
+            ("f", ColumnType::Float),
+            ("t", ColumnType::Text),
+            ("b", ColumnType::Bool),
+            ("ts", ColumnType::Timestamp),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let params: BTreeMap<&str, Value> = BTreeMap::new();
+        let df = wh
+            .read_frame(
+                "SELECT i, f, t, b, ts FROM typed ORDER BY i",
+                &params,
+                &contract,
+            )
+            .await
+            .unwrap();
+        assert_eq!(df.height(), 2, "{}", db.name);
+        let i = df.column("i").unwrap().i64().unwrap();
+        // NULLs sort last in PostgreSQL and first in SQLite: find the non-NULL row.
+        let first = if i.get(0).is_some() { 0 } else { 1 };
+        assert_eq!(i.get(first), Some(1));
+        assert_eq!(df.column("f").unwrap().f64().unwrap().get(first), Some(0.5));
+        assert_eq!(df.column("t").unwrap().str().unwrap().get(first), Some("a"));
+        assert_eq!(
+            df.column("b").unwrap().bool().unwrap().get(first),
+            Some(true)
+        );
+        let us = df
+            .column("ts")
+            .unwrap()
+            .datetime()
+            .unwrap()
+            .physical()
+            .get(first)
+            .unwrap();
+        assert_eq!(
+            prescore::warehouse::frame::micros_to_utc(us).to_rfc3339(),
+            "2026-11-29T07:00:00+00:00",
+            "{}",
+            db.name
+        );
+        for c in ["i", "f", "t", "b", "ts"] {
+            assert_eq!(
+                df.column(c).unwrap().null_count(),
+                1,
+                "{}: column {c}",
+                db.name
+            );
+        }
+        wh.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line() {
+    let db = sqlite();
+    seed_churn(&db, 500);
+    let cfg = config(&db, CHURN, &[]);
+    let o = prescore(
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+}

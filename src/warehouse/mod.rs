@@ -564,6 +564,56 @@ pub fn holder_id() -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn retries_transient_errors_and_fails_fast_on_permanent_ones() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let io = || WarehouseError::Query {
+            context: "read".into(),
+            source: sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            )),
+        };
+        let calls = AtomicU32::new(0);
+        let r = retry("read", 3, Duration::from_millis(1), || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err(io())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 2);
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = retry("read", 5, Duration::from_millis(1), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err(WarehouseError::Query {
+                    context: "read".into(),
+                    source: sqlx::Error::RowNotFound,
+                })
+            }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a permanent error is not retried"
+        );
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = retry("read", 3, Duration::from_millis(1), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(io()) }
+        })
+        .await;
+        assert!(r.unwrap_err().is_transient());
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "attempts are bounded");
+    }
+
     #[test]
     fn redacts_passwords_only() {
         assert_eq!(
