@@ -98,7 +98,7 @@ pub struct RawFeatures {
 pub struct RawModel {
     /// `classification` (binary; the score is the probability of the positive class) or `regression`.
     pub task: Task,
-    /// `decision_tree`, `random_forest` (classification), `linear` (regression), `gbdt` (both).
+    /// `decision_tree` (classification), `linear` (regression), `random_forest` and `gbdt` (both).
     pub algorithm: String,
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
@@ -531,13 +531,18 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
                     Algorithm::DecisionTree | Algorithm::RandomForest | Algorithm::Gbdt
                 )
             }
-            Task::Regression => matches!(a, Algorithm::Linear | Algorithm::Gbdt),
+            Task::Regression => {
+                matches!(
+                    a,
+                    Algorithm::Linear | Algorithm::Gbdt | Algorithm::RandomForest
+                )
+            }
         };
         if !ok {
             p.push(
                 "model.algorithm",
                 format!(
-                    "{} does not do {:?}: classification takes decision_tree, random_forest or gbdt; regression takes linear or gbdt",
+                    "{} does not do {:?}: classification takes decision_tree, random_forest or gbdt; regression takes linear, random_forest or gbdt",
                     a.name(),
                     raw.model.task
                 ),

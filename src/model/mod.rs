@@ -3,6 +3,7 @@
 //! with no allocation per row. A fitted model round-trips through JSON, which is how the
 //! registry stores it.
 
+mod forest;
 pub mod metrics;
 mod tree;
 
@@ -64,7 +65,7 @@ impl Matrix {
     }
 }
 
-/// Ordinary least squares with an intercept (fitted by linfa-linear).
+/// Least squares with an intercept (see `fit_linear`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Linear {
     coef: Vec<f64>,
@@ -76,6 +77,10 @@ pub struct Linear {
 pub enum Model {
     DecisionTree(tree::ProbTree),
     RandomForest(Vec<tree::ProbTree>),
+    RegressionForest {
+        trees: Vec<forest::RegTree>,
+        importance: Vec<f64>,
+    },
     Linear(Linear),
     Gbdt {
         booster: Box<PerpetualBooster>,
@@ -124,6 +129,17 @@ impl Model {
                 spec.max_depth,
                 spec.min_samples_leaf,
             )?)),
+            Algorithm::RandomForest if spec.task == Task::Regression => {
+                let (trees, importance) = forest::fit(
+                    x,
+                    y,
+                    spec.trees,
+                    spec.max_depth,
+                    spec.min_samples_leaf,
+                    spec.seed,
+                );
+                Ok(Model::RegressionForest { trees, importance })
+            }
             Algorithm::RandomForest => Ok(Model::RandomForest(tree::fit_forest(
                 x,
                 y,
@@ -159,7 +175,7 @@ impl Model {
     pub fn algorithm(&self) -> Algorithm {
         match self {
             Model::DecisionTree(_) => Algorithm::DecisionTree,
-            Model::RandomForest(_) => Algorithm::RandomForest,
+            Model::RandomForest(_) | Model::RegressionForest { .. } => Algorithm::RandomForest,
             Model::Linear(_) => Algorithm::Linear,
             Model::Gbdt { .. } => Algorithm::Gbdt,
         }
@@ -196,6 +212,9 @@ impl Model {
             Model::RandomForest(trees) => {
                 trees.iter().map(|t| t.predict(x, r)).sum::<f64>() / trees.len().max(1) as f64
             }
+            Model::RegressionForest { trees, .. } => {
+                trees.iter().map(|t| t.predict(x, r)).sum::<f64>() / trees.len().max(1) as f64
+            }
             Model::Linear(l) => {
                 l.intercept
                     + l.coef
@@ -230,6 +249,7 @@ impl Model {
                     .map(|i| map.get(&i).copied().unwrap_or(0.0) as f64)
                     .collect()
             }
+            Model::RegressionForest { importance, .. } => importance.clone(),
             Model::Linear(_) => return None,
         };
         let total: f64 = raw.iter().sum();
@@ -249,19 +269,69 @@ impl Model {
     }
 }
 
+/// Least squares with an intercept and a tiny ridge penalty, solved from the normal equations
+/// on centered data. The ridge term keeps one-hot encoded categoricals (whose levels sum to
+/// the intercept) solvable; linfa-linear's OLS rejects such a design as non-invertible.
 fn fit_linear(x: &Matrix, y: &[f64]) -> Result<Model, ModelError> {
-    use linfa::prelude::*;
-    use ndarray::{Array1, Array2, ShapeBuilder};
-    let records = Array2::from_shape_vec((x.rows, x.cols).f(), x.data.clone())
-        .map_err(|e| ModelError::Fit(e.to_string()))?;
-    let dataset = Dataset::new(records, Array1::from(y.to_vec()));
-    let fitted = linfa_linear::LinearRegression::new()
-        .fit(&dataset)
-        .map_err(|e| ModelError::Fit(format!("linear regression: {e}")))?;
-    Ok(Model::Linear(Linear {
-        coef: fitted.params().to_vec(),
-        intercept: fitted.intercept(),
-    }))
+    let (n, p) = (x.rows as f64, x.cols);
+    let means: Vec<f64> = (0..p)
+        .map(|c| x.column(c).iter().sum::<f64>() / n)
+        .collect();
+    let y_mean = y.iter().sum::<f64>() / n;
+    let mut a = vec![vec![0.0; p + 1]; p]; // [XᵀX | Xᵀy], centered
+    for i in 0..p {
+        let ci = x.column(i);
+        for j in i..p {
+            let cj = x.column(j);
+            let v: f64 = ci
+                .iter()
+                .zip(cj)
+                .map(|(u, w)| (u - means[i]) * (w - means[j]))
+                .sum();
+            a[i][j] = v;
+            a[j][i] = v;
+        }
+        a[i][p] = ci
+            .iter()
+            .zip(y)
+            .map(|(u, t)| (u - means[i]) * (t - y_mean))
+            .sum();
+    }
+    let scale = (0..p).map(|i| a[i][i]).fold(0.0, f64::max).max(1.0);
+    for (i, row) in a.iter_mut().enumerate() {
+        row[i] += 1e-9 * scale;
+    }
+    // Gaussian elimination with partial pivoting.
+    for col in 0..p {
+        let pivot = (col..p)
+            .max_by(|r1, r2| a[*r1][col].abs().total_cmp(&a[*r2][col].abs()))
+            .unwrap_or(col);
+        a.swap(col, pivot);
+        let d = a[col][col];
+        if d.abs() < 1e-300 {
+            return Err(ModelError::Fit(format!(
+                "linear regression: feature {col} has no variance"
+            )));
+        }
+        for r in 0..p {
+            if r != col {
+                let f = a[r][col] / d;
+                if f != 0.0 {
+                    for k in col..=p {
+                        a[r][k] -= f * a[col][k];
+                    }
+                }
+            }
+        }
+    }
+    let coef: Vec<f64> = (0..p).map(|i| a[i][p] / a[i][i]).collect();
+    let intercept = y_mean - coef.iter().zip(&means).map(|(c, m)| c * m).sum::<f64>();
+    if !coef.iter().all(|c| c.is_finite()) {
+        return Err(ModelError::Fit(
+            "linear regression did not converge to finite coefficients".into(),
+        ));
+    }
+    Ok(Model::Linear(Linear { coef, intercept }))
 }
 
 #[cfg(test)]
@@ -321,9 +391,20 @@ mod tests {
         let y: Vec<f64> = x0.iter().map(|v| 3.0 * v + 1.0).collect();
         let x = Matrix::from_columns(vec![x0], n);
         let lin = Model::fit(&spec(Task::Regression, Algorithm::Linear), &x, &y).unwrap();
-        assert!(metrics::mae(&y, &lin.predict(&x)) < 1e-9);
+        assert!(metrics::mae(&y, &lin.predict(&x)) < 1e-6);
+        // One-hot columns that sum to one (collinear with the intercept) still fit.
+        let a: Vec<f64> = (0..n).map(|i| (i % 2) as f64).collect();
+        let b: Vec<f64> = a.iter().map(|v| 1.0 - v).collect();
+        let yy: Vec<f64> = a.iter().map(|v| 2.0 + 3.0 * v).collect();
+        let x2 = Matrix::from_columns(vec![a, b], n);
+        let lin = Model::fit(&spec(Task::Regression, Algorithm::Linear), &x2, &yy).unwrap();
+        assert!(metrics::mae(&yy, &lin.predict(&x2)) < 1e-6);
         let gb = Model::fit(&spec(Task::Regression, Algorithm::Gbdt), &x, &y).unwrap();
         assert!(metrics::mae(&y, &gb.predict(&x)) < 0.1);
+        let rf = Model::fit(&spec(Task::Regression, Algorithm::RandomForest), &x, &y).unwrap();
+        assert!(metrics::mae(&y, &rf.predict(&x)) < 0.1);
+        let back = Model::from_bytes(&rf.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.predict(&x), rf.predict(&x));
     }
 
     #[test]
