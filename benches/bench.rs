@@ -1,16 +1,25 @@
-//! `make bench`: the churn score job on PostgreSQL at a realistic size, stage by stage.
+//! `make bench`: the churn score job and the energy forecast job on PostgreSQL at a realistic
+//! size, stage by stage.
 //!
-//! It recreates a dedicated database (`prescore_bench`), generates N customers with the demo
-//! generator and loads them with the warehouse's own upsert, then runs `configs/churn_daily.toml`
-//! twice through the real pipeline: `run` (trains, then scores) and `score` (loads the champion).
-//! For each it prints rows, seconds and rows/s per stage, and the peak RSS of the run. In the same
-//! process it measures the floor with `psql`: a binary `COPY (scoring SQL) TO STDOUT` for the
-//! read, and a binary `COPY … FROM STDIN` of the same output rows into a table shaped like the
-//! results table for the publish, and prints prescore's ratio to them. `--scale K` repeats
-//! everything with N/K entities and prints how time grows with rows. Only measured numbers are
-//! printed.
+//! Each part recreates a dedicated database (`prescore_bench`), generates its data with the demo
+//! generators and loads it with the warehouse's own upsert, then runs its job twice through the
+//! real pipeline: `run` (trains, then scores) and `score` (loads the champion). For each it
+//! prints rows, seconds and rows/s per stage, and the peak RSS of the run. In the same process it
+//! measures the floor with `psql`: a binary `COPY (the job's SQL) TO STDOUT` for the read, and a
+//! binary `COPY … FROM STDIN` of the same output rows into a table shaped like the results table
+//! for the publish, and prints prescore's ratio to them. Only measured numbers are printed.
+//!
+//! - score part: `configs/churn_daily.toml` on N customers (`--entities`); `--scale K` repeats
+//!   it with N/K customers and prints how time grows with rows.
+//! - forecast part: `configs/energy_hourly.toml` on `--series` meters with `--days` of hourly
+//!   readings (10,000 x 15 days by default: one day more than the config's 14-day
+//!   `forecast.min_history`, so that the 14-day history is complete even for a meter that missed
+//!   its first or last reading). The generator also gives some meters a data-quality case (a
+//!   late start, too little history, stopped reporting, a long outage); the pipeline skips those
+//!   and the bench prints how many series were forecast and skipped, and why.
 //!
 //!     make bench BENCH_ARGS="--entities 100000 --scale 10"
+//!     make bench BENCH_ARGS="--only forecast --series 1000"
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,10 +28,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use clap::Parser;
-use polars::prelude::DataType;
+use polars::prelude::{DataFrame, DataType};
 
-use prescore::config::{self, Algorithm, ColumnType, Job};
-use prescore::demo::churn;
+use prescore::config::{self, Algorithm, ColumnType, Job, JobKind};
+use prescore::demo::{churn, energy};
 use prescore::pipeline::{self, Mode, Options, Report, Shard};
 use prescore::warehouse::ident::Ident;
 use prescore::warehouse::{params, redact, ColumnDef, Warehouse};
@@ -35,7 +44,7 @@ const FLOOR_TRIES: usize = 2;
 #[derive(Parser, Debug)]
 #[command(
     name = "prescore-bench",
-    about = "Benchmark the churn score job on PostgreSQL"
+    about = "Benchmark the churn score job and the energy forecast job on PostgreSQL"
 )]
 struct Args {
     /// PostgreSQL server; the bench creates (drops and recreates) its own database there.
@@ -45,24 +54,47 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     warehouse: String,
-    /// Customers to generate (about 5.5 monthly rows each).
+    /// Run only one part: `score` (the churn job) or `forecast` (the energy job). Both by default.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+    /// Score part: customers to generate (about 5.5 monthly rows each).
     #[arg(long, default_value_t = 1_000_000)]
     entities: usize,
-    /// Also run with entities/SCALE customers and print how time grows with rows.
+    /// Score part: also run with entities/SCALE customers and print how time grows with rows.
     #[arg(long)]
     scale: Option<usize>,
-    /// The job to run.
+    /// Score part: the job to run.
     #[arg(long, default_value = "configs/churn_daily.toml")]
     config: PathBuf,
-    /// Seed for the generator.
+    /// Score part: override the config's model.algorithm (decision_tree, random_forest, linear,
+    /// gbdt).
+    #[arg(long)]
+    algorithm: Option<String>,
+    /// Forecast part: meters (series) to generate.
+    #[arg(long, default_value_t = 10_000)]
+    series: usize,
+    /// Forecast part: days of hourly readings to generate. 15 by default: one more than the
+    /// 14 days (336 hours) of forecast.min_history, so that the 14-day history is complete.
+    #[arg(long, default_value_t = 15)]
+    days: usize,
+    /// Forecast part: the job to run (a `forecast` job reading the energy demo tables).
+    #[arg(long, default_value = "configs/energy_hourly.toml")]
+    forecast_config: PathBuf,
+    /// Seed for the generators.
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Keep the prescore_bench database afterwards (it is dropped by default).
     #[arg(long)]
     keep: bool,
-    /// Override the config's model.algorithm (decision_tree, random_forest, linear, gbdt).
-    #[arg(long)]
-    algorithm: Option<String>,
+}
+
+/// The parts of the bench.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// The churn score job.
+    Score,
+    /// The energy forecast job.
+    Forecast,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -92,6 +124,17 @@ struct SizeResult {
     runs: Vec<RunResult>,
     floor_score_read: Floor,
     floor_train_read: Floor,
+    /// None when no run published (there is no results table to copy).
+    floor_publish: Option<Floor>,
+    floor_publish_pk: Option<Floor>,
+}
+
+/// The forecast part, as measured.
+struct ForecastResult {
+    horizon: usize,
+    runs: Vec<RunResult>,
+    floor_history_read: Floor,
+    floor_future_read: Floor,
     /// None when no run published (there is no results table to copy).
     floor_publish: Option<Floor>,
     floor_publish_pk: Option<Floor>,
@@ -129,13 +172,11 @@ async fn bench(args: &Args) -> Res<()> {
         )
         .into());
     }
-    let config_path = resolve(&args.config);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     println!(
-        "prescore-bench: {} on {} (database {BENCH_DB}), {cores} CPU core(s), PostgreSQL {}",
-        config_path.display(),
+        "prescore-bench: on {} (database {BENCH_DB}), {cores} CPU core(s), PostgreSQL {}",
         redact(&args.warehouse),
         server_version(&args.warehouse).await?
     );
@@ -144,23 +185,30 @@ async fn bench(args: &Args) -> Res<()> {
             "note: cannot reset VmHWM (/proc/self/clear_refs); peak RSS is the process's so far"
         );
     }
-    // The larger size first, so a warm cache can only favour the smaller one: the growth ratio
-    // printed at the end is, if anything, pessimistic.
-    let mut sizes = vec![args.entities];
-    if let Some(k) = args.scale {
-        if k < 2 {
-            return Err("--scale must be at least 2".into());
+    if args.only != Some(Part::Forecast) {
+        let config_path = resolve(&args.config);
+        // The larger size first, so a warm cache can only favour the smaller one: the growth
+        // ratio printed at the end is, if anything, pessimistic.
+        let mut sizes = vec![args.entities];
+        if let Some(k) = args.scale {
+            if k < 2 {
+                return Err("--scale must be at least 2".into());
+            }
+            sizes.push((args.entities / k).max(1));
         }
-        sizes.push((args.entities / k).max(1));
+        let mut results = Vec::new();
+        for &n in &sizes {
+            let r = one_size(args, &config_path, n).await?;
+            print_size(&r);
+            results.push(r);
+        }
+        if let [big, small] = &results[..] {
+            print_scaling(big, small);
+        }
     }
-    let mut results = Vec::new();
-    for &n in &sizes {
-        let r = one_size(args, &config_path, n).await?;
-        print_size(&r);
-        results.push(r);
-    }
-    if let [big, small] = &results[..] {
-        print_scaling(big, small);
+    if args.only != Some(Part::Score) {
+        let r = forecast_part(args, &resolve(&args.forecast_config)).await?;
+        print_forecast(&r);
     }
     if !args.keep {
         let admin = Warehouse::connect(&args.warehouse, 2).await?;
@@ -208,9 +256,9 @@ fn with_database(url: &str, db: &str) -> String {
     format!("{}/{db}{query}", &base[..path_start])
 }
 
-async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeResult> {
-    println!("\n=== {} customers ===", thousands(entities as u64));
-    let admin = Warehouse::connect(&args.warehouse, 2).await?;
+/// Drops and recreates the bench database; returns its URL.
+async fn fresh_database(server: &str) -> Res<String> {
+    let admin = Warehouse::connect(server, 2).await?;
     admin
         .execute(
             &format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"),
@@ -221,19 +269,12 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
         .execute(&format!("CREATE DATABASE {BENCH_DB}"), &[])
         .await?;
     admin.close().await;
-    let url = with_database(&args.warehouse, BENCH_DB);
-    let wh = Warehouse::connect(&url, 4).await?;
-    let now = Utc::now().trunc_subsecs(0);
+    Ok(with_database(server, BENCH_DB))
+}
 
-    // Generate and load with the warehouse's own upsert (binary COPY into a staging table,
-    // then INSERT … ON CONFLICT).
-    reset_peak_rss();
-    let t = Instant::now();
-    let df = churn::generate(entities, args.seed, now);
-    let generate_s = t.elapsed().as_secs_f64();
-    let rows_loaded = df.height();
-    let table = Ident::new(churn::TABLE)?;
-    let defs = df
+/// The warehouse column types of a generated frame.
+fn column_defs(df: &DataFrame) -> Res<Vec<ColumnDef>> {
+    Ok(df
         .columns()
         .iter()
         .map(|c| {
@@ -250,55 +291,46 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
                 ty,
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let t = Instant::now();
-    wh.ensure_table(&table, &defs, &["customer_id", "period_end"])
-        .await?;
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Creates `name` for `df` and loads it with the warehouse's own upsert (binary COPY into a
+/// staging table, then INSERT … ON CONFLICT), in one transaction.
+async fn load_table(wh: &Warehouse, name: &str, key: &[&str], df: &DataFrame) -> Res<Ident> {
+    let table = Ident::new(name)?;
+    wh.ensure_table(&table, &column_defs(df)?, key).await?;
     let mut tx = wh.begin().await?;
-    tx.upsert(&table, &["customer_id", "period_end"], &df)
-        .await?;
+    tx.upsert(&table, key, df).await?;
     tx.commit().await?;
-    let load_s = t.elapsed().as_secs_f64();
-    drop(df);
-    let load_peak_rss_kib = peak_rss_kib();
-    // A loaded warehouse table has been vacuumed and analyzed; without this the first read
-    // would also pay for setting hint bits on every page.
+    Ok(table)
+}
+
+/// A loaded warehouse table has been vacuumed and analyzed; without this the first read would
+/// also pay for setting hint bits on every page. Returns the seconds it took.
+async fn vacuum_analyze(wh: &Warehouse, tables: &[&Ident]) -> Res<f64> {
     let t = Instant::now();
-    wh.execute(&format!("VACUUM ANALYZE {}", table.quoted()), &[])
-        .await?;
-    let vacuum_s = t.elapsed().as_secs_f64();
-    println!(
-        "loaded {} rows: generate {:.2} s, upsert {:.2} s ({} rows/s), VACUUM ANALYZE {:.2} s, peak RSS {}",
-        thousands(rows_loaded as u64),
-        generate_s,
-        load_s,
-        thousands((rows_loaded as f64 / load_s) as u64),
-        vacuum_s,
-        mib(load_peak_rss_kib)
-    );
-
-    let mut env: HashMap<String, String> = std::env::vars().collect();
-    env.insert("DATABASE_URL".into(), url.clone());
-    let mut job = config::load_with_env(config_path, &env)?;
-    if let Some(a) = &args.algorithm {
-        job.model.algorithm =
-            serde_json::from_value::<Algorithm>(serde_json::Value::String(a.clone()))
-                .map_err(|e| format!("--algorithm {a}: {e}"))?;
-        println!(
-            "model.algorithm overridden by --algorithm: {}",
-            job.model.algorithm.name()
-        );
+    for table in tables {
+        wh.execute(&format!("VACUUM ANALYZE {}", table.quoted()), &[])
+            .await?;
     }
-    // The read floors, on the table as the runs find it (loaded, vacuumed, analyzed).
-    let lit = ts_literal(now);
-    let score_sql = job
-        .input
-        .score_sql
-        .as_deref()
-        .ok_or("the job has no score_sql")?;
-    let floor_score_read = copy_out_floor(&url, &inline_as_of(score_sql, &lit)).await?;
-    let floor_train_read = copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
+    Ok(t.elapsed().as_secs_f64())
+}
 
+/// The config, pointed at the bench database.
+fn load_job(config_path: &Path, url: &str) -> Res<Job> {
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    env.insert("DATABASE_URL".into(), url.to_string());
+    Ok(config::load_with_env(config_path, &env)?)
+}
+
+/// `run` (trains, then scores) and then `score` (loads the champion), each through the real
+/// pipeline, with its wall time and peak RSS; `stages` turns a report into the stage table.
+async fn run_both_modes(
+    job: &Job,
+    wh: &Warehouse,
+    now: DateTime<Utc>,
+    stages: impl Fn(&Report) -> Vec<Stage>,
+) -> Vec<RunResult> {
     let mut runs = Vec::new();
     for (mode, label) in [
         (Mode::Run, "run (trains)"),
@@ -334,10 +366,66 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
             label,
             wall,
             peak_rss_kib: peak,
-            stages: report.as_ref().map(stages).unwrap_or_default(),
+            stages: report.as_ref().map(&stages).unwrap_or_default(),
             report,
         });
     }
+    runs
+}
+
+async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeResult> {
+    println!(
+        "\n=== score job {}: {} customers ===",
+        config_path.display(),
+        thousands(entities as u64)
+    );
+    let url = fresh_database(&args.warehouse).await?;
+    let wh = Warehouse::connect(&url, 4).await?;
+    let now = Utc::now().trunc_subsecs(0);
+
+    // Generate and load with the warehouse's own upsert.
+    reset_peak_rss();
+    let t = Instant::now();
+    let df = churn::generate(entities, args.seed, now);
+    let generate_s = t.elapsed().as_secs_f64();
+    let rows_loaded = df.height();
+    let t = Instant::now();
+    let table = load_table(&wh, churn::TABLE, &["customer_id", "period_end"], &df).await?;
+    let load_s = t.elapsed().as_secs_f64();
+    drop(df);
+    let load_peak_rss_kib = peak_rss_kib();
+    let vacuum_s = vacuum_analyze(&wh, &[&table]).await?;
+    println!(
+        "loaded {} rows: generate {:.2} s, upsert {:.2} s ({} rows/s), VACUUM ANALYZE {:.2} s, peak RSS {}",
+        thousands(rows_loaded as u64),
+        generate_s,
+        load_s,
+        thousands((rows_loaded as f64 / load_s) as u64),
+        vacuum_s,
+        mib(load_peak_rss_kib)
+    );
+
+    let mut job = load_job(config_path, &url)?;
+    if let Some(a) = &args.algorithm {
+        job.model.algorithm =
+            serde_json::from_value::<Algorithm>(serde_json::Value::String(a.clone()))
+                .map_err(|e| format!("--algorithm {a}: {e}"))?;
+        println!(
+            "model.algorithm overridden by --algorithm: {}",
+            job.model.algorithm.name()
+        );
+    }
+    // The read floors, on the table as the runs find it (loaded, vacuumed, analyzed).
+    let lit = ts_literal(now);
+    let score_sql = job
+        .input
+        .score_sql
+        .as_deref()
+        .ok_or("the job has no score_sql")?;
+    let floor_score_read = copy_out_floor(&url, &inline_as_of(score_sql, &lit)).await?;
+    let floor_train_read = copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
+
+    let runs = run_both_modes(&job, &wh, now, stages).await;
     wh.close().await;
 
     // The publish floors, once there are results to copy.
@@ -349,6 +437,113 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
         runs,
         floor_score_read,
         floor_train_read,
+        floor_publish,
+        floor_publish_pk,
+    })
+}
+
+async fn forecast_part(args: &Args, config_path: &Path) -> Res<ForecastResult> {
+    if args.series == 0 || args.days == 0 {
+        return Err("--series and --days must be at least 1".into());
+    }
+    let url = fresh_database(&args.warehouse).await?;
+    let job = load_job(config_path, &url)?;
+    let spec = match (&job.kind, &job.forecast) {
+        (JobKind::Forecast, Some(spec)) => spec.clone(),
+        _ => {
+            return Err(format!(
+                "{} is not a forecast job (--forecast-config)",
+                config_path.display()
+            )
+            .into())
+        }
+    };
+    let hours = args.days * 24;
+    println!(
+        "\n=== forecast job {}: {} series x {} days of hourly readings ({} steps each) ===",
+        config_path.display(),
+        thousands(args.series as u64),
+        args.days,
+        hours
+    );
+    if hours > spec.min_history {
+        println!(
+            "{} days generated so that the {}-step ({}-day) history forecast.min_history asks for is complete; the history SQL reads all {} steps",
+            args.days,
+            spec.min_history,
+            spec.min_history as f64 / 24.0,
+            hours
+        );
+    } else {
+        println!(
+            "note: {} steps generated, not more than forecast.min_history = {}: a series that misses its first or last reading is skipped",
+            hours, spec.min_history
+        );
+    }
+    println!(
+        "model: {}, training fits a seeded sample of at most model.max_train_rows = {} rows; horizon {} steps",
+        job.model.algorithm.name(),
+        thousands(job.model.max_train_rows as u64),
+        spec.horizon
+    );
+    let wh = Warehouse::connect(&url, 4).await?;
+    let now = Utc::now().trunc_subsecs(0);
+
+    // Generate and load like `energy::seed`, timing the two apart.
+    reset_peak_rss();
+    let t = Instant::now();
+    let g = energy::generate(args.series, args.days, args.seed, now);
+    let generate_s = t.elapsed().as_secs_f64();
+    let readings = g.readings.height();
+    let rows_loaded = g.meters.height() + readings + g.weather.height();
+    let t = Instant::now();
+    let meters = load_table(&wh, "meters", &["meter_id"], &g.meters).await?;
+    let meter_readings =
+        load_table(&wh, "meter_readings", &["meter_id", "ts"], &g.readings).await?;
+    let weather = load_table(&wh, "weather", &["region", "ts"], &g.weather).await?;
+    let load_s = t.elapsed().as_secs_f64();
+    let (n_meters, n_weather) = (g.meters.height(), g.weather.height());
+    drop(g);
+    let load_peak_rss_kib = peak_rss_kib();
+    let vacuum_s = vacuum_analyze(&wh, &[&meters, &meter_readings, &weather]).await?;
+    println!(
+        "loaded {} rows ({} meter_readings, {} meters, {} weather): generate {:.2} s, upsert {:.2} s ({} rows/s), VACUUM ANALYZE {:.2} s, peak RSS {}",
+        thousands(rows_loaded as u64),
+        thousands(readings as u64),
+        thousands(n_meters as u64),
+        thousands(n_weather as u64),
+        generate_s,
+        load_s,
+        thousands((rows_loaded as f64 / load_s) as u64),
+        vacuum_s,
+        mib(load_peak_rss_kib)
+    );
+
+    // The read floors, on the tables as the runs find them.
+    let lit = ts_literal(now);
+    let future_sql = job
+        .input
+        .score_sql
+        .as_deref()
+        .ok_or("the job has no score_sql (future covariates)")?;
+    let floor_history_read =
+        copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
+    let floor_future_read = copy_out_floor(&url, &inline_as_of(future_sql, &lit)).await?;
+
+    let history_rows = floor_history_read.rows;
+    let horizon = spec.horizon;
+    let runs = run_both_modes(&job, &wh, now, |r| {
+        forecast_stages(r, history_rows, horizon)
+    })
+    .await;
+    wh.close().await;
+
+    let (floor_publish, floor_publish_pk) = copy_in_floors(&url, &job).await?;
+    Ok(ForecastResult {
+        horizon,
+        runs,
+        floor_history_read,
+        floor_future_read,
         floor_publish,
         floor_publish_pk,
     })
@@ -369,6 +564,34 @@ fn stages(r: &Report) -> Vec<Stage> {
                 "read" | "contract" => Some(r.rows_read as u64),
                 "train" => trained,
                 "features" | "score" => Some(r.entities as u64),
+                "publish" => Some(r.rows_written),
+                _ => None,
+            },
+            seconds: *secs,
+        })
+        .collect()
+}
+
+/// The forecast job's stages. `read` covers the history and the future covariates SQL;
+/// `contract` checks the history (`history_rows`, counted with the same SQL and as-of);
+/// `features` turns all rows read into series; `train` builds the training matrix (its rows
+/// plus the holdout steps are counted; the fit itself uses a sample of at most
+/// `model.max_train_rows`) and forecasts the holdout; `score` forecasts `horizon` steps for
+/// every series.
+fn forecast_stages(r: &Report, history_rows: u64, horizon: usize) -> Vec<Stage> {
+    let trained = r
+        .trained
+        .as_ref()
+        .map(|t| (t.rows_train + t.rows_holdout) as u64);
+    r.stage_seconds
+        .iter()
+        .map(|(name, secs)| Stage {
+            name: name.clone(),
+            rows: match name.as_str() {
+                "read" | "features" => Some(r.rows_read as u64),
+                "contract" => Some(history_rows),
+                "train" => trained,
+                "score" => Some((r.entities * horizon) as u64),
                 "publish" => Some(r.rows_written),
                 _ => None,
             },
@@ -573,8 +796,9 @@ fn stage_seconds(run: &RunResult, stage: &str) -> Option<f64> {
         .map(|s| s.seconds)
 }
 
-fn print_size(r: &SizeResult) {
-    for run in &r.runs {
+/// Each run's header line and stage table; `legend` says what the rows column counts.
+fn print_runs(runs: &[RunResult], legend: Option<&str>) {
+    for run in runs {
         let report = match &run.report {
             Ok(report) => report,
             Err(e) => {
@@ -587,8 +811,12 @@ fn print_size(r: &SizeResult) {
                 continue;
             }
         };
+        let scored = match report.kind {
+            JobKind::Score => "scored",
+            JobKind::Forecast => "series forecast",
+        };
         println!(
-            "\n{}: {:.2} s wall (pipeline::run), peak RSS {}, model v{}, {} rows read, {} scored, {} written",
+            "\n{}: {:.2} s wall (pipeline::run), peak RSS {}, model v{}, {} rows read, {} {scored}, {} written",
             run.label,
             run.wall,
             mib(run.peak_rss_kib),
@@ -597,6 +825,9 @@ fn print_size(r: &SizeResult) {
             thousands(report.entities as u64),
             thousands(report.rows_written),
         );
+        if report.kind == JobKind::Forecast {
+            print_skipped(report);
+        }
         println!(
             "  {:<10} {:>12} {:>10} {:>14}",
             "stage", "rows", "seconds", "rows/s"
@@ -619,18 +850,47 @@ fn print_size(r: &SizeResult) {
             "",
             run.wall - staged
         );
+        if let Some(legend) = legend {
+            println!("  rows: {legend}");
+        }
     }
-    let f = |name: &str, fl: Option<&Floor>| match fl {
-        Some(fl) => println!(
-            "  {:<58} {:>12} {:>10.3} {:>14} {:>10.3}",
-            name,
-            thousands(fl.rows),
-            fl.seconds,
-            rate(fl.rows, fl.seconds),
-            fl.process_seconds
-        ),
-        None => println!("  {name:<58} (not measured: no run published a results table)"),
-    };
+}
+
+/// Series forecast and skipped, the skipped grouped by reason with one example each.
+fn print_skipped(report: &Report) {
+    println!(
+        "  series: {} forecast, {} skipped",
+        thousands(report.entities as u64),
+        thousands(report.skipped_entities.len() as u64)
+    );
+    // (reason, count, an example)
+    let mut groups: Vec<(String, usize, String)> = Vec::new();
+    for (series, why) in &report.skipped_entities {
+        let reason = if why.starts_with("stale") {
+            "stale (no recent reading)".to_string()
+        } else if let Some(i) = why.find("fewer than") {
+            format!("history {}", &why[i..])
+        } else if why.contains("step grid") {
+            "a timestamp off the step grid".to_string()
+        } else {
+            why.clone()
+        };
+        match groups.iter_mut().find(|g| g.0 == reason) {
+            Some(g) => g.1 += 1,
+            None => groups.push((reason, 1, format!("series {series}: {why}"))),
+        }
+    }
+    groups.sort_by(|a, b| b.1.cmp(&a.1));
+    for (reason, n, example) in groups {
+        println!(
+            "    {:>8} skipped: {reason} (e.g. {example})",
+            thousands(n as u64)
+        );
+    }
+}
+
+/// The floor table: (what, its floor if measured).
+fn print_floors(floors: &[(&str, Option<&Floor>)]) {
     println!(
         "\nfloor (psql \\timing of the COPY statement, best of {FLOOR_TRIES}; last column: that psql process's wall time):"
     );
@@ -638,64 +898,159 @@ fn print_size(r: &SizeResult) {
         "  {:<58} {:>12} {:>10} {:>14} {:>10}",
         "", "rows", "seconds", "rows/s", "process s"
     );
-    f(
-        "COPY (scoring SQL) TO STDOUT (FORMAT binary), to /dev/null",
-        Some(&r.floor_score_read),
-    );
-    f(
-        "COPY (training SQL) TO STDOUT (FORMAT binary), to /dev/null",
-        Some(&r.floor_train_read),
-    );
-    f(
-        "COPY FROM STDIN (FORMAT binary), results' columns",
-        r.floor_publish.as_ref(),
-    );
-    f(
-        "  same, into a table with the results' primary key",
-        r.floor_publish_pk.as_ref(),
-    );
+    for (name, fl) in floors {
+        match fl {
+            Some(fl) => println!(
+                "  {:<58} {:>12} {:>10.3} {:>14} {:>10.3}",
+                name,
+                thousands(fl.rows),
+                fl.seconds,
+                rate(fl.rows, fl.seconds),
+                fl.process_seconds
+            ),
+            None => println!("  {name:<58} (not measured: no run published a results table)"),
+        }
+    }
+}
+
+/// One `prescore / floor` line, when both were measured.
+fn print_ratio(name: &str, ours: Option<f64>, floor: Option<f64>) {
+    if let (Some(ours), Some(floor)) = (ours, floor) {
+        println!("  {:<66} x{:.2}", name, ours / floor);
+    }
+}
+
+fn print_size(r: &SizeResult) {
+    print_runs(&r.runs, None);
+    print_floors(&[
+        (
+            "COPY (scoring SQL) TO STDOUT (FORMAT binary), to /dev/null",
+            Some(&r.floor_score_read),
+        ),
+        (
+            "COPY (training SQL) TO STDOUT (FORMAT binary), to /dev/null",
+            Some(&r.floor_train_read),
+        ),
+        (
+            "COPY FROM STDIN (FORMAT binary), results' columns",
+            r.floor_publish.as_ref(),
+        ),
+        (
+            "  same, into a table with the results' primary key",
+            r.floor_publish_pk.as_ref(),
+        ),
+    ]);
 
     println!("\nprescore / floor:");
-    let ratio = |name: &str, ours: Option<f64>, floor: Option<f64>| {
-        if let (Some(ours), Some(floor)) = (ours, floor) {
-            println!("  {:<66} x{:.2}", name, ours / floor);
-        }
-    };
     let publish = r.floor_publish.as_ref().map(|f| f.seconds);
     let publish_pk = r.floor_publish_pk.as_ref().map(|f| f.seconds);
     let (run, score) = (&r.runs[0], &r.runs[1]);
     if run.report.is_err() && score.report.is_err() {
         println!("  (none: no run succeeded)");
     }
-    ratio(
+    print_ratio(
         "score: read (scoring SQL) / COPY TO of the scoring SQL",
         stage_seconds(score, "read"),
         Some(r.floor_score_read.seconds),
     );
-    ratio(
+    print_ratio(
         "run:   read (training + scoring SQL) / both COPY TO",
         stage_seconds(run, "read"),
         Some(r.floor_score_read.seconds + r.floor_train_read.seconds),
     );
-    ratio(
+    print_publish_ratios(run, score, publish, publish_pk);
+}
+
+/// Publish against the COPY FROM floors, for both runs.
+fn print_publish_ratios(
+    run: &RunResult,
+    score: &RunResult,
+    publish: Option<f64>,
+    publish_pk: Option<f64>,
+) {
+    print_ratio(
         "run:   publish (upsert into an empty table) / COPY FROM",
         stage_seconds(run, "publish"),
         publish,
     );
-    ratio(
+    print_ratio(
         "run:   publish / COPY FROM with the primary key",
         stage_seconds(run, "publish"),
         publish_pk,
     );
-    ratio(
+    print_ratio(
         "score: publish (upsert replacing every row) / COPY FROM",
         stage_seconds(score, "publish"),
         publish,
     );
-    ratio(
+    print_ratio(
         "score: publish / COPY FROM with the primary key",
         stage_seconds(score, "publish"),
         publish_pk,
+    );
+}
+
+fn print_forecast(r: &ForecastResult) {
+    let legend = format!(
+        "read, features = history + future covariate rows; contract = history rows; train = training-matrix rows + holdout steps; score = series x {} steps; publish = rows upserted",
+        r.horizon
+    );
+    print_runs(&r.runs, Some(&legend));
+    if let Some(report) = r.runs.iter().find_map(|run| run.report.as_ref().ok()) {
+        let counted = r.floor_history_read.rows + r.floor_future_read.rows;
+        if counted != report.rows_read as u64 {
+            println!(
+                "note: the runs read {} rows, the COPY floors' SQL counts {}",
+                thousands(report.rows_read as u64),
+                thousands(counted)
+            );
+        }
+    }
+    print_floors(&[
+        (
+            "COPY (history SQL) TO STDOUT (FORMAT binary), to /dev/null",
+            Some(&r.floor_history_read),
+        ),
+        (
+            "COPY (future SQL) TO STDOUT (FORMAT binary), to /dev/null",
+            Some(&r.floor_future_read),
+        ),
+        (
+            "COPY FROM STDIN (FORMAT binary), results' columns",
+            r.floor_publish.as_ref(),
+        ),
+        (
+            "  same, into a table with the results' primary key",
+            r.floor_publish_pk.as_ref(),
+        ),
+    ]);
+
+    println!("\nprescore / floor:");
+    let (run, score) = (&r.runs[0], &r.runs[1]);
+    if run.report.is_err() && score.report.is_err() {
+        println!("  (none: no run succeeded)");
+    }
+    let both = r.floor_history_read.seconds + r.floor_future_read.seconds;
+    print_ratio(
+        "score: read (history + future SQL) / both COPY TO",
+        stage_seconds(score, "read"),
+        Some(both),
+    );
+    print_ratio(
+        "score: read (history + future SQL) / COPY TO of the history SQL",
+        stage_seconds(score, "read"),
+        Some(r.floor_history_read.seconds),
+    );
+    print_ratio(
+        "run:   read (history + future SQL) / both COPY TO",
+        stage_seconds(run, "read"),
+        Some(both),
+    );
+    print_publish_ratios(
+        run,
+        score,
+        r.floor_publish.as_ref().map(|f| f.seconds),
+        r.floor_publish_pk.as_ref().map(|f| f.seconds),
     );
 }
 

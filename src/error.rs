@@ -69,3 +69,9 @@ impl From<FeatureError> for Error {
         Error::Train(TrainError::Features(e))
     }
 }
+
+impl From<crate::model::ModelError> for Error {
+    fn from(e: crate::model::ModelError) -> Self {
+        Error::Train(TrainError::Model(e))
+    }
+}

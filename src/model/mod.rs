@@ -20,6 +20,8 @@ pub enum ModelError {
     Fit(String),
     #[error("the stored model cannot be read: {0}")]
     Artifact(String),
+    #[error("model code panicked: {0} (nothing was published)")]
+    Panicked(String),
 }
 
 /// A dense feature matrix, column-major: column `c` is `data[c*rows .. (c+1)*rows]`.
@@ -313,12 +315,13 @@ fn fit_linear(x: &Matrix, y: &[f64]) -> Result<Model, ModelError> {
                 "linear regression: feature {col} has no variance"
             )));
         }
-        for r in 0..p {
+        let pivot_row = a[col].clone();
+        for (r, row) in a.iter_mut().enumerate() {
             if r != col {
-                let f = a[r][col] / d;
+                let f = row[col] / d;
                 if f != 0.0 {
-                    for k in col..=p {
-                        a[r][k] -= f * a[col][k];
+                    for (x, pv) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                        *x -= f * pv;
                     }
                 }
             }

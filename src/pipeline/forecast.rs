@@ -182,7 +182,7 @@ pub(super) async fn run(
                 series::build(&job2, &spec2, &history, future.as_ref(), as_of_us)
             }),
         )
-        .await?;
+        .await??;
     let (mut all, skipped) = built;
     if opts.shard.count > 1 {
         all.retain(|s| opts.shard.owns(&s.key.to_string()));
@@ -236,7 +236,7 @@ pub(super) async fn run(
                 ),
             )
             .await;
-        let (model, eval, rows_train) = fitted.map_err(|e| Error::Train(e.into()))?;
+        let (model, eval, rows_train) = fitted??;
         crate::fault::pause("trained");
         schema.half_width = eval.half_width.clone();
         let champion = registry::champion(wh, &job.name).await?;
@@ -253,7 +253,7 @@ pub(super) async fn run(
                             score::on_pool(job.threads, move || {
                                 evaluate(&sc, &m, &s3, h, interval).metrics
                             })
-                            .await,
+                            .await?,
                         )
                     }
                     _ => Some(c.metrics),
@@ -379,7 +379,7 @@ pub(super) async fn run(
                 sc2.recursive(&s2, |s| s.y.len(), h, |m| m2.predict(m))
             }),
         )
-        .await;
+        .await?;
     crate::fault::pause("scored");
     report.entities = series.len();
     stats.rows_scored = Some(series.len() as i64);

@@ -366,7 +366,7 @@ async fn score_job(
                 "train",
                 score::on_pool(job.threads, move || train::train(&job2, &train_df)),
             )
-            .await?;
+            .await??;
         crate::fault::pause("trained");
         let champion = registry::champion(wh, &job.name).await?;
         let champion_metrics = champion.as_ref().map(|c| {
@@ -489,7 +489,7 @@ async fn score_job(
         .await?;
     let scores = timer
         .time("score", score::score(model, x, job.threads))
-        .await;
+        .await?;
     crate::fault::pause("scored");
     report.entities = scores.len();
     stats.rows_scored = Some(scores.len() as i64);

@@ -144,8 +144,42 @@ fn bad(column: &str, r: usize, problem: String) -> ContractError {
     }
 }
 
+/// A column's values as integers, when it is an integer or timestamp column without NULLs.
+fn as_i64(c: &Column) -> Option<Vec<i64>> {
+    let ca = match c.dtype() {
+        DataType::Int64 => c.i64().ok()?.clone(),
+        DataType::Datetime(_, _) => c.datetime().ok()?.physical().clone(),
+        _ => return None,
+    };
+    (ca.null_count() == 0).then(|| ca.iter().map(|v| v.unwrap_or_default()).collect())
+}
+
 fn check_unique(df: &DataFrame, cols: &[&str], what: &'static str) -> Result<(), ContractError> {
     let columns: Vec<&Column> = cols.iter().filter_map(|c| df.column(c).ok()).collect();
+    // Fast path: one or two integer/timestamp columns hash as integers, not strings.
+    let ints: Option<Vec<Vec<i64>>> = columns.iter().map(|c| as_i64(c)).collect();
+    if let Some(ints) = ints.filter(|v| (1..=2).contains(&v.len())) {
+        let mut seen: std::collections::HashMap<(i64, i64), usize> = Default::default();
+        seen.reserve(df.height());
+        for r in 0..df.height() {
+            let k = (ints[0][r], ints.get(1).map(|c| c[r]).unwrap_or(0));
+            if let Some(first) = seen.insert(k, r + 1) {
+                let key = columns
+                    .iter()
+                    .map(|c| format!("{}={}", c.name(), crate::warehouse::frame::cell_text(c, r)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(ContractError::DuplicateKey {
+                    key,
+                    first,
+                    second: r + 1,
+                    what,
+                    per: cols.join(" + "),
+                });
+            }
+        }
+        return Ok(());
+    }
     let mut seen: std::collections::HashMap<String, usize> = Default::default();
     seen.reserve(df.height());
     for r in 0..df.height() {

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::model::{Matrix, Model};
+use crate::model::{Matrix, Model, ModelError};
 
-/// Runs CPU-bound work on a dedicated rayon pool, off the async runtime.
-pub async fn on_pool<T, F>(threads: usize, work: F) -> T
+/// Runs CPU-bound work on a dedicated rayon pool, off the async runtime. A panic inside (a
+/// library assertion, say) becomes an error, so the run still ends in the ledger as failed.
+pub async fn on_pool<T, F>(threads: usize, work: F) -> Result<T, ModelError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
@@ -29,10 +30,18 @@ where
         }
     })
     .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    .map_err(|e| {
+        let payload = e.into_panic();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        ModelError::Panicked(msg)
+    })
 }
 
 /// Scores every row of `x`.
-pub async fn score(model: Arc<Model>, x: Matrix, threads: usize) -> Vec<f64> {
+pub async fn score(model: Arc<Model>, x: Matrix, threads: usize) -> Result<Vec<f64>, ModelError> {
     on_pool(threads, move || model.predict(&x)).await
 }

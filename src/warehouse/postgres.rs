@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures_util::TryStreamExt;
 use polars::prelude::DataFrame;
-use sqlx::postgres::{PgArguments, PgPool, PgRow};
+use sqlx::postgres::{PgArguments, PgPool, PgRow, PgTypeInfo};
 use sqlx::{Column, Connection, Executor, Postgres, Row, TypeInfo};
 
 use super::frame::ColumnBuf;
@@ -100,10 +100,23 @@ fn any_value(row: &PgRow, i: usize) -> Value {
 pub(super) async fn describe(
     pool: &PgPool,
     sql: &str,
-    _params: &[Value],
+    params: &[Value],
 ) -> Result<Vec<(String, String)>, WarehouseError> {
+    // Tell the server the parameters' types, as a run binds them: `:as_of - interval '1 h'`
+    // must not be read as `unknown - interval`.
+    let types: Vec<sqlx::postgres::PgTypeInfo> = params
+        .iter()
+        .map(|p| match p {
+            Value::Int(_) => PgTypeInfo::with_name("INT8"),
+            Value::Float(_) => PgTypeInfo::with_name("FLOAT8"),
+            Value::Text(_) => PgTypeInfo::with_name("TEXT"),
+            Value::Bool(_) => PgTypeInfo::with_name("BOOL"),
+            Value::Ts(_) => PgTypeInfo::with_name("TIMESTAMPTZ"),
+            Value::Bytes(_) => PgTypeInfo::with_name("BYTEA"),
+        })
+        .collect();
     let stmt = pool
-        .prepare(sql)
+        .prepare_with(sql, &types)
         .await
         .map_err(WarehouseError::query("prepare the job's SQL"))?;
     Ok(sqlx::Statement::columns(&stmt)
@@ -440,8 +453,15 @@ pub(super) async fn lock(pool: &PgPool, job: &str, shard: &str) -> Result<JobLoc
     Ok(JobLock::Postgres(conn))
 }
 
-/// Closing the session releases its advisory lock.
-pub(super) async fn unlock(conn: sqlx::PgConnection) {
+/// Releases the advisory lock explicitly (so the next run never races the server noticing
+/// the closed session), then closes the session, which would release it anyway.
+pub(super) async fn unlock(mut conn: sqlx::PgConnection) {
+    if let Err(e) = sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut conn)
+        .await
+    {
+        tracing::warn!(error = %e, "could not release the advisory lock; closing its session releases it");
+    }
     if let Err(e) = conn.close().await {
         tracing::warn!(error = %e, "closing the lock connection failed; the server releases the lock when the session ends");
     }
