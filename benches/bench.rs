@@ -18,8 +18,10 @@
 //!   late start, too little history, stopped reporting, a long outage); the pipeline skips those
 //!   and the bench prints how many series were forecast and skipped, and why.
 //!
-//!     make bench BENCH_ARGS="--entities 100000 --scale 10"
-//!     make bench BENCH_ARGS="--only forecast --series 1000"
+//! ```text
+//! make bench BENCH_ARGS="--entities 100000 --scale 10"
+//! make bench BENCH_ARGS="--only forecast --series 1000"
+//! ```
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -868,8 +870,11 @@ fn print_skipped(report: &Report) {
     for (series, why) in &report.skipped_entities {
         let reason = if why.starts_with("stale") {
             "stale (no recent reading)".to_string()
-        } else if let Some(i) = why.find("fewer than") {
-            format!("history {}", &why[i..])
+        } else if let Some(i) = why.find("fewer than ") {
+            format!(
+                "fewer steps of history than {}",
+                &why[i + "fewer than ".len()..]
+            )
         } else if why.contains("step grid") {
             "a timestamp off the step grid".to_string()
         } else {
@@ -880,10 +885,10 @@ fn print_skipped(report: &Report) {
             None => groups.push((reason, 1, format!("series {series}: {why}"))),
         }
     }
-    groups.sort_by(|a, b| b.1.cmp(&a.1));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1));
     for (reason, n, example) in groups {
         println!(
-            "    {:>8} skipped: {reason} (e.g. {example})",
+            "  {:>8} skipped: {reason} (e.g. {example})",
             thousands(n as u64)
         );
     }

@@ -58,7 +58,12 @@ async fn energy_forecast_beats_seasonal_naive_and_publishes_every_series() {
             "{}: model MAE {mae} vs naive {naive_day} / {naive_week}",
             db.name
         );
-        assert!(metrics["mae_h001"].as_f64().is_some() && metrics["mae_h024"].as_f64().is_some());
+        for m in ["mae_h001", "mae_h024", "rmse_h012", "smape_h024"] {
+            assert!(
+                metrics[m].as_f64().is_some() && baseline[m].as_f64().is_some(),
+                "{m}"
+            );
+        }
 
         // One row per series and step; intervals around the point forecast.
         let series: i64 = rows(

@@ -30,6 +30,8 @@ struct Evaluation {
     naive_day: Metrics,
     naive_week: Metrics,
     per_horizon: Vec<(usize, f64, f64)>,
+    /// Every metric per horizon step: (model, seasonal naive t-24).
+    per_step: Vec<(Metrics, Metrics)>,
     half_width: Vec<f64>,
 }
 
@@ -51,7 +53,9 @@ fn evaluate(
     };
     let (mut truth, mut yhat, mut n_day, mut n_week) = (vec![], vec![], vec![], vec![]);
     let mut per_step_abs: Vec<Vec<f64>> = vec![Vec::with_capacity(series.len()); h];
-    let mut per_step_naive: Vec<f64> = vec![0.0; h];
+    let mut step_truth: Vec<Vec<f64>> = vec![Vec::with_capacity(series.len()); h];
+    let mut step_pred: Vec<Vec<f64>> = vec![Vec::with_capacity(series.len()); h];
+    let mut step_naive: Vec<Vec<f64>> = vec![Vec::with_capacity(series.len()); h];
     for (s, p) in series.iter().zip(&preds) {
         let origin = s.y.len() - h;
         for (k, pred) in p.iter().enumerate() {
@@ -63,16 +67,24 @@ fn evaluate(
             n_day.push(nd);
             n_week.push(naive(s, t, k + 1, week));
             per_step_abs[k].push((actual - pred).abs());
-            per_step_naive[k] += (actual - nd).abs();
+            step_truth[k].push(actual);
+            step_pred[k].push(*pred);
+            step_naive[k].push(nd);
         }
     }
-    let per_horizon = per_step_abs
+    let task = crate::config::Task::Regression;
+    let per_step: Vec<(Metrics, Metrics)> = (0..h)
+        .map(|k| {
+            (
+                metrics::evaluate(task, &step_truth[k], &step_pred[k], 0.5),
+                metrics::evaluate(task, &step_truth[k], &step_naive[k], 0.5),
+            )
+        })
+        .collect();
+    let per_horizon = per_step
         .iter()
         .enumerate()
-        .map(|(k, abs)| {
-            let n = abs.len().max(1) as f64;
-            (k + 1, abs.iter().sum::<f64>() / n, per_step_naive[k] / n)
-        })
+        .map(|(k, (m, n))| (k + 1, m["mae"], n["mae"]))
         .collect();
     // Split conformal: the ceil((n+1)c)/n empirical quantile of |residual| at each step.
     let half_width = per_step_abs
@@ -87,12 +99,12 @@ fn evaluate(
             abs[rank.clamp(1, n) - 1]
         })
         .collect();
-    let task = crate::config::Task::Regression;
     Evaluation {
         metrics: metrics::evaluate(task, &truth, &yhat, 0.5),
         naive_day: metrics::evaluate(task, &truth, &n_day, 0.5),
         naive_week: metrics::evaluate(task, &truth, &n_week, 0.5),
         per_horizon,
+        per_step,
         half_width,
     }
 }
@@ -267,11 +279,17 @@ pub(super) async fn run(
         } else {
             eval.naive_day.clone()
         };
+        // Overall metrics, and every metric per horizon step (`mae_h001`, `rmse_h001`, …).
         let mut stored_metrics = eval.metrics.clone();
-        for (step, mae, _) in &eval.per_horizon {
-            stored_metrics.insert(format!("mae_h{step:03}"), *mae);
-        }
         let mut baseline = eval.naive_day.clone();
+        for (k, (m, n)) in eval.per_step.iter().enumerate() {
+            for (name, v) in m {
+                stored_metrics.insert(format!("{name}_h{:03}", k + 1), *v);
+            }
+            for (name, v) in n {
+                baseline.insert(format!("{name}_h{:03}", k + 1), *v);
+            }
+        }
         for (k, v) in &eval.naive_week {
             baseline.insert(format!("weekly_{k}"), *v);
         }
