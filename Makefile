@@ -21,7 +21,7 @@ demo: build ## Generate demo data into prescore.db (or $$DATABASE_URL) and run t
 test: ## Run every test (unit + integration on SQLite and PostgreSQL)
 	$(CARGO) test --release
 
-bench: ## Benchmark the score job on PostgreSQL: rows/s per stage, peak memory, COPY floor
+bench: ## Benchmark the churn and forecast jobs on PostgreSQL: rows/s per stage, peak memory, COPY floor
 	$(CARGO) run --release --bin prescore-bench -- $(BENCH_ARGS)
 
 lint: ## rustfmt check and clippy with warnings as errors

@@ -407,7 +407,7 @@ async fn dropped_connections_mid_run_are_survived_and_published_once() {
     };
     seed_churn(&db, 1000);
     let cfg = config(&db, CHURN, &[]);
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["run", "--config", cfg.to_str().unwrap()])
         .env("PRESCORE_PAUSE_AT", "score")
         .env("PRESCORE_PAUSE_SECS", "3")

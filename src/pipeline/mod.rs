@@ -487,6 +487,17 @@ async fn score_job(
     let x = timer
         .time("features", async { schema.matrix(&df, key) })
         .await?;
+    // The mean of each numeric feature this run scored: a drift chart for dashboards.
+    let feature_means: Vec<(String, String, f64)> = schema
+        .numeric
+        .iter()
+        .enumerate()
+        .map(|(c, name)| {
+            let col = x.column(c);
+            let mean = col.iter().sum::<f64>() / col.len().max(1) as f64;
+            ("feature_mean".to_string(), format!("feature={name}"), mean)
+        })
+        .collect();
     let scores = timer
         .time("score", score::score(model, x, job.threads))
         .await?;
@@ -534,6 +545,7 @@ async fn score_job(
         ),
         ("score_mean".to_string(), String::new(), mean),
     ];
+    metrics.extend(feature_means);
     if let Some(t) = &report.trained {
         metrics.extend(
             t.metrics
