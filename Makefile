@@ -19,7 +19,7 @@ demo: build ## Generate demo data into prescore.db (or $$DATABASE_URL) and run t
 	$(PRESCORE) runs --limit 5
 
 test: ## Run every test (unit + integration on SQLite and PostgreSQL)
-	$(CARGO) test --release
+	$(CARGO) test --release --lib --test tests
 
 bench: ## Benchmark the churn and forecast jobs on PostgreSQL: rows/s per stage, peak memory, COPY floor
 	$(CARGO) run --release --bin prescore-bench -- $(BENCH_ARGS)
