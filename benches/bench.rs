@@ -300,7 +300,8 @@ fn column_defs(df: &DataFrame) -> Res<Vec<ColumnDef>> {
 /// staging table, then INSERT … ON CONFLICT), in one transaction.
 async fn load_table(wh: &Warehouse, name: &str, key: &[&str], df: &DataFrame) -> Res<Ident> {
     let table = Ident::new(name)?;
-    wh.ensure_table(&table, &column_defs(df)?, key).await?;
+    wh.ensure_table_with(&table, &column_defs(df)?, key, false)
+        .await?;
     let mut tx = wh.begin().await?;
     tx.upsert(&table, key, df).await?;
     tx.commit().await?;

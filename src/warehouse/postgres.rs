@@ -392,6 +392,7 @@ pub(super) async fn upsert(
     )
     .await?;
     let col_list = quoted.join(", ");
+    let started = std::time::Instant::now();
     let n_rows = cols.first().map(ColumnBuf::len).unwrap_or(0);
     let mut copy = tx
         .copy_in_raw(&format!(
@@ -421,7 +422,8 @@ pub(super) async fn upsert(
     copy.finish()
         .await
         .map_err(WarehouseError::query("finish COPY into the staging table"))?;
-    execute(
+    let copied = started.elapsed();
+    let n = execute(
         &mut **tx,
         &format!(
             "INSERT INTO {} ({col_list}) SELECT {col_list} FROM {stage} {conflict}",
@@ -429,7 +431,14 @@ pub(super) async fn upsert(
         ),
         &[],
     )
-    .await
+    .await?;
+    tracing::debug!(
+        rows = n,
+        copy_s = copied.as_secs_f64(),
+        upsert_s = (started.elapsed() - copied).as_secs_f64(),
+        "staged and upserted"
+    );
+    Ok(n)
 }
 
 pub(super) async fn lock(pool: &PgPool, job: &str, shard: &str) -> Result<JobLock, WarehouseError> {
