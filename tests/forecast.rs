@@ -7,12 +7,9 @@ use crate::support::*;
 const ENERGY: &str = "configs/energy_hourly.toml";
 
 fn seed_energy(db: &Db) {
-    let o = prescore(
+    seed(
+        db,
         &[
-            "demo",
-            "--seed-only",
-            "--warehouse",
-            &db.url,
             "--customers",
             "200",
             "--meters",
@@ -22,9 +19,7 @@ fn seed_energy(db: &Db) {
             "--seed",
             "11",
         ],
-        &[],
     );
-    assert!(o.status.success(), "{}: {}", db.name, text(&o));
 }
 
 #[tokio::test(flavor = "multi_thread")]

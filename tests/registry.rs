@@ -8,14 +8,7 @@ const CHURN: &str = "configs/churn_daily.toml";
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gated_run_leaves_the_results_table_exactly_as_it_was() {
     for db in backends("gated") {
-        seed_churn(&db, 2000);
-        assert!(prescore(
-            &["run", "--config", config(&db, CHURN, &[]).to_str().unwrap()],
-            &[]
-        )
-        .status
-        .success());
-        let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+        let (_, before) = published_churn(&db, 2000).await;
 
         let strict = config(
             &db,
@@ -78,14 +71,7 @@ async fn rollback_then_run_scores_with_the_older_version() {
 #[tokio::test(flavor = "multi_thread")]
 async fn loading_a_model_with_other_features_is_a_clear_error() {
     for db in backends("mismatch") {
-        seed_churn(&db, 1500);
-        assert!(prescore(
-            &["run", "--config", config(&db, CHURN, &[]).to_str().unwrap()],
-            &[]
-        )
-        .status
-        .success());
-        let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+        let (_, before) = published_churn(&db, 1500).await;
         let fewer = config(
             &db,
             CHURN,

@@ -56,6 +56,12 @@ async fn refused(
 
 const FEATURES: &str = "customer_id, tenure_months, plan, region, monthly_usage_gb, usage_change_pct, support_tickets, payment_delays";
 
+/// The scoring query over the latest month with one column replaced by `expr AS column`.
+fn latest_with(column: &str, expr: &str) -> String {
+    let cols = FEATURES.replacen(column, &format!("{expr} AS {column}"), 1);
+    format!("SELECT {cols} FROM customer_months WHERE period_end = (SELECT MAX(period_end) FROM customer_months)")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_with_a_clear_message() {
     for db in backends("bad_input") {
@@ -101,7 +107,7 @@ async fn bad_input_is_refused_with_a_clear_message() {
         // Wrong type: text where an int is declared.
         refused(
             &db,
-            Some(&format!("SELECT customer_id, plan AS tenure_months, plan, region, monthly_usage_gb, usage_change_pct, support_tickets, payment_delays FROM customer_months WHERE {latest}")),
+            Some(&latest_with("tenure_months", "plan")),
             &[],
             3,
             "tenure_months",
@@ -110,7 +116,10 @@ async fn bad_input_is_refused_with_a_clear_message() {
         // NULL in a feature.
         refused(
             &db,
-            Some(&format!("SELECT customer_id, tenure_months, plan, region, CASE WHEN customer_id = 7 THEN NULL ELSE monthly_usage_gb END AS monthly_usage_gb, usage_change_pct, support_tickets, payment_delays FROM customer_months WHERE {latest}")),
+            Some(&latest_with(
+                "monthly_usage_gb",
+                "CASE WHEN customer_id = 7 THEN NULL ELSE monthly_usage_gb END",
+            )),
             &[],
             3,
             "monthly_usage_gb",
@@ -119,7 +128,7 @@ async fn bad_input_is_refused_with_a_clear_message() {
         // Absurd magnitude.
         refused(
             &db,
-            Some(&format!("SELECT customer_id, tenure_months, plan, region, monthly_usage_gb * 1e20 AS monthly_usage_gb, usage_change_pct, support_tickets, payment_delays FROM customer_months WHERE {latest}")),
+            Some(&latest_with("monthly_usage_gb", "monthly_usage_gb * 1e20")),
             &[],
             3,
             "absurd",
@@ -343,7 +352,6 @@ async fn more_bad_input_future_timestamps_infinity_and_a_foreign_results_table()
         .status
         .success());
         // Infinity in a feature (each dialect spells it its own way).
-        let latest = "period_end = (SELECT MAX(period_end) FROM customer_months)";
         let infinity = if db.name == "postgres" {
             "'Infinity'::float8"
         } else {
@@ -351,7 +359,7 @@ async fn more_bad_input_future_timestamps_infinity_and_a_foreign_results_table()
         };
         refused(
             &db,
-            Some(&format!("SELECT customer_id, tenure_months, plan, region, {infinity} AS monthly_usage_gb, usage_change_pct, support_tickets, payment_delays FROM customer_months WHERE {latest}")),
+            Some(&latest_with("monthly_usage_gb", infinity)),
             &[],
             3,
             "monthly_usage_gb",

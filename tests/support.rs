@@ -144,25 +144,35 @@ pub fn text(o: &Output) -> String {
     )
 }
 
-/// Seeds the churn dataset with `customers` customers.
-pub fn seed_churn(db: &Db, customers: usize) {
-    let o = prescore(
-        &[
-            "demo",
-            "--seed-only",
-            "--warehouse",
-            &db.url,
-            "--customers",
-            &customers.to_string(),
-        ],
-        &[],
-    );
+/// Seeds the demo datasets (`prescore demo --seed-only`) with extra flags.
+pub fn seed(db: &Db, flags: &[&str]) {
+    let mut args = vec!["demo", "--seed-only", "--warehouse", &db.url];
+    args.extend_from_slice(flags);
+    let o = prescore(&args, &[]);
     assert!(
         o.status.success(),
         "seed failed on {}: {}",
         db.name,
         text(&o)
     );
+}
+
+/// Seeds the churn dataset with `customers` customers.
+pub fn seed_churn(db: &Db, customers: usize) {
+    seed(db, &["--customers", &customers.to_string()]);
+}
+
+/// Seeds `customers` customers, runs the churn job once, and returns its config and the
+/// published rows (for before/after comparisons).
+pub async fn published_churn(db: &Db, customers: usize) -> (PathBuf, Vec<Vec<String>>) {
+    seed_churn(db, customers);
+    let cfg = config(db, "configs/churn_daily.toml", &[]);
+    let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}: {}", db.name, text(&o));
+    (
+        cfg,
+        rows(db, "SELECT * FROM churn_scores ORDER BY customer_id").await,
+    )
 }
 
 /// Writes a copy of a repo config into the test's directory, pointed at `db`, with its SQL

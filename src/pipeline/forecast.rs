@@ -355,12 +355,8 @@ pub(super) async fn run(
         .await;
         report.trained = Some(summary);
         let candidate = gated?;
-        stats.model_version = Some(candidate.version);
-        if candidate.promote {
-            promote = Some((
-                candidate.version,
-                format!("passed the gate in run {run_id}"),
-            ));
+        promote = candidate.promotion(run_id, stats);
+        if promote.is_some() {
             serving = Some((candidate.version, Arc::new(model), schema));
         }
     }

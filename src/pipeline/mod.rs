@@ -258,6 +258,16 @@ struct Candidate {
     promote: bool,
 }
 
+impl Candidate {
+    /// Records the candidate in the run's stats and returns the promotion the publish
+    /// transaction makes, if the gate passed and promotion is automatic.
+    fn promotion(&self, run_id: &str, stats: &mut RunStats) -> Option<(i64, String)> {
+        stats.model_version = Some(self.version);
+        self.promote
+            .then(|| (self.version, format!("passed the gate in run {run_id}")))
+    }
+}
+
 /// Registers a trained model and runs the gate. Rejection ends the run as `gated`.
 #[allow(clippy::too_many_arguments)]
 async fn register_and_gate(
@@ -423,12 +433,8 @@ async fn score_job(
             register_and_gate(job, wh, opts, run_id, new, champion_metrics, &mut summary).await;
         report.trained = Some(summary);
         let candidate = gated?;
-        stats.model_version = Some(candidate.version);
-        if candidate.promote {
-            promote = Some((
-                candidate.version,
-                format!("passed the gate in run {run_id}"),
-            ));
+        promote = candidate.promotion(run_id, stats);
+        if promote.is_some() {
             serving = Some((candidate.version, Arc::new(trained.model), trained.schema));
         }
     }

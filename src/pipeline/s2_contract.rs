@@ -156,6 +156,20 @@ fn as_i64(c: &Column) -> Option<Vec<i64>> {
 
 fn check_unique(df: &DataFrame, cols: &[&str], what: &'static str) -> Result<(), ContractError> {
     let columns: Vec<&Column> = cols.iter().filter_map(|c| df.column(c).ok()).collect();
+    let key_text = |r: usize| {
+        columns
+            .iter()
+            .map(|c| format!("{}={}", c.name(), crate::warehouse::frame::cell_text(c, r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let duplicate = |first: usize, r: usize| ContractError::DuplicateKey {
+        key: key_text(r),
+        first,
+        second: r + 1,
+        what,
+        per: cols.join(" + "),
+    };
     // Fast path: one or two integer/timestamp columns hash as integers, not strings.
     let ints: Option<Vec<Vec<i64>>> = columns.iter().map(|c| as_i64(c)).collect();
     if let Some(ints) = ints.filter(|v| (1..=2).contains(&v.len())) {
@@ -164,18 +178,7 @@ fn check_unique(df: &DataFrame, cols: &[&str], what: &'static str) -> Result<(),
         for r in 0..df.height() {
             let k = (ints[0][r], ints.get(1).map(|c| c[r]).unwrap_or(0));
             if let Some(first) = seen.insert(k, r + 1) {
-                let key = columns
-                    .iter()
-                    .map(|c| format!("{}={}", c.name(), crate::warehouse::frame::cell_text(c, r)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(ContractError::DuplicateKey {
-                    key,
-                    first,
-                    second: r + 1,
-                    what,
-                    per: cols.join(" + "),
-                });
+                return Err(duplicate(first, r));
             }
         }
         return Ok(());
@@ -183,22 +186,8 @@ fn check_unique(df: &DataFrame, cols: &[&str], what: &'static str) -> Result<(),
     let mut seen: std::collections::HashMap<String, usize> = Default::default();
     seen.reserve(df.height());
     for r in 0..df.height() {
-        let key = columns
-            .iter()
-            .map(|c| {
-                let v = crate::warehouse::frame::cell_text(c, r);
-                format!("{}={v}", c.name())
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        if let Some(first) = seen.insert(key.clone(), r + 1) {
-            return Err(ContractError::DuplicateKey {
-                key,
-                first,
-                second: r + 1,
-                what,
-                per: cols.join(" + "),
-            });
+        if let Some(first) = seen.insert(key_text(r), r + 1) {
+            return Err(duplicate(first, r));
         }
     }
     Ok(())
