@@ -26,6 +26,7 @@ pub async fn read(
     as_of: DateTime<Utc>,
 ) -> Result<DataFrame, WarehouseError> {
     let params = params(as_of);
+    tracing::info!("running {what}");
     let df = retry(what, job.retry_attempts, job.retry_backoff, || {
         wh.read_frame(sql, &params, contract)
     })
