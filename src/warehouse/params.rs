@@ -16,21 +16,50 @@ pub struct Prepared {
     pub names: Vec<String>,
 }
 
-/// Rewrites named parameters. A repeated name reuses its number.
-pub fn prepare(sql: &str) -> Prepared {
-    let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len());
-    let mut names: Vec<String> = Vec::new();
+/// A parameter in SQL text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Placeholder<'a> {
+    /// `:name`, as users write them.
+    Named(&'a str),
+    /// `$n`, as the warehouse binds them.
+    Positional(usize),
+}
+
+/// Every `:name` and `$n` outside string literals (including `E'…'` with backslash escapes),
+/// quoted identifiers, comments (block comments nest) and dollar-quoted strings, with its
+/// byte range. `::` casts are not parameters. This is the one SQL scanner: rewriting names to
+/// numbers and inlining values for `COPY` both use it.
+pub(crate) fn placeholders(sql: &str) -> Vec<(usize, usize, Placeholder<'_>)> {
+    let b = sql.as_bytes();
+    let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let mut found = Vec::new();
     let mut i = 0;
-    let mut copied = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' | b'"' => {
-                let q = bytes[i];
+    while i < b.len() {
+        match b[i] {
+            b'\'' => {
+                let escapes =
+                    i > 0 && matches!(b[i - 1], b'E' | b'e') && (i < 2 || !is_ident(b[i - 2]));
                 i += 1;
-                while i < bytes.len() {
-                    if bytes[i] == q {
-                        if i + 1 < bytes.len() && bytes[i + 1] == q {
+                while i < b.len() {
+                    if escapes && b[i] == b'\\' {
+                        i += 2;
+                    } else if b[i] == b'\'' {
+                        if b.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                        } else {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                i += 1;
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() {
+                    if b[i] == b'"' {
+                        if b.get(i + 1) == Some(&b'"') {
                             i += 2;
                             continue;
                         }
@@ -40,47 +69,95 @@ pub fn prepare(sql: &str) -> Prepared {
                 }
                 i += 1;
             }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
                     i += 1;
                 }
             }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
-                    i += 1;
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0usize;
+                while i < b.len() {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
                 }
-                i += 2;
             }
-            b':' if bytes.get(i + 1) == Some(&b':') => i += 2,
-            b':' if bytes
+            b':' if b.get(i + 1) == Some(&b':') => i += 2,
+            b':' if b
                 .get(i + 1)
                 .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
             {
-                let start = i + 1;
-                let mut end = start;
-                while end < bytes.len()
-                    && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
+                let mut end = i + 1;
+                while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+                    end += 1;
+                }
+                found.push((i, end, Placeholder::Named(&sql[i + 1..end])));
+                i = end;
+            }
+            b'$' if i > 0 && is_ident(b[i - 1]) => i += 1,
+            b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let mut end = i + 1;
+                while end < b.len() && b[end].is_ascii_digit() {
+                    end += 1;
+                }
+                let n = sql[i + 1..end].parse().unwrap_or(0);
+                found.push((i, end, Placeholder::Positional(n)));
+                i = end;
+            }
+            b'$' => {
+                // A dollar quote $tag$…$tag$ (the tag may be empty), or a lone `$`.
+                let mut end = i + 1;
+                while end < b.len()
+                    && (b[end].is_ascii_alphanumeric() || b[end] == b'_' || b[end] >= 0x80)
                 {
                     end += 1;
                 }
-                let name = &sql[start..end];
-                let n = match names.iter().position(|x| x == name) {
-                    Some(p) => p + 1,
-                    None => {
-                        names.push(name.to_string());
-                        names.len()
-                    }
-                };
-                out.push_str(&sql[copied..i]);
-                out.push_str(&format!("${n}"));
-                copied = end;
-                i = end;
+                if b.get(end) == Some(&b'$') {
+                    let tag = &sql[i..=end];
+                    i = match sql[end + 1..].find(tag) {
+                        Some(p) => end + 1 + p + tag.len(),
+                        None => b.len(),
+                    };
+                } else {
+                    i += 1;
+                }
             }
             _ => i += 1,
         }
     }
-    out.push_str(&sql[copied.min(sql.len())..]);
+    found
+}
+
+/// Rewrites named parameters. A repeated name reuses its number.
+pub fn prepare(sql: &str) -> Prepared {
+    let mut out = String::with_capacity(sql.len());
+    let mut names: Vec<String> = Vec::new();
+    let mut copied = 0;
+    for (start, end, p) in placeholders(sql) {
+        let Placeholder::Named(name) = p else {
+            continue;
+        };
+        let n = match names.iter().position(|x| x == name) {
+            Some(p) => p + 1,
+            None => {
+                names.push(name.to_string());
+                names.len()
+            }
+        };
+        out.push_str(&sql[copied..start]);
+        out.push_str(&format!("${n}"));
+        copied = end;
+    }
+    out.push_str(&sql[copied..]);
     Prepared { sql: out, names }
 }
 
@@ -132,6 +209,14 @@ mod tests {
             "SELECT ':x', \"a:b\", ts::date -- :y\n/* :z */ FROM t WHERE c = $1"
         );
         assert_eq!(p.names, vec!["as_of"]);
+    }
+
+    #[test]
+    fn escaped_strings_and_dollar_quotes_are_not_scanned() {
+        let sql = "SELECT E'it\\'s :x', $q$ :y $q$, /* a /* :z */ */ :as_of";
+        let p = prepare(sql);
+        assert_eq!(p.names, vec!["as_of"]);
+        assert!(p.sql.ends_with("*/ $1"), "{}", p.sql);
     }
 
     #[test]

@@ -227,112 +227,26 @@ pub(super) fn sql_literal(v: &Value) -> Result<String, String> {
 /// Replaces each positional parameter `$n` outside literals, quoted identifiers, comments and
 /// dollar-quoted strings with the literal of `params[n - 1]`.
 pub(super) fn inline_params(sql: &str, params: &[Value]) -> Result<String, String> {
-    let b = sql.as_bytes();
-    let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
     let mut out = String::with_capacity(sql.len() + 64);
-    let (mut i, mut copied) = (0, 0);
-    while i < b.len() {
-        match b[i] {
-            b'\'' => {
-                // E'…' (and e'…') honours backslash escapes.
-                let escapes =
-                    i > 0 && matches!(b[i - 1], b'E' | b'e') && (i < 2 || !is_ident(b[i - 2]));
-                i += 1;
-                while i < b.len() {
-                    if escapes && b[i] == b'\\' {
-                        i += 2;
-                    } else if b[i] == b'\'' {
-                        if b.get(i + 1) == Some(&b'\'') {
-                            i += 2;
-                        } else {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-                i += 1;
-            }
-            b'"' => {
-                i += 1;
-                while i < b.len() {
-                    if b[i] == b'"' {
-                        if b.get(i + 1) == Some(&b'"') {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                // PostgreSQL block comments nest.
-                let mut depth = 0usize;
-                while i < b.len() {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            b'$' if i > 0 && is_ident(b[i - 1]) => i += 1,
-            b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                let mut end = i + 1;
-                while end < b.len() && b[end].is_ascii_digit() {
-                    end += 1;
-                }
-                let n: usize = sql[i + 1..end].parse().unwrap_or(0);
-                let value = n
-                    .checked_sub(1)
-                    .and_then(|k| params.get(k))
-                    .ok_or_else(|| {
-                        format!(
-                            "the SQL uses ${n} but {} parameter(s) are bound",
-                            params.len()
-                        )
-                    })?;
-                out.push_str(&sql[copied..i]);
-                out.push_str(&sql_literal(value)?);
-                copied = end;
-                i = end;
-            }
-            b'$' => {
-                // A dollar quote $tag$…$tag$ (the tag may be empty), or a lone `$`.
-                let mut end = i + 1;
-                while end < b.len()
-                    && (b[end].is_ascii_alphanumeric() || b[end] == b'_' || b[end] >= 0x80)
-                {
-                    end += 1;
-                }
-                if b.get(end) == Some(&b'$') {
-                    let tag = &sql[i..=end];
-                    i = match sql[end + 1..].find(tag) {
-                        Some(p) => end + 1 + p + tag.len(),
-                        None => b.len(),
-                    };
-                } else {
-                    i += 1;
-                }
-            }
-            _ => i += 1,
-        }
+    let mut copied = 0;
+    for (start, end, p) in super::params::placeholders(sql) {
+        let super::params::Placeholder::Positional(n) = p else {
+            continue;
+        };
+        let value = n
+            .checked_sub(1)
+            .and_then(|k| params.get(k))
+            .ok_or_else(|| {
+                format!(
+                    "the SQL uses ${n} but {} parameter(s) are bound",
+                    params.len()
+                )
+            })?;
+        out.push_str(&sql[copied..start]);
+        out.push_str(&sql_literal(value)?);
+        copied = end;
     }
-    out.push_str(&sql[copied.min(sql.len())..]);
+    out.push_str(&sql[copied..]);
     Ok(out)
 }
 
