@@ -98,6 +98,8 @@ impl std::fmt::Debug for Model {
 
 /// Rows scored per rayon task: large enough to amortize scheduling, small enough to balance.
 const CHUNK: usize = 4096;
+/// Rows per sequential gbdt call: each call walks every tree over its rows.
+const GBDT_CHUNK: usize = 1024;
 
 impl Model {
     /// Trains the configured algorithm on `x` and `y` (0/1 for classification), on a seeded
@@ -189,11 +191,21 @@ impl Model {
         let mut out = vec![0.0; x.rows];
         match self {
             Model::Gbdt { booster, task } => {
-                let data = perpetual::Matrix::new(&x.data, x.rows, x.cols);
-                out = match task {
-                    Task::Classification => booster.predict_proba(&data, true, false),
-                    Task::Regression => booster.predict(&data, true),
-                };
+                // perpetual parallelises inside each tree, which costs a rayon dispatch per
+                // tree and call; chunks of rows scored sequentially, in parallel, are cheaper.
+                out.par_chunks_mut(GBDT_CHUNK)
+                    .enumerate()
+                    .for_each(|(chunk, slots)| {
+                        let start = chunk * GBDT_CHUNK;
+                        let rows: Vec<usize> = (start..start + slots.len()).collect();
+                        let sub = x.select_rows(&rows);
+                        let data = perpetual::Matrix::new(&sub.data, sub.rows, sub.cols);
+                        let pred = match task {
+                            Task::Classification => booster.predict_proba(&data, false, false),
+                            Task::Regression => booster.predict(&data, false),
+                        };
+                        slots.copy_from_slice(&pred);
+                    });
             }
             _ => out
                 .par_chunks_mut(CHUNK)
