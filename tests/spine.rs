@@ -299,3 +299,42 @@ async fn json_logs_are_one_object_per_line() {
         assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_split_the_entities_without_overlap_and_never_train() {
+    let db = sqlite();
+    seed_churn(&db, 1200);
+    let cfg = config(&db, CHURN, &[]);
+    let c = cfg.to_str().unwrap();
+    assert!(prescore(&["train", "--config", c], &[]).status.success());
+    let active: i64 = rows(
+        &db,
+        "SELECT COUNT(*) FROM customer_months WHERE churned IS NULL",
+    )
+    .await[0][0]
+        .parse()
+        .unwrap();
+    let o = prescore(&["run", "--config", c, "--shard", "0/2"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("trained"),
+        "a shard must not train: {}",
+        text(&o)
+    );
+    let first = count(&db, "churn_scores").await;
+    assert!(
+        first > active / 4 && first < active * 3 / 4,
+        "shard 0 of 2 scored {first} of {active}"
+    );
+    // The other shard, as Kubernetes' indexed jobs would start it.
+    let o = prescore(
+        &["run", "--config", c],
+        &[("JOB_COMPLETION_INDEX", "1"), ("PRESCORE_SHARDS", "2")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        count(&db, "churn_scores").await,
+        active,
+        "the two shards together score every customer once"
+    );
+}
