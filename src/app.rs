@@ -9,7 +9,7 @@ use crate::cli::{CheckArgs, Command, ModelsAction, ModelsArgs, RunArgs, RunsArgs
 use crate::config::{self, Job};
 use crate::error::Error;
 use crate::pipeline::{self, Mode, Options, Shard};
-use crate::warehouse::{params, redact, Value, Warehouse};
+use crate::warehouse::{params, redact, Warehouse};
 use crate::{ledger, registry, report};
 
 pub async fn dispatch(command: Command) -> Result<(), Error> {
@@ -345,15 +345,4 @@ async fn models_action(
         }
     }
     Ok(())
-}
-
-/// A helper for the demo and tests: the value of a single-cell query.
-pub async fn scalar(wh: &Warehouse, sql: &str) -> Result<Value, Error> {
-    Ok(wh
-        .fetch(sql, &[])
-        .await?
-        .into_iter()
-        .next()
-        .and_then(|r| r.into_iter().next())
-        .unwrap_or(Value::Text(None)))
 }

@@ -2,8 +2,6 @@
 //! finished as `succeeded` inside the publish transaction (so the ledger never claims a publish
 //! that did not commit), or as `failed`, `gated` or `abandoned` otherwise.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 
 use crate::warehouse::{Tx, Value, Warehouse, WarehouseError};
@@ -180,12 +178,7 @@ pub async fn last_scored(
     Ok(rows.first().and_then(|r| r[0].as_i64()))
 }
 
-/// One ledger row, for `prescore runs`.
-#[derive(Debug, Clone)]
-pub struct RunRow {
-    pub fields: BTreeMap<&'static str, Value>,
-}
-
+/// The ledger columns `prescore runs` reads, in order.
 pub const COLUMNS: &[&str] = &[
     "run_id",
     "job",

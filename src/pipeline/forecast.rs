@@ -339,15 +339,13 @@ pub(super) async fn run(
             importances: importances.map(|i| serde_json::to_string(&i).unwrap_or_default()),
             artifact: model.to_bytes().map_err(|e| Error::Train(e.into()))?,
         };
-        // Judge on the overall metrics against the better naive baseline.
-        let verdict_metrics = eval.metrics.clone();
-        let gated = register_and_gate_forecast(
+        // Judged on the overall metrics against the better naive baseline.
+        let gated = register_and_gate(
             job,
             wh,
             opts,
             run_id,
             new,
-            &verdict_metrics,
             &best_naive,
             champion_metrics,
             &mut summary,
@@ -466,27 +464,6 @@ pub(super) async fn run(
         .time("publish", super::publish::publish(wh, publication, stats))
         .await?;
     Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn register_and_gate_forecast(
-    job: &Job,
-    wh: &crate::warehouse::Warehouse,
-    opts: &Options,
-    run_id: &str,
-    new: NewModel<'_>,
-    metrics: &Metrics,
-    best_naive: &Metrics,
-    champion: Option<Metrics>,
-    summary: &mut TrainSummary,
-) -> Result<super::Candidate, Error> {
-    // The shared path judges `summary.metrics` against `summary.baseline`: judge against the
-    // better naive baseline, then restore the t-24 one for the report.
-    let shown_baseline = std::mem::replace(&mut summary.baseline, best_naive.clone());
-    summary.metrics = metrics.clone();
-    let r = register_and_gate(job, wh, opts, run_id, new, champion, summary).await;
-    summary.baseline = shown_baseline;
-    r
 }
 
 fn output_frame(

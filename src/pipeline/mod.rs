@@ -276,6 +276,7 @@ async fn register_and_gate(
     opts: &Options,
     run_id: &str,
     new: NewModel<'_>,
+    gate_baseline: &Metrics,
     champion_metrics: Option<Metrics>,
     summary: &mut TrainSummary,
 ) -> Result<Candidate, Error> {
@@ -285,7 +286,7 @@ async fn register_and_gate(
         &job.gate,
         job.model.task,
         &summary.metrics,
-        &summary.baseline,
+        gate_baseline,
         champion_metrics.as_ref(),
     );
     match verdict {
@@ -429,8 +430,17 @@ async fn score_job(
                 .to_bytes()
                 .map_err(|e| Error::Train(e.into()))?,
         };
-        let gated =
-            register_and_gate(job, wh, opts, run_id, new, champion_metrics, &mut summary).await;
+        let gated = register_and_gate(
+            job,
+            wh,
+            opts,
+            run_id,
+            new,
+            &trained.baseline,
+            champion_metrics,
+            &mut summary,
+        )
+        .await;
         report.trained = Some(summary);
         let candidate = gated?;
         promote = candidate.promotion(run_id, stats);
