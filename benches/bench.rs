@@ -36,7 +36,7 @@ use prescore::config::{self, Algorithm, ColumnType, Job, JobKind};
 use prescore::demo::{churn, energy};
 use prescore::pipeline::{self, Mode, Options, Report, Shard};
 use prescore::warehouse::ident::Ident;
-use prescore::warehouse::{params, redact, ColumnDef, Warehouse};
+use prescore::warehouse::{params, redact, ColumnDef, Warehouse, WriteMode};
 
 const BENCH_DB: &str = "prescore_bench";
 /// Each floor is measured this many times and the fastest kept: a generous floor, so the
@@ -303,7 +303,7 @@ async fn load_table(wh: &Warehouse, name: &str, key: &[&str], df: &DataFrame) ->
     wh.ensure_table_with(&table, &column_defs(df)?, key, false)
         .await?;
     let mut tx = wh.begin().await?;
-    tx.upsert(&table, key, df).await?;
+    tx.write(&table, key, df, WriteMode::Upsert).await?;
     tx.commit().await?;
     Ok(table)
 }

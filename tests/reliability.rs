@@ -292,7 +292,22 @@ async fn sigkill_at_any_stage_leaves_the_table_as_it_was() {
         let c = cfg.to_str().unwrap();
         assert!(prescore(&["run", "--config", c], &[]).status.success());
         let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
-        for stage in ["read", "train", "trained", "score", "commit"] {
+        // The last kill is inside a replacing publish: after the TRUNCATE (PostgreSQL) or
+        // DELETE (SQLite) and the new rows, before the commit.
+        let replace = config(
+            &db,
+            CHURN,
+            &[("[output]\n", "[output]\nwrite = \"replace\"\n")],
+        );
+        let kills = [
+            ("read", c),
+            ("train", c),
+            ("trained", c),
+            ("score", c),
+            ("commit", c),
+            ("commit", replace.to_str().unwrap()),
+        ];
+        for (stage, c) in kills {
             let mut child = Command::new(BIN)
                 .args(["run", "--config", c])
                 .env("PRESCORE_PAUSE_AT", stage)
@@ -337,7 +352,7 @@ async fn sigkill_at_any_stage_leaves_the_table_as_it_was() {
             "SELECT COUNT(*) FROM prescore_runs WHERE status = 'abandoned'",
         )
         .await;
-        assert_eq!(abandoned[0][0], "5", "{}", db.name);
+        assert_eq!(abandoned[0][0], "6", "{}", db.name);
     }
 }
 

@@ -338,3 +338,58 @@ async fn shards_split_the_entities_without_overlap_and_never_train() {
         "the two shards together score every customer once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replace_leaves_exactly_this_runs_rows_and_refuses_shards() {
+    for db in backends("replace") {
+        let (upsert_cfg, _) = published_churn(&db, 1500).await;
+        let replace_cfg = config(
+            &db,
+            CHURN,
+            &[("[output]\n", "[output]\nwrite = \"replace\"\n")],
+        );
+        let scored = count(&db, "churn_scores").await;
+        // Ten customers leave the source.
+        let wh = connect(&db).await;
+        wh.execute(
+            "DELETE FROM customer_months WHERE customer_id IN \
+             (SELECT customer_id FROM churn_scores ORDER BY customer_id LIMIT 10)",
+            &[],
+        )
+        .await
+        .unwrap();
+        wh.close().await;
+
+        // Upsert keeps their last rows.
+        let o = prescore(&["score", "--config", upsert_cfg.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        assert_eq!(count(&db, "churn_scores").await, scored, "{}", db.name);
+
+        // A sharded replace is refused with exit 2 and changes nothing.
+        let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+        let r = replace_cfg.to_str().unwrap();
+        let o = prescore(&["score", "--config", r, "--shard", "0/2"], &[]);
+        assert_eq!(o.status.code(), Some(2), "{}: {}", db.name, text(&o));
+        assert!(text(&o).contains("cannot run sharded"), "{}", text(&o));
+        assert_eq!(
+            before,
+            rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await,
+            "{}",
+            db.name
+        );
+
+        // Replace leaves exactly this run's rows, every one from this run.
+        let o = prescore(&["score", "--config", r], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let run_id = rows(
+            &db,
+            "SELECT run_id FROM prescore_runs WHERE status = 'succeeded' \
+             ORDER BY started_at DESC, run_id DESC LIMIT 1",
+        )
+        .await[0][0]
+            .clone();
+        assert_eq!(count(&db, "churn_scores").await, scored - 10, "{}", db.name);
+        let runs = rows(&db, "SELECT DISTINCT run_id FROM churn_scores").await;
+        assert_eq!(runs, vec![vec![run_id]], "{}", db.name);
+    }
+}

@@ -212,6 +212,20 @@ pub struct Gate {
 pub struct Output {
     pub table: Ident,
     pub threshold: f64,
+    pub write: WriteMode,
+}
+
+/// How a publish writes the results table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Insert new keys, replace the rows of keys already there; rows of entities missing from
+    /// this run stay. Readers are never blocked.
+    #[default]
+    Upsert,
+    /// The table afterwards holds exactly this run's rows. On PostgreSQL a `TRUNCATE` and a
+    /// `COPY` straight into the table, the fastest write; readers wait for the commit.
+    Replace,
 }
 
 /// A validated job: everything the pipeline needs, checked.

@@ -182,6 +182,9 @@ pub struct RawOutput {
     /// Classification: the score at or above which `label` is the positive class.
     #[serde(default = "default_threshold")]
     pub threshold: f64,
+    /// `upsert` (default) or `replace`.
+    #[serde(default)]
+    pub write: WriteMode,
 }
 
 fn default_warehouse() -> String {
@@ -682,6 +685,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
         output: Output {
             table: table.expect("checked"),
             threshold: raw.output.threshold,
+            write: raw.output.write,
         },
         config_path: path.to_path_buf(),
     })

@@ -14,7 +14,7 @@ use rand_distr::{Distribution, LogNormal, Normal, Poisson};
 use crate::config::ColumnType;
 use crate::warehouse::frame::ColumnBuf;
 use crate::warehouse::ident::Ident;
-use crate::warehouse::{ColumnDef, Warehouse, WarehouseError};
+use crate::warehouse::{ColumnDef, Warehouse, WarehouseError, WriteMode};
 
 pub const TABLE: &str = "customer_months";
 const PERIODS: u32 = 6;
@@ -52,8 +52,13 @@ pub async fn seed(
     wh.ensure_table_with(&table, &defs, &["customer_id", "period_end"], false)
         .await?;
     let mut tx = wh.begin().await?;
-    tx.upsert(&table, &["customer_id", "period_end"], &df)
-        .await?;
+    tx.write(
+        &table,
+        &["customer_id", "period_end"],
+        &df,
+        WriteMode::Upsert,
+    )
+    .await?;
     tx.commit().await?;
     Ok(df.height())
 }

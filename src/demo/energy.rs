@@ -14,7 +14,7 @@ use rand_distr::{Distribution, LogNormal, Normal};
 use crate::config::ColumnType;
 use crate::warehouse::frame::ColumnBuf;
 use crate::warehouse::ident::Ident;
-use crate::warehouse::{ColumnDef, Warehouse, WarehouseError};
+use crate::warehouse::{ColumnDef, Warehouse, WarehouseError, WriteMode};
 
 const HOUR_US: i64 = 3_600_000_000;
 const REGIONS: [(&str, f64); 4] = [
@@ -209,7 +209,7 @@ pub async fn seed(
             .collect();
         wh.ensure_table_with(&table, &defs, key, false).await?;
         let mut tx = wh.begin().await?;
-        tx.upsert(&table, key, df).await?;
+        tx.write(&table, key, df, WriteMode::Upsert).await?;
         tx.commit().await?;
     }
     Ok(g.readings.height())

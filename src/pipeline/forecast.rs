@@ -457,6 +457,7 @@ pub(super) async fn run(
         columns: defs,
         key: vec!["series_id", "target_ts"],
         frame,
+        write: job.output.write,
         promote,
         metrics: run_metrics,
     };

@@ -35,7 +35,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
 
-use crate::config::{ColumnType, Job, JobKind, RetrainPolicy, Task};
+use crate::config::{ColumnType, Job, JobKind, RetrainPolicy, Task, WriteMode};
 use crate::error::Error;
 use crate::ledger::{self, RunStats, Status};
 use crate::model::metrics::Metrics;
@@ -157,6 +157,15 @@ pub fn new_run_id() -> String {
 
 /// Runs a job: lock, ledger, stages, and the ledger's final word on any failure.
 pub async fn run(job: &Job, wh: &Warehouse, opts: &Options) -> Result<Report, Error> {
+    if opts.shard.count > 1 && job.output.write == WriteMode::Replace && opts.mode != Mode::Train {
+        return Err(Error::Usage(format!(
+            "job {} has output.write = \"replace\", which cannot run sharded (--shard {}): \
+             each shard would delete the rows the other shards wrote. Run it unsharded, or \
+             use write = \"upsert\"",
+            job.name,
+            opts.shard.label()
+        )));
+    }
     let run_id = new_run_id();
     wh.migrate().await?;
     let shard = opts.shard.label();
@@ -576,6 +585,7 @@ async fn score_job(
         columns: defs,
         key: vec![key],
         frame,
+        write: job.output.write,
         promote,
         metrics,
     };

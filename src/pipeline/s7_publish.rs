@@ -1,14 +1,15 @@
-//! Stage 7, publish: one transaction upserts the predictions into the results table, promotes
+//! Stage 7, publish: one transaction writes the predictions into the results table, promotes
 //! the model if the gate passed, records the run's metrics and marks the ledger row
-//! `succeeded`. Until the commit, readers see the previous predictions exactly as they were; a
-//! crash anywhere before it changes nothing.
+//! `succeeded`. Until the commit, readers see the previous predictions exactly as they were
+//! (with `write = "replace"` on PostgreSQL they wait for the commit instead); a crash anywhere
+//! before it changes nothing.
 
 use polars::prelude::DataFrame;
 
 use crate::ledger::{self, RunStats, Status};
 use crate::registry;
 use crate::warehouse::ident::Ident;
-use crate::warehouse::{ColumnDef, Value, Warehouse, WarehouseError};
+use crate::warehouse::{ColumnDef, Value, Warehouse, WarehouseError, WriteMode};
 
 /// Everything one publish writes.
 pub struct Publication<'a> {
@@ -18,6 +19,7 @@ pub struct Publication<'a> {
     pub columns: Vec<ColumnDef>,
     pub key: Vec<&'a str>,
     pub frame: DataFrame,
+    pub write: WriteMode,
     /// Promote this model version in the same transaction.
     pub promote: Option<(i64, String)>,
     /// Run metrics for `prescore_metrics`: (name, labels, value).
@@ -33,7 +35,7 @@ pub async fn publish(
 ) -> Result<u64, WarehouseError> {
     wh.ensure_table(p.table, &p.columns, &p.key).await?;
     let mut tx = wh.begin().await?;
-    let written = tx.upsert(p.table, &p.key, &p.frame).await?;
+    let written = tx.write(p.table, &p.key, &p.frame, p.write).await?;
     crate::fault::pause("commit");
     if let Some((version, reason)) = &p.promote {
         registry::promote_in(&mut tx, p.job, *version, reason).await?;

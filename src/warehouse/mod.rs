@@ -21,6 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::ConnectOptions;
 
 use crate::config::ColumnType;
+pub use crate::config::WriteMode;
 use ident::Ident;
 
 /// What can go wrong talking to a warehouse. `is_transient` says which are worth a retry.
@@ -490,14 +491,18 @@ impl Tx {
         }
     }
 
-    /// Inserts every row of `frame` into `table`, replacing rows with the same `key`.
-    /// SQLite: prepared multi-row `INSERT … ON CONFLICT DO UPDATE`. PostgreSQL: binary `COPY`
-    /// into a temporary staging table, then one `INSERT … SELECT … ON CONFLICT DO UPDATE`.
-    pub async fn upsert(
+    /// Writes every row of `frame` into `table`. [`WriteMode::Upsert`] replaces rows with the
+    /// same `key` and keeps the others; [`WriteMode::Replace`] leaves exactly `frame`'s rows.
+    /// SQLite: prepared multi-row `INSERT … ON CONFLICT DO UPDATE` (after a `DELETE` to
+    /// replace). PostgreSQL: binary `COPY` straight into the table when it is empty or being
+    /// replaced (after a `TRUNCATE`), else into a temporary staging table and one
+    /// `INSERT … SELECT … ON CONFLICT DO UPDATE`.
+    pub async fn write(
         &mut self,
         table: &Ident,
         key: &[&str],
         frame: &DataFrame,
+        mode: WriteMode,
     ) -> Result<u64, WarehouseError> {
         let names: Vec<String> = frame
             .get_column_names()
@@ -528,8 +533,8 @@ impl Tx {
                 .join(", ")
         );
         match self {
-            Tx::Sqlite(tx) => sqlite::upsert(tx, table, &quoted, &cols, &conflict).await,
-            Tx::Postgres(tx) => postgres::upsert(tx, table, &quoted, &cols, &conflict).await,
+            Tx::Sqlite(tx) => sqlite::write(tx, table, &quoted, &cols, &conflict, mode).await,
+            Tx::Postgres(tx) => postgres::write(tx, table, &quoted, &cols, &conflict, mode).await,
         }
     }
 

@@ -1,7 +1,7 @@
 //! PostgreSQL behind the seam: the real warehouse. Columns are typed by the server, so each
 //! result column's type is checked against the contract once, before any row is decoded.
-//! Publishing streams a binary `COPY` into a temporary staging table, then upserts from it in
-//! one statement. A `timestamp without time zone` is read as UTC.
+//! Publishing streams a binary `COPY` straight into an empty (or truncated) table, or into a
+//! temporary staging table and then upserts from it in one statement. A `timestamp without time zone` is read as UTC.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use sqlx::{Column, Connection, Executor, Postgres, Row, TypeInfo};
 
 use super::frame::ColumnBuf;
 use super::ident::Ident;
-use super::{JobLock, Value, WarehouseError};
+use super::{JobLock, Value, WarehouseError, WriteMode};
 use crate::config::ColumnType;
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
@@ -371,13 +371,55 @@ fn encode_rows(cols: &[ColumnBuf], start: usize, end: usize, out: &mut Vec<u8>) 
     }
 }
 
-pub(super) async fn upsert(
+pub(super) async fn write(
     tx: &mut sqlx::Transaction<'static, Postgres>,
     table: &Ident,
     quoted: &[String],
     cols: &[ColumnBuf],
     conflict: &str,
+    mode: WriteMode,
 ) -> Result<u64, WarehouseError> {
+    let target = table.quoted();
+    let col_list = quoted.join(", ");
+    let started = std::time::Instant::now();
+    let direct = match mode {
+        WriteMode::Replace => {
+            execute(&mut **tx, &format!("TRUNCATE {target}"), &[]).await?;
+            true
+        }
+        WriteMode::Upsert => {
+            // Writers wait (readers do not), so the table stays empty between the check and
+            // the COPY.
+            execute(
+                &mut **tx,
+                &format!("LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE"),
+                &[],
+            )
+            .await?;
+            let rows = fetch(
+                &mut **tx,
+                &format!("SELECT EXISTS (SELECT 1 FROM {target})"),
+                &[],
+            )
+            .await?;
+            !matches!(
+                rows.first().and_then(|r| r.first()),
+                Some(Value::Bool(Some(true)))
+            )
+        }
+    };
+    if direct {
+        // An empty table takes the rows as they are: one COPY, no staging, no key probes.
+        // The keys are unique (the contract checked them); a duplicate would fail the COPY.
+        let n = copy_in(tx, &target, &col_list, cols, "the results table").await?;
+        tracing::debug!(
+            rows = n,
+            copy_s = started.elapsed().as_secs_f64(),
+            ?mode,
+            "copied into the table"
+        );
+        return Ok(n);
+    }
     let stage = format!("\"prescore_stage_{}\"", table.base());
     let defs = quoted
         .iter()
@@ -391,15 +433,38 @@ pub(super) async fn upsert(
         &[],
     )
     .await?;
-    let col_list = quoted.join(", ");
-    let started = std::time::Instant::now();
+    copy_in(tx, &stage, &col_list, cols, "the staging table").await?;
+    let copied = started.elapsed();
+    let n = execute(
+        &mut **tx,
+        &format!("INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} {conflict}"),
+        &[],
+    )
+    .await?;
+    tracing::debug!(
+        rows = n,
+        copy_s = copied.as_secs_f64(),
+        upsert_s = (started.elapsed() - copied).as_secs_f64(),
+        "staged and upserted"
+    );
+    Ok(n)
+}
+
+/// Streams `cols` into `target` with one binary `COPY`, in chunks of encoded rows.
+async fn copy_in(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    target: &str,
+    col_list: &str,
+    cols: &[ColumnBuf],
+    what: &str,
+) -> Result<u64, WarehouseError> {
     let n_rows = cols.first().map(ColumnBuf::len).unwrap_or(0);
     let mut copy = tx
         .copy_in_raw(&format!(
-            "COPY {stage} ({col_list}) FROM STDIN (FORMAT binary)"
+            "COPY {target} ({col_list}) FROM STDIN (FORMAT binary)"
         ))
         .await
-        .map_err(WarehouseError::query("start COPY into the staging table"))?;
+        .map_err(WarehouseError::query(format!("start COPY into {what}")))?;
     let mut buf = Vec::with_capacity(1 << 20);
     buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     buf.extend_from_slice(&0i32.to_be_bytes());
@@ -411,34 +476,17 @@ pub(super) async fn upsert(
         encode_rows(cols, start, end, &mut buf);
         copy.send(std::mem::take(&mut buf))
             .await
-            .map_err(WarehouseError::query("COPY into the staging table"))?;
+            .map_err(WarehouseError::query(format!("COPY into {what}")))?;
         buf = Vec::with_capacity(1 << 20);
         start = end;
     }
     buf.extend_from_slice(&(-1i16).to_be_bytes());
     copy.send(buf)
         .await
-        .map_err(WarehouseError::query("COPY into the staging table"))?;
+        .map_err(WarehouseError::query(format!("COPY into {what}")))?;
     copy.finish()
         .await
-        .map_err(WarehouseError::query("finish COPY into the staging table"))?;
-    let copied = started.elapsed();
-    let n = execute(
-        &mut **tx,
-        &format!(
-            "INSERT INTO {} ({col_list}) SELECT {col_list} FROM {stage} {conflict}",
-            table.quoted()
-        ),
-        &[],
-    )
-    .await?;
-    tracing::debug!(
-        rows = n,
-        copy_s = copied.as_secs_f64(),
-        upsert_s = (started.elapsed() - copied).as_secs_f64(),
-        "staged and upserted"
-    );
-    Ok(n)
+        .map_err(WarehouseError::query(format!("finish COPY into {what}")))
 }
 
 pub(super) async fn lock(pool: &PgPool, job: &str, shard: &str) -> Result<JobLock, WarehouseError> {

@@ -11,7 +11,7 @@ use sqlx::{Column, Decode, Executor, Row, Sqlite, TypeInfo, ValueRef};
 
 use super::frame::{parse_timestamp, sqlite_ts, ColumnBuf};
 use super::ident::Ident;
-use super::{JobLock, Value, WarehouseError};
+use super::{JobLock, Value, WarehouseError, WriteMode};
 use crate::config::ColumnType;
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
@@ -215,13 +215,17 @@ pub(super) async fn table_columns(
 }
 
 /// Multi-row inserts, as many rows per statement as SQLite's parameter limit allows.
-pub(super) async fn upsert(
+pub(super) async fn write(
     tx: &mut sqlx::Transaction<'static, Sqlite>,
     table: &Ident,
     quoted: &[String],
     cols: &[ColumnBuf],
     conflict: &str,
+    mode: WriteMode,
 ) -> Result<u64, WarehouseError> {
+    if mode == WriteMode::Replace {
+        execute(&mut **tx, &format!("DELETE FROM {}", table.quoted()), &[]).await?;
+    }
     let n_rows = cols.first().map(ColumnBuf::len).unwrap_or(0);
     let width = cols.len().max(1);
     // Anonymous `?` placeholders: sqlx resolves numbered ones by name, which is quadratic in
