@@ -300,7 +300,7 @@ fn column_defs(df: &DataFrame) -> Res<Vec<ColumnDef>> {
 /// staging table, then INSERT … ON CONFLICT), in one transaction.
 async fn load_table(wh: &Warehouse, name: &str, key: &[&str], df: &DataFrame) -> Res<Ident> {
     let table = Ident::new(name)?;
-    wh.ensure_table_with(&table, &column_defs(df)?, key, false)
+    wh.ensure_table(&table, &column_defs(df)?, key, false)
         .await?;
     let mut tx = wh.begin().await?;
     tx.write(&table, key, df, WriteMode::Upsert).await?;
@@ -326,19 +326,36 @@ fn load_job(config_path: &Path, url: &str) -> Res<Job> {
     Ok(config::load_with_env(config_path, &env)?)
 }
 
-/// `run` (trains, then scores) and then `score` (loads the champion), each through the real
-/// pipeline, with its wall time and peak RSS; `stages` turns a report into the stage table.
-async fn run_both_modes(
+/// `run` (trains, then scores into the empty results table), `score` (loads the champion and
+/// upserts over every row) and `replace` (loads the champion, `output.write = "replace"`),
+/// each through the real pipeline, with its wall time and peak RSS; `stages` turns a report
+/// into the stage table.
+async fn run_modes(
     job: &Job,
     wh: &Warehouse,
     now: DateTime<Utc>,
     stages: impl Fn(&Report) -> Vec<Stage>,
 ) -> Vec<RunResult> {
     let mut runs = Vec::new();
-    for (mode, label) in [
-        (Mode::Run, "run (trains)"),
-        (Mode::Score, "score (loads the champion)"),
+    for (mode, write, label) in [
+        (
+            Mode::Run,
+            WriteMode::Upsert,
+            "run (trains; publish into the empty table)",
+        ),
+        (
+            Mode::Score,
+            WriteMode::Upsert,
+            "score (loaded model; upsert over every row)",
+        ),
+        (
+            Mode::Score,
+            WriteMode::Replace,
+            "replace (loaded model; output.write = replace)",
+        ),
     ] {
+        let mut job = job.clone();
+        job.output.write = write;
         let opts = Options {
             mode,
             as_of: now,
@@ -347,7 +364,7 @@ async fn run_both_modes(
         reset_peak_rss();
         let t = Instant::now();
         // On a task of its own, so a panic in a stage is reported like an error.
-        let (job2, wh2) = (job.clone(), wh.clone());
+        let (job2, wh2) = (job, wh.clone());
         let report =
             match tokio::spawn(async move { pipeline::run(&job2, &wh2, &opts).await }).await {
                 Ok(Ok(report)) => Ok(report),
@@ -428,7 +445,7 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
     let floor_score_read = copy_out_floor(&url, &inline_as_of(score_sql, &lit)).await?;
     let floor_train_read = copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
 
-    let runs = run_both_modes(&job, &wh, now, stages).await;
+    let runs = run_modes(&job, &wh, now, stages).await;
     wh.close().await;
 
     // The publish floors, once there are results to copy.
@@ -535,7 +552,7 @@ async fn forecast_part(args: &Args, config_path: &Path) -> Res<ForecastResult> {
 
     let history_rows = floor_history_read.rows;
     let horizon = spec.horizon;
-    let runs = run_both_modes(&job, &wh, now, |r| {
+    let runs = run_modes(&job, &wh, now, |r| {
         forecast_stages(r, history_rows, horizon)
     })
     .await;
@@ -964,36 +981,43 @@ fn print_size(r: &SizeResult) {
         stage_seconds(run, "read"),
         Some(r.floor_score_read.seconds + r.floor_train_read.seconds),
     );
-    print_publish_ratios(run, score, publish, publish_pk);
+    print_publish_ratios(&r.runs, r.floor_score_read.seconds, publish, publish_pk);
 }
 
-/// Publish against the COPY FROM floors, for both runs.
+/// Each run's publish, and each loaded-model run as a whole, against the COPY floors.
 fn print_publish_ratios(
-    run: &RunResult,
-    score: &RunResult,
+    runs: &[RunResult],
+    read_floor: f64,
     publish: Option<f64>,
     publish_pk: Option<f64>,
 ) {
-    print_ratio(
-        "run:   publish (upsert into an empty table) / COPY FROM",
-        stage_seconds(run, "publish"),
-        publish,
-    );
-    print_ratio(
-        "run:   publish / COPY FROM with the primary key",
-        stage_seconds(run, "publish"),
-        publish_pk,
-    );
-    print_ratio(
-        "score: publish (upsert replacing every row) / COPY FROM",
-        stage_seconds(score, "publish"),
-        publish,
-    );
-    print_ratio(
-        "score: publish / COPY FROM with the primary key",
-        stage_seconds(score, "publish"),
-        publish_pk,
-    );
+    for run in runs {
+        let mode = run.label.split_whitespace().next().unwrap_or_default();
+        print_ratio(
+            &format!("{mode:<8}publish / COPY FROM"),
+            stage_seconds(run, "publish"),
+            publish,
+        );
+        print_ratio(
+            &format!("{mode:<8}publish / COPY FROM with the primary key"),
+            stage_seconds(run, "publish"),
+            publish_pk,
+        );
+    }
+    for run in runs.iter().skip(1) {
+        let mode = run.label.split_whitespace().next().unwrap_or_default();
+        let whole = run.report.as_ref().ok().map(|_| run.wall);
+        print_ratio(
+            &format!("{mode:<8}whole run / (COPY TO + COPY FROM)"),
+            whole,
+            publish.map(|p| p + read_floor),
+        );
+        print_ratio(
+            &format!("{mode:<8}whole run / (COPY TO + COPY FROM with the primary key)"),
+            whole,
+            publish_pk.map(|p| p + read_floor),
+        );
+    }
 }
 
 fn print_forecast(r: &ForecastResult) {
@@ -1053,8 +1077,8 @@ fn print_forecast(r: &ForecastResult) {
         Some(both),
     );
     print_publish_ratios(
-        run,
-        score,
+        &r.runs,
+        both,
         r.floor_publish.as_ref().map(|f| f.seconds),
         r.floor_publish_pk.as_ref().map(|f| f.seconds),
     );

@@ -49,7 +49,7 @@ pub async fn seed(
             ty: *t,
         })
         .collect();
-    wh.ensure_table_with(&table, &defs, &["customer_id", "period_end"], false)
+    wh.ensure_table(&table, &defs, &["customer_id", "period_end"], false)
         .await?;
     let mut tx = wh.begin().await?;
     tx.write(

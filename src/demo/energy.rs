@@ -207,7 +207,7 @@ pub async fn seed(
                 },
             })
             .collect();
-        wh.ensure_table_with(&table, &defs, key, false).await?;
+        wh.ensure_table(&table, &defs, key, false).await?;
         let mut tx = wh.begin().await?;
         tx.write(&table, key, df, WriteMode::Upsert).await?;
         tx.commit().await?;

@@ -561,6 +561,8 @@ async fn score_job(
     columns.extend(provenance(n, version, run_id, opts.as_of, now, "scored_at"));
     defs.extend(provenance_defs("scored_at"));
     let frame = DataFrame::new(n, columns).map_err(|e| Error::Usage(e.to_string()))?;
+    // The input is no longer needed (the key column is shared with the output frame).
+    drop(df);
     let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
     let mut metrics = vec![
         (

@@ -43,31 +43,42 @@ impl FeatureSchema {
     pub fn learn(spec: &FeatureSpec, df: &DataFrame) -> Result<Self, FeatureError> {
         let mut categorical = Vec::new();
         for name in &spec.categorical {
-            let values = text_values(df, name)?;
-            let mut counts: std::collections::HashMap<&str, usize> = Default::default();
-            for v in values.iter().flatten() {
-                *counts.entry(v.as_str()).or_default() += 1;
-            }
-            let mut levels: Vec<(&str, usize)> = counts.into_iter().collect();
-            levels.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let mut counts: std::collections::HashMap<String, usize> = Default::default();
+            each_text(df, name, |_, v| {
+                if let Some(v) = v {
+                    match counts.get_mut(v) {
+                        Some(n) => *n += 1,
+                        None => {
+                            counts.insert(v.to_string(), 1);
+                        }
+                    }
+                }
+            })?;
+            let mut levels: Vec<(String, usize)> = counts.into_iter().collect();
+            levels.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             categorical.push((
                 name.clone(),
                 levels
                     .into_iter()
                     .take(MAX_LEVELS)
-                    .map(|(l, _)| l.to_string())
+                    .map(|(l, _)| l)
                     .collect(),
             ));
         }
         let mut medians = Vec::with_capacity(spec.numeric.len());
         for name in &spec.numeric {
-            let mut v: Vec<f64> = numeric_values(df, name)?
-                .into_iter()
-                .flatten()
-                .filter(|x| x.is_finite())
-                .collect();
-            v.sort_by(f64::total_cmp);
-            medians.push(v.get(v.len() / 2).copied().unwrap_or(0.0));
+            let mut v: Vec<f64> = Vec::with_capacity(df.height());
+            each_numeric(df, name, |_, x| {
+                v.extend(x.filter(|x| x.is_finite()));
+                Ok(())
+            })?;
+            let mid = v.len() / 2;
+            let median = if v.is_empty() {
+                0.0
+            } else {
+                *v.select_nth_unstable_by(mid, f64::total_cmp).1
+            };
+            medians.push(median);
         }
         Ok(FeatureSchema {
             numeric: spec.numeric.clone(),
@@ -95,20 +106,31 @@ impl FeatureSchema {
     /// the row and its key.
     pub fn matrix(&self, df: &DataFrame, key: &str) -> Result<Matrix, FeatureError> {
         let rows = df.height();
-        let mut columns: Vec<Vec<f64>> = Vec::with_capacity(self.names().len());
+        let cols = self.numeric.len()
+            + self
+                .categorical
+                .iter()
+                .map(|(_, l)| l.len() + 1)
+                .sum::<usize>();
+        // One allocation, column-major, filled in place: no per-column or per-row copies.
+        let mut data = vec![0.0; rows * cols];
+        if rows == 0 {
+            return Ok(Matrix { data, rows, cols });
+        }
         let key_of = |r: usize| -> String {
             df.column(key)
                 .map(|c| format!("{key}={}", crate::warehouse::frame::cell_text(c, r)))
                 .unwrap_or_default()
         };
+        let mut slots = data.chunks_mut(rows);
         for (j, name) in self.numeric.iter().enumerate() {
-            let values = numeric_values(df, name)?;
-            let mut col = Vec::with_capacity(rows);
-            for (r, v) in values.into_iter().enumerate() {
-                match v {
-                    Some(x) if x.is_finite() => col.push(x),
-                    None if j < self.medians.len() => col.push(self.medians[j]),
-                    other => {
+            let out = slots.next().expect("one slot per numeric feature");
+            let median = self.medians.get(j).copied();
+            each_numeric(df, name, |r, v| {
+                out[r] = match (v, median) {
+                    (Some(x), _) if x.is_finite() => x,
+                    (None, Some(m)) => m,
+                    (other, _) => {
                         return Err(FeatureError::BadValue {
                             column: name.clone(),
                             row: r + 1,
@@ -119,74 +141,98 @@ impl FeatureSchema {
                             },
                         })
                     }
-                }
-            }
-            columns.push(col);
+                };
+                Ok(())
+            })?;
         }
         for (name, levels) in &self.categorical {
-            let values = text_values(df, name)?;
-            let mut onehot = vec![vec![0.0; rows]; levels.len() + 1];
-            for (r, v) in values.iter().enumerate() {
+            let mut onehot: Vec<&mut [f64]> = slots.by_ref().take(levels.len() + 1).collect();
+            each_text(df, name, |r, v| {
                 let slot = v
-                    .as_ref()
                     .and_then(|v| levels.iter().position(|l| l == v))
                     .unwrap_or(levels.len());
                 onehot[slot][r] = 1.0;
-            }
-            columns.extend(onehot);
+            })?;
         }
-        Ok(Matrix::from_columns(columns, rows))
+        Ok(Matrix { data, rows, cols })
     }
 }
 
-/// Any numeric-ish column (int, float, bool) as `f64` values.
-fn numeric_values(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, FeatureError> {
+fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column, FeatureError> {
+    df.column(name).map_err(|source| FeatureError::Frame {
+        column: name.to_string(),
+        source,
+    })
+}
+
+/// Calls `f(row, value)` for each value of a numeric-ish column (int, float, bool) as `f64`,
+/// straight from the frame's arrays; the first error `f` returns stops the walk.
+fn each_numeric(
+    df: &DataFrame,
+    name: &str,
+    mut f: impl FnMut(usize, Option<f64>) -> Result<(), FeatureError>,
+) -> Result<(), FeatureError> {
+    let col = column(df, name)?;
     let frame_err = |source| FeatureError::Frame {
         column: name.to_string(),
         source,
     };
-    let col = df.column(name).map_err(frame_err)?;
-    Ok(match col.dtype() {
-        DataType::Float64 => col.f64().map_err(frame_err)?.iter().collect(),
-        DataType::Int64 => col
-            .i64()
-            .map_err(frame_err)?
-            .iter()
-            .map(|v| v.map(|x| x as f64))
-            .collect(),
-        DataType::Boolean => col
-            .bool()
-            .map_err(frame_err)?
-            .iter()
-            .map(|v| v.map(f64::from))
-            .collect(),
+    match col.dtype() {
+        DataType::Float64 => {
+            for (r, v) in col.f64().map_err(frame_err)?.iter().enumerate() {
+                f(r, v)?;
+            }
+        }
+        DataType::Int64 => {
+            for (r, v) in col.i64().map_err(frame_err)?.iter().enumerate() {
+                f(r, v.map(|x| x as f64))?;
+            }
+        }
+        DataType::Boolean => {
+            for (r, v) in col.bool().map_err(frame_err)?.iter().enumerate() {
+                f(r, v.map(f64::from))?;
+            }
+        }
         other => {
             return Err(FeatureError::Frame {
                 column: name.to_string(),
                 source: PolarsError::ComputeError(format!("type {other} is not numeric").into()),
             })
         }
-    })
+    }
+    Ok(())
 }
 
-/// Any column as text values, for categorical encoding.
-fn text_values(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>, FeatureError> {
-    let frame_err = |source| FeatureError::Frame {
-        column: name.to_string(),
-        source,
-    };
-    let col = df.column(name).map_err(frame_err)?;
-    Ok(match col.dtype() {
-        DataType::String => col
-            .str()
-            .map_err(frame_err)?
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect(),
-        _ => numeric_values(df, name)?
-            .into_iter()
-            .map(|v| v.map(|x| x.to_string()))
-            .collect(),
+/// Calls `f(row, value)` for each value of a column as text (categorical encoding); a
+/// numeric column's values are spelled as Rust prints them.
+fn each_text(
+    df: &DataFrame,
+    name: &str,
+    mut f: impl FnMut(usize, Option<&str>),
+) -> Result<(), FeatureError> {
+    let col = column(df, name)?;
+    if let DataType::String = col.dtype() {
+        let ca = col.str().map_err(|source| FeatureError::Frame {
+            column: name.to_string(),
+            source,
+        })?;
+        for (r, v) in ca.iter().enumerate() {
+            f(r, v);
+        }
+        return Ok(());
+    }
+    let mut buf = String::new();
+    each_numeric(df, name, |r, v| {
+        match v {
+            Some(x) => {
+                use std::fmt::Write as _;
+                buf.clear();
+                let _ = write!(buf, "{x}");
+                f(r, Some(&buf));
+            }
+            None => f(r, None),
+        }
+        Ok(())
     })
 }
 
@@ -196,15 +242,15 @@ pub fn target(df: &DataFrame, name: &str, task: Task) -> Result<Vec<f64>, Featur
         column: name.to_string(),
         problem,
     };
-    let values = numeric_values(df, name)?;
-    let mut y = Vec::with_capacity(values.len());
-    for (r, v) in values.into_iter().enumerate() {
-        match v {
-            Some(x) if x.is_finite() => y.push(x),
-            None => return Err(err(format!("row {} is NULL", r + 1))),
-            Some(x) => return Err(err(format!("row {} is {x}, not a finite number", r + 1))),
+    let mut y = Vec::with_capacity(df.height());
+    each_numeric(df, name, |r, v| match v {
+        Some(x) if x.is_finite() => {
+            y.push(x);
+            Ok(())
         }
-    }
+        None => Err(err(format!("row {} is NULL", r + 1))),
+        Some(x) => Err(err(format!("row {} is {x}, not a finite number", r + 1))),
+    })?;
     match task {
         Task::Classification => {
             if let Some((r, x)) = y.iter().enumerate().find(|(_, x)| **x != 0.0 && **x != 1.0) {

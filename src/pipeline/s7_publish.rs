@@ -33,7 +33,8 @@ pub async fn publish(
     p: Publication<'_>,
     stats: &mut RunStats,
 ) -> Result<u64, WarehouseError> {
-    wh.ensure_table(p.table, &p.columns, &p.key).await?;
+    wh.ensure_table(p.table, &p.columns, &p.key, p.write == WriteMode::Upsert)
+        .await?;
     let mut tx = wh.begin().await?;
     let written = tx.write(p.table, &p.key, &p.frame, p.write).await?;
     crate::fault::pause("commit");

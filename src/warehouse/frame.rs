@@ -1,6 +1,6 @@
 //! Typed column buffers between the warehouse and polars. Readers append decoded values to a
 //! [`ColumnBuf`] per column (no per-row structs), which then becomes one polars column; writers
-//! take a polars column back into a buffer they can encode row by row.
+//! read a polars column in place through a [`ColumnView`].
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
 use polars::prelude::*;
@@ -79,32 +79,66 @@ impl ColumnBuf {
                 .into_column(),
         }
     }
+}
 
-    /// A polars column back into a buffer, for writing.
-    pub fn from_column(c: &Column) -> PolarsResult<Self> {
+/// A polars column as typed values for writing: the frame's own arrays (rechunked to one
+/// chunk when they are not already), read in place rather than copied out row by row.
+pub enum ColumnView {
+    Int(Int64Chunked),
+    Float(Float64Chunked),
+    Text(StringChunked),
+    Bool(BooleanChunked),
+    /// Physical datetime values and their unit; [`ColumnView::micros`] reads them as UTC µs.
+    Ts(Int64Chunked, TimeUnit),
+}
+
+impl ColumnView {
+    pub fn of(c: &Column) -> PolarsResult<Self> {
         Ok(match c.dtype() {
-            DataType::Int64 => ColumnBuf::Int(c.i64()?.iter().collect()),
-            DataType::Int32 => ColumnBuf::Int(c.i32()?.iter().map(|v| v.map(i64::from)).collect()),
-            DataType::Float64 => ColumnBuf::Float(c.f64()?.iter().collect()),
-            DataType::String => {
-                ColumnBuf::Text(c.str()?.iter().map(|v| v.map(str::to_string)).collect())
+            DataType::Int64 => ColumnView::Int(c.i64()?.rechunk().into_owned()),
+            DataType::Int32 => {
+                ColumnView::Int(c.cast(&DataType::Int64)?.i64()?.rechunk().into_owned())
             }
-            DataType::Boolean => ColumnBuf::Bool(c.bool()?.iter().collect()),
+            DataType::Float64 => ColumnView::Float(c.f64()?.rechunk().into_owned()),
+            DataType::String => ColumnView::Text(c.str()?.rechunk().into_owned()),
+            DataType::Boolean => ColumnView::Bool(c.bool()?.rechunk().into_owned()),
             DataType::Datetime(unit, _) => {
-                let scale = match unit {
-                    TimeUnit::Nanoseconds => 1_000,
-                    TimeUnit::Microseconds => 1,
-                    TimeUnit::Milliseconds => -1_000,
-                };
-                ColumnBuf::Ts(
-                    c.datetime()?
-                        .physical()
-                        .iter()
-                        .map(|v| v.map(|x| if scale > 0 { x / scale } else { x * -scale }))
-                        .collect(),
-                )
+                ColumnView::Ts(c.datetime()?.physical().rechunk().into_owned(), *unit)
             }
             other => polars_bail!(ComputeError: "column {} has unsupported type {other}", c.name()),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnView::Int(v) | ColumnView::Ts(v, _) => v.len(),
+            ColumnView::Float(v) => v.len(),
+            ColumnView::Text(v) => v.len(),
+            ColumnView::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn column_type(&self) -> ColumnType {
+        match self {
+            ColumnView::Int(_) => ColumnType::Int,
+            ColumnView::Float(_) => ColumnType::Float,
+            ColumnView::Text(_) => ColumnType::Text,
+            ColumnView::Bool(_) => ColumnType::Bool,
+            ColumnView::Ts(..) => ColumnType::Timestamp,
+        }
+    }
+
+    /// Row `r` of a timestamp column as microseconds since the Unix epoch, UTC.
+    #[inline]
+    pub fn micros(v: &Int64Chunked, unit: TimeUnit, r: usize) -> Option<i64> {
+        v.get(r).map(|x| match unit {
+            TimeUnit::Nanoseconds => x.div_euclid(1_000),
+            TimeUnit::Microseconds => x,
+            TimeUnit::Milliseconds => x * 1_000,
         })
     }
 }
@@ -202,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn buffers_round_trip_through_polars() {
+    fn buffers_round_trip_through_polars_and_views() {
         let cols = [
             ColumnBuf::Int(vec![Some(1), None]),
             ColumnBuf::Float(vec![Some(0.5), None]),
@@ -214,8 +248,31 @@ mod tests {
             let t = c.column_type();
             let col = c.clone().into_column("x");
             assert_eq!(col.dtype(), &polars_dtype(t));
-            assert_eq!(ColumnBuf::from_column(&col).unwrap(), c);
+            let view = ColumnView::of(&col).unwrap();
+            assert_eq!(view.column_type(), t);
+            assert_eq!(view_cells(&view), buf_cells(&c));
         }
+    }
+
+    fn buf_cells(c: &ColumnBuf) -> Vec<String> {
+        match c {
+            ColumnBuf::Int(v) | ColumnBuf::Ts(v) => v.iter().map(|x| format!("{x:?}")).collect(),
+            ColumnBuf::Float(v) => v.iter().map(|x| format!("{x:?}")).collect(),
+            ColumnBuf::Text(v) => v.iter().map(|x| format!("{x:?}")).collect(),
+            ColumnBuf::Bool(v) => v.iter().map(|x| format!("{x:?}")).collect(),
+        }
+    }
+
+    fn view_cells(c: &ColumnView) -> Vec<String> {
+        (0..c.len())
+            .map(|r| match c {
+                ColumnView::Int(v) => format!("{:?}", v.get(r)),
+                ColumnView::Ts(v, unit) => format!("{:?}", ColumnView::micros(v, *unit, r)),
+                ColumnView::Float(v) => format!("{:?}", v.get(r)),
+                ColumnView::Text(v) => format!("{:?}", v.get(r)),
+                ColumnView::Bool(v) => format!("{:?}", v.get(r)),
+            })
+            .collect()
     }
 
     #[test]

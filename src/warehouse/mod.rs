@@ -325,24 +325,15 @@ impl Warehouse {
         }
     }
 
-    /// Creates the results table if missing; if it exists, checks it has this job's columns.
+    /// Creates a table if missing; if it exists, checks it has these columns. Tables whose
+    /// rows are `updated` in place (results tables written by upsert) leave room on
+    /// PostgreSQL pages so that an update can stay on its page (a HOT update).
     pub async fn ensure_table(
         &self,
         table: &Ident,
         columns: &[ColumnDef],
         key: &[&str],
-    ) -> Result<(), WarehouseError> {
-        self.ensure_table_with(table, columns, key, true).await
-    }
-
-    /// `ensure_table` for any table; `rewritten` tables (results, replaced by every run) leave
-    /// room on PostgreSQL pages for in-place updates.
-    pub async fn ensure_table_with(
-        &self,
-        table: &Ident,
-        columns: &[ColumnDef],
-        key: &[&str],
-        rewritten: bool,
+        updated: bool,
     ) -> Result<(), WarehouseError> {
         let cols = columns
             .iter()
@@ -357,21 +348,23 @@ impl Warehouse {
         // PostgreSQL: leave half of each page free, so that the next run's update of a row
         // can stay on its page (a HOT update) without a new index entry.
         let storage = match self {
-            Warehouse::Postgres(_) if rewritten => " WITH (fillfactor = 50)",
+            Warehouse::Postgres(_) if updated => " WITH (fillfactor = 50)",
             _ => "",
         };
-        self.execute(
-            &format!(
-                "CREATE TABLE IF NOT EXISTS {} ({cols}, PRIMARY KEY ({pk})){storage}",
-                table.quoted()
-            ),
-            &[],
-        )
-        .await?;
-        let existing = match self {
-            Warehouse::Sqlite(pool) => sqlite::table_columns(pool, table).await?,
-            Warehouse::Postgres(pool) => postgres::table_columns(pool, table).await?,
-        };
+        let mut existing = self.table_columns(table).await?;
+        if existing.is_empty() {
+            // IF NOT EXISTS for a concurrent creator; checked first so that the usual case
+            // does not log the server's "already exists" notice.
+            self.execute(
+                &format!(
+                    "CREATE TABLE IF NOT EXISTS {} ({cols}, PRIMARY KEY ({pk})){storage}",
+                    table.quoted()
+                ),
+                &[],
+            )
+            .await?;
+            existing = self.table_columns(table).await?;
+        }
         let missing: Vec<&str> = columns
             .iter()
             .map(|c| c.name.as_str())
@@ -390,16 +383,19 @@ impl Warehouse {
         Ok(())
     }
 
+    async fn table_columns(&self, table: &Ident) -> Result<Vec<String>, WarehouseError> {
+        match self {
+            Warehouse::Sqlite(pool) => sqlite::table_columns(pool, table).await,
+            Warehouse::Postgres(pool) => postgres::table_columns(pool, table).await,
+        }
+    }
+
     fn sql_type(&self, t: ColumnType) -> &'static str {
         match (self, t) {
             (Warehouse::Sqlite(_), ColumnType::Int | ColumnType::Bool) => "INTEGER",
             (Warehouse::Sqlite(_), ColumnType::Float) => "REAL",
             (Warehouse::Sqlite(_), ColumnType::Text | ColumnType::Timestamp) => "TEXT",
-            (Warehouse::Postgres(_), ColumnType::Int) => "BIGINT",
-            (Warehouse::Postgres(_), ColumnType::Float) => "DOUBLE PRECISION",
-            (Warehouse::Postgres(_), ColumnType::Text) => "TEXT",
-            (Warehouse::Postgres(_), ColumnType::Bool) => "BOOLEAN",
-            (Warehouse::Postgres(_), ColumnType::Timestamp) => "TIMESTAMPTZ",
+            (Warehouse::Postgres(_), t) => postgres::pg_type(t),
         }
     }
 
@@ -509,10 +505,10 @@ impl Tx {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let cols: Vec<frame::ColumnBuf> = frame
+        let cols: Vec<frame::ColumnView> = frame
             .columns()
             .iter()
-            .map(frame::ColumnBuf::from_column)
+            .map(frame::ColumnView::of)
             .collect::<Result<_, _>>()
             .map_err(|e| WarehouseError::TableMismatch {
                 table: table.to_string(),

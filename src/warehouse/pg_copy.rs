@@ -496,6 +496,7 @@ fn decode(field: Field, bytes: &[u8], buf: &mut ColumnBuf) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::warehouse::frame::ColumnView;
     use chrono::{TimeZone, Utc};
     use std::collections::BTreeMap;
 
@@ -845,12 +846,13 @@ mod tests {
         let df = wh.read_frame(sql, &params, &contract).await.unwrap();
         assert_eq!(df.height(), 50000);
         assert_eq!(df.width(), contract.len());
-        let col = |n: &str| ColumnBuf::from_column(df.column(n).unwrap()).unwrap();
+        let col = |n: &str| ColumnView::of(df.column(n).unwrap()).unwrap();
         let at = |n: &str, r: usize| match col(n) {
-            ColumnBuf::Int(v) | ColumnBuf::Ts(v) => format!("{:?}", v[r]),
-            ColumnBuf::Float(v) => format!("{:?}", v[r]),
-            ColumnBuf::Text(v) => format!("{:?}", v[r]),
-            ColumnBuf::Bool(v) => format!("{:?}", v[r]),
+            ColumnView::Int(v) => format!("{:?}", v.get(r)),
+            ColumnView::Ts(v, unit) => format!("{:?}", ColumnView::micros(&v, unit, r)),
+            ColumnView::Float(v) => format!("{:?}", v.get(r)),
+            ColumnView::Text(v) => format!("{:?}", v.get(r)),
+            ColumnView::Bool(v) => format!("{:?}", v.get(r)),
         };
         let us = |y, m, d, h, mi, s| {
             Utc.with_ymd_and_hms(y, m, d, h, mi, s)

@@ -11,7 +11,7 @@ use polars::prelude::DataFrame;
 use sqlx::postgres::{PgArguments, PgPool, PgRow, PgTypeInfo};
 use sqlx::{Column, Connection, Executor, Postgres, Row, TypeInfo};
 
-use super::frame::ColumnBuf;
+use super::frame::{ColumnBuf, ColumnView};
 use super::ident::Ident;
 use super::{JobLock, Value, WarehouseError, WriteMode};
 use crate::config::ColumnType;
@@ -321,13 +321,14 @@ pub(super) async fn table_columns(
         .collect())
 }
 
-fn pg_type(c: &ColumnBuf) -> &'static str {
-    match c {
-        ColumnBuf::Int(_) => "BIGINT",
-        ColumnBuf::Float(_) => "DOUBLE PRECISION",
-        ColumnBuf::Text(_) => "TEXT",
-        ColumnBuf::Bool(_) => "BOOLEAN",
-        ColumnBuf::Ts(_) => "TIMESTAMPTZ",
+/// The PostgreSQL type prescore creates for a column type.
+pub(super) fn pg_type(t: ColumnType) -> &'static str {
+    match t {
+        ColumnType::Int => "BIGINT",
+        ColumnType::Float => "DOUBLE PRECISION",
+        ColumnType::Text => "TEXT",
+        ColumnType::Bool => "BOOLEAN",
+        ColumnType::Timestamp => "TIMESTAMPTZ",
     }
 }
 
@@ -335,7 +336,7 @@ fn pg_type(c: &ColumnBuf) -> &'static str {
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 /// Encodes rows `start..end` in PostgreSQL's binary COPY format.
-fn encode_rows(cols: &[ColumnBuf], start: usize, end: usize, out: &mut Vec<u8>) {
+fn encode_rows(cols: &[ColumnView], start: usize, end: usize, out: &mut Vec<u8>) {
     for r in start..end {
         out.extend_from_slice(&(cols.len() as i16).to_be_bytes());
         for c in cols {
@@ -353,13 +354,15 @@ fn encode_rows(cols: &[ColumnBuf], start: usize, end: usize, out: &mut Vec<u8>) 
                 };
             }
             match c {
-                ColumnBuf::Int(v) => field!(v[r], |x: i64| x.to_be_bytes()),
-                ColumnBuf::Float(v) => field!(v[r], |x: f64| x.to_bits().to_be_bytes()),
-                ColumnBuf::Bool(v) => field!(v[r], |x: bool| [x as u8]),
-                ColumnBuf::Ts(v) => {
-                    field!(v[r], |x: i64| (x - PG_EPOCH_OFFSET_US).to_be_bytes())
+                ColumnView::Int(v) => field!(v.get(r), |x: i64| x.to_be_bytes()),
+                ColumnView::Float(v) => field!(v.get(r), |x: f64| x.to_bits().to_be_bytes()),
+                ColumnView::Bool(v) => field!(v.get(r), |x: bool| [x as u8]),
+                ColumnView::Ts(v, unit) => {
+                    field!(ColumnView::micros(v, *unit, r), |x: i64| (x
+                        - PG_EPOCH_OFFSET_US)
+                        .to_be_bytes())
                 }
-                ColumnBuf::Text(v) => match &v[r] {
+                ColumnView::Text(v) => match v.get(r) {
                     None => out.extend_from_slice(&(-1i32).to_be_bytes()),
                     Some(s) => {
                         out.extend_from_slice(&(s.len() as i32).to_be_bytes());
@@ -375,7 +378,7 @@ pub(super) async fn write(
     tx: &mut sqlx::Transaction<'static, Postgres>,
     table: &Ident,
     quoted: &[String],
-    cols: &[ColumnBuf],
+    cols: &[ColumnView],
     conflict: &str,
     mode: WriteMode,
 ) -> Result<u64, WarehouseError> {
@@ -424,7 +427,7 @@ pub(super) async fn write(
     let defs = quoted
         .iter()
         .zip(cols)
-        .map(|(n, c)| format!("{n} {}", pg_type(c)))
+        .map(|(n, c)| format!("{n} {}", pg_type(c.column_type())))
         .collect::<Vec<_>>()
         .join(", ");
     execute(
@@ -455,10 +458,10 @@ async fn copy_in(
     tx: &mut sqlx::Transaction<'static, Postgres>,
     target: &str,
     col_list: &str,
-    cols: &[ColumnBuf],
+    cols: &[ColumnView],
     what: &str,
 ) -> Result<u64, WarehouseError> {
-    let n_rows = cols.first().map(ColumnBuf::len).unwrap_or(0);
+    let n_rows = cols.first().map(ColumnView::len).unwrap_or(0);
     let mut copy = tx
         .copy_in_raw(&format!(
             "COPY {target} ({col_list}) FROM STDIN (FORMAT binary)"

@@ -9,7 +9,7 @@ use polars::prelude::DataFrame;
 use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteRow, SqliteValueRef};
 use sqlx::{Column, Decode, Executor, Row, Sqlite, TypeInfo, ValueRef};
 
-use super::frame::{parse_timestamp, sqlite_ts, ColumnBuf};
+use super::frame::{parse_timestamp, sqlite_ts, ColumnBuf, ColumnView};
 use super::ident::Ident;
 use super::{JobLock, Value, WarehouseError, WriteMode};
 use crate::config::ColumnType;
@@ -219,14 +219,14 @@ pub(super) async fn write(
     tx: &mut sqlx::Transaction<'static, Sqlite>,
     table: &Ident,
     quoted: &[String],
-    cols: &[ColumnBuf],
+    cols: &[ColumnView],
     conflict: &str,
     mode: WriteMode,
 ) -> Result<u64, WarehouseError> {
     if mode == WriteMode::Replace {
         execute(&mut **tx, &format!("DELETE FROM {}", table.quoted()), &[]).await?;
     }
-    let n_rows = cols.first().map(ColumnBuf::len).unwrap_or(0);
+    let n_rows = cols.first().map(ColumnView::len).unwrap_or(0);
     let width = cols.len().max(1);
     // Anonymous `?` placeholders: sqlx resolves numbered ones by name, which is quadratic in
     // the number of parameters of a statement.
@@ -259,13 +259,14 @@ pub(super) async fn write(
         for r in start..end {
             for c in cols {
                 q = match c {
-                    ColumnBuf::Int(v) => q.bind(v[r]),
-                    ColumnBuf::Float(v) => q.bind(v[r]),
-                    ColumnBuf::Text(v) => q.bind(v[r].clone()),
-                    ColumnBuf::Bool(v) => q.bind(v[r]),
-                    ColumnBuf::Ts(v) => {
-                        q.bind(v[r].map(|us| sqlite_ts(super::frame::micros_to_utc(us))))
-                    }
+                    ColumnView::Int(v) => q.bind(v.get(r)),
+                    ColumnView::Float(v) => q.bind(v.get(r)),
+                    ColumnView::Text(v) => q.bind(v.get(r)),
+                    ColumnView::Bool(v) => q.bind(v.get(r)),
+                    ColumnView::Ts(v, unit) => q.bind(
+                        ColumnView::micros(v, *unit, r)
+                            .map(|us| sqlite_ts(super::frame::micros_to_utc(us))),
+                    ),
                 };
             }
         }
