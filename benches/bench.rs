@@ -2,9 +2,11 @@
 //! size, stage by stage.
 //!
 //! Each part recreates a dedicated database (`prescore_bench`), generates its data with the demo
-//! generators and loads it with the warehouse's own upsert, then runs its job twice through the
-//! real pipeline: `run` (trains, then scores) and `score` (loads the champion). For each it
-//! prints rows, seconds and rows/s per stage, and the peak RSS of the run. In the same process it
+//! generators and loads it with the warehouse's own upsert, then runs its job three times through
+//! the real pipeline, each in a process of its own (so that its peak RSS is its own): `run`
+//! (trains, then publishes into the empty results table), `score` (loads the champion and
+//! upserts over every row) and `replace` (the same with `output.write = "replace"`). For each it
+//! prints rows, seconds and rows/s per stage, and the peak RSS of the run. In the same run it
 //! measures the floor with `psql`: a binary `COPY (the job's SQL) TO STDOUT` for the read, and a
 //! binary `COPY … FROM STDIN` of the same output rows into a table shaped like the results table
 //! for the publish, and prints prescore's ratio to them. Only measured numbers are printed.
@@ -159,6 +161,13 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        if let Err(e) = child(&spec).await {
+            eprintln!("prescore-bench (child run): {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = Args::parse();
     if let Err(e) = bench(&args).await {
         eprintln!("prescore-bench: {e}");
@@ -326,71 +335,132 @@ fn load_job(config_path: &Path, url: &str) -> Res<Job> {
     Ok(config::load_with_env(config_path, &env)?)
 }
 
-/// `run` (trains, then scores into the empty results table), `score` (loads the champion and
+/// One measured pipeline run, as a child process is told it (through [`CHILD_ENV`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChildSpec {
+    config: PathBuf,
+    url: String,
+    as_of: DateTime<Utc>,
+    train: bool,
+    write: WriteMode,
+    algorithm: Option<String>,
+}
+
+/// What a child process reports back: its last line of stdout.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChildResult {
+    wall: f64,
+    peak_rss_kib: Option<u64>,
+    report: Result<Report, String>,
+}
+
+/// Set (to a JSON [`ChildSpec`]) in the environment of the bench's own child processes.
+const CHILD_ENV: &str = "PRESCORE_BENCH_CHILD";
+
+/// The config, pointed at `url`, with `--algorithm` applied.
+fn job_for(config_path: &Path, url: &str, algorithm: Option<&str>) -> Res<Job> {
+    let mut job = load_job(config_path, url)?;
+    if let Some(a) = algorithm {
+        job.model.algorithm =
+            serde_json::from_value::<Algorithm>(serde_json::Value::String(a.to_string()))
+                .map_err(|e| format!("--algorithm {a}: {e}"))?;
+    }
+    Ok(job)
+}
+
+/// The child side: runs one pipeline and prints a [`ChildResult`].
+async fn child(spec: &str) -> Res<()> {
+    let spec: ChildSpec = serde_json::from_str(spec)?;
+    let mut job = job_for(&spec.config, &spec.url, spec.algorithm.as_deref())?;
+    job.output.write = spec.write;
+    let wh = Warehouse::connect(&spec.url, 4).await?;
+    let opts = Options {
+        mode: if spec.train { Mode::Run } else { Mode::Score },
+        as_of: spec.as_of,
+        shard: Shard::ALL,
+    };
+    let t = Instant::now();
+    // On a task of its own, so a panic in a stage is reported like an error.
+    let wh2 = wh.clone();
+    let report = match tokio::spawn(async move { pipeline::run(&job, &wh2, &opts).await }).await {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(match e.try_into_panic() {
+            Ok(p) => format!(
+                "panicked: {}",
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default()
+            ),
+            Err(e) => e.to_string(),
+        }),
+    };
+    let wall = t.elapsed().as_secs_f64();
+    wh.close().await;
+    let result = ChildResult {
+        wall,
+        peak_rss_kib: peak_rss_kib(),
+        report,
+    };
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+/// `run` (trains, then publishes into the empty results table), `score` (loads the champion and
 /// upserts over every row) and `replace` (loads the champion, `output.write = "replace"`),
-/// each through the real pipeline, with its wall time and peak RSS; `stages` turns a report
-/// into the stage table.
+/// each through the real pipeline in a child process, with its wall time and peak RSS;
+/// `stages` turns a report into the stage table.
 async fn run_modes(
-    job: &Job,
-    wh: &Warehouse,
+    config: &Path,
+    url: &str,
+    algorithm: Option<&str>,
     now: DateTime<Utc>,
     stages: impl Fn(&Report) -> Vec<Stage>,
-) -> Vec<RunResult> {
+) -> Res<Vec<RunResult>> {
     let mut runs = Vec::new();
-    for (mode, write, label) in [
-        (
-            Mode::Run,
-            WriteMode::Upsert,
-            "run (trains; publish into the empty table)",
-        ),
-        (
-            Mode::Score,
-            WriteMode::Upsert,
-            "score (loaded model; upsert over every row)",
-        ),
-        (
-            Mode::Score,
-            WriteMode::Replace,
-            "replace (loaded model; output.write = replace)",
-        ),
+    for (train, write, label) in [
+        (true, WriteMode::Upsert, "run (trains; publish into the empty table)"),
+        (false, WriteMode::Upsert, "score (loaded model; upsert over every row)"),
+        (false, WriteMode::Replace, "replace (loaded model; output.write = replace)"),
     ] {
-        let mut job = job.clone();
-        job.output.write = write;
-        let opts = Options {
-            mode,
+        let spec = ChildSpec {
+            config: config.to_path_buf(),
+            url: url.to_string(),
             as_of: now,
-            shard: Shard::ALL,
+            train,
+            write,
+            algorithm: algorithm.map(str::to_string),
         };
-        reset_peak_rss();
-        let t = Instant::now();
-        // On a task of its own, so a panic in a stage is reported like an error.
-        let (job2, wh2) = (job, wh.clone());
-        let report =
-            match tokio::spawn(async move { pipeline::run(&job2, &wh2, &opts).await }).await {
-                Ok(Ok(report)) => Ok(report),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(match e.try_into_panic() {
-                    Ok(p) => format!(
-                        "panicked: {}",
-                        p.downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| p.downcast_ref::<String>().cloned())
-                            .unwrap_or_default()
-                    ),
-                    Err(e) => e.to_string(),
-                }),
-            };
-        let wall = t.elapsed().as_secs_f64();
-        let peak = peak_rss_kib();
-        runs.push(RunResult {
-            label,
-            wall,
-            peak_rss_kib: peak,
-            stages: report.as_ref().map(&stages).unwrap_or_default(),
-            report,
+        let out = tokio::process::Command::new(std::env::current_exe()?)
+            .env(CHILD_ENV, serde_json::to_string(&spec)?)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let parsed = stdout
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str::<ChildResult>(l).ok());
+        runs.push(match parsed {
+            Some(r) => RunResult {
+                label,
+                wall: r.wall,
+                peak_rss_kib: r.peak_rss_kib,
+                stages: r.report.as_ref().map(&stages).unwrap_or_default(),
+                report: r.report,
+            },
+            None => RunResult {
+                label,
+                wall: 0.0,
+                peak_rss_kib: None,
+                stages: Vec::new(),
+                report: Err(format!("the child process exited with {}", out.status)),
+            },
         });
     }
-    runs
+    Ok(runs)
 }
 
 async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeResult> {
@@ -425,11 +495,8 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
         mib(load_peak_rss_kib)
     );
 
-    let mut job = load_job(config_path, &url)?;
-    if let Some(a) = &args.algorithm {
-        job.model.algorithm =
-            serde_json::from_value::<Algorithm>(serde_json::Value::String(a.clone()))
-                .map_err(|e| format!("--algorithm {a}: {e}"))?;
+    let job = job_for(config_path, &url, args.algorithm.as_deref())?;
+    if args.algorithm.is_some() {
         println!(
             "model.algorithm overridden by --algorithm: {}",
             job.model.algorithm.name()
@@ -445,8 +512,8 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
     let floor_score_read = copy_out_floor(&url, &inline_as_of(score_sql, &lit)).await?;
     let floor_train_read = copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
 
-    let runs = run_modes(&job, &wh, now, stages).await;
     wh.close().await;
+    let runs = run_modes(config_path, &url, args.algorithm.as_deref(), now, stages).await?;
 
     // The publish floors, once there are results to copy.
     let (floor_publish, floor_publish_pk) = copy_in_floors(&url, &job).await?;
@@ -552,11 +619,11 @@ async fn forecast_part(args: &Args, config_path: &Path) -> Res<ForecastResult> {
 
     let history_rows = floor_history_read.rows;
     let horizon = spec.horizon;
-    let runs = run_modes(&job, &wh, now, |r| {
+    wh.close().await;
+    let runs = run_modes(config_path, &url, None, now, |r| {
         forecast_stages(r, history_rows, horizon)
     })
-    .await;
-    wh.close().await;
+    .await?;
 
     let (floor_publish, floor_publish_pk) = copy_in_floors(&url, &job).await?;
     Ok(ForecastResult {

@@ -95,7 +95,7 @@ pub struct Options {
 }
 
 /// What a training produced, for the summary.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrainSummary {
     pub version: i64,
     pub algorithm: String,
@@ -111,7 +111,7 @@ pub struct TrainSummary {
 }
 
 /// What a run did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     pub run_id: String,
     pub job: String,
