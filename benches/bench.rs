@@ -420,9 +420,21 @@ async fn run_modes(
 ) -> Res<Vec<RunResult>> {
     let mut runs = Vec::new();
     for (train, write, label) in [
-        (true, WriteMode::Upsert, "run (trains; publish into the empty table)"),
-        (false, WriteMode::Upsert, "score (loaded model; upsert over every row)"),
-        (false, WriteMode::Replace, "replace (loaded model; output.write = replace)"),
+        (
+            true,
+            WriteMode::Upsert,
+            "run (trains; publish into the empty table)",
+        ),
+        (
+            false,
+            WriteMode::Upsert,
+            "score (loaded model; upsert over every row)",
+        ),
+        (
+            false,
+            WriteMode::Replace,
+            "replace (loaded model; output.write = replace)",
+        ),
     ] {
         let spec = ChildSpec {
             config: config.to_path_buf(),

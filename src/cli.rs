@@ -14,7 +14,8 @@ use crate::pipeline::Shard;
     version,
     about = "Precompute ML predictions into your warehouse, on a schedule",
     long_about = "prescore reads fresh rows from a warehouse with SQL, trains or loads a model, scores \
-every entity in parallel and upserts the predictions into a results table in one transaction. \
+every entity in parallel and writes the predictions into a results table in one transaction \
+(an upsert, or with output.write = \"replace\" a full replacement). \
 Applications and dashboards read that table with plain SQL.\n\n\
 A job is one TOML config plus its SQL files (see configs/). Start with `prescore demo`.",
     after_help = "Exit codes: 0 ok, 1 failed (nothing published), 2 bad config or usage, \

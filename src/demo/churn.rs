@@ -153,16 +153,16 @@ pub fn generate(customers: usize, seed: u64, now: DateTime<Utc>) -> DataFrame {
     }
     let n = ids.len();
     let cols = [
-        ColumnBuf::Int(ids),
-        ColumnBuf::Ts(times),
-        ColumnBuf::Int(tenures),
-        ColumnBuf::Text(plans),
-        ColumnBuf::Text(region_col),
-        ColumnBuf::Float(usages),
-        ColumnBuf::Float(changes),
-        ColumnBuf::Int(ticket_col),
-        ColumnBuf::Int(delay_col),
-        ColumnBuf::Bool(labels),
+        ColumnBuf::Int(ids.into()),
+        ColumnBuf::Ts(times.into()),
+        ColumnBuf::Int(tenures.into()),
+        ColumnBuf::Text(plans.into()),
+        ColumnBuf::Text(region_col.into()),
+        ColumnBuf::Float(usages.into()),
+        ColumnBuf::Float(changes.into()),
+        ColumnBuf::Int(ticket_col.into()),
+        ColumnBuf::Int(delay_col.into()),
+        ColumnBuf::Bool(labels.into()),
     ];
     DataFrame::new(
         n,

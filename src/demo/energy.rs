@@ -159,19 +159,19 @@ pub fn generate(meters: usize, days: usize, seed: u64, now: DateTime<Utc>) -> Ge
     };
     Generated {
         meters: frame(vec![
-            ("meter_id", ColumnBuf::Int(m_id)),
-            ("region", ColumnBuf::Text(m_region)),
-            ("building", ColumnBuf::Text(m_kind)),
+            ("meter_id", ColumnBuf::Int(m_id.into())),
+            ("region", ColumnBuf::Text(m_region.into())),
+            ("building", ColumnBuf::Text(m_kind.into())),
         ]),
         readings: frame(vec![
-            ("meter_id", ColumnBuf::Int(r_id)),
-            ("ts", ColumnBuf::Ts(r_ts)),
-            ("kwh", ColumnBuf::Float(r_kwh)),
+            ("meter_id", ColumnBuf::Int(r_id.into())),
+            ("ts", ColumnBuf::Ts(r_ts.into())),
+            ("kwh", ColumnBuf::Float(r_kwh.into())),
         ]),
         weather: frame(vec![
-            ("region", ColumnBuf::Text(w_region)),
-            ("ts", ColumnBuf::Ts(w_ts)),
-            ("temperature", ColumnBuf::Float(w_temp)),
+            ("region", ColumnBuf::Text(w_region.into())),
+            ("ts", ColumnBuf::Ts(w_ts.into())),
+            ("temperature", ColumnBuf::Float(w_temp.into())),
         ]),
     }
 }

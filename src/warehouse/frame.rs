@@ -9,22 +9,170 @@ use crate::config::ColumnType;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ColumnBuf {
-    Int(Vec<Option<i64>>),
-    Float(Vec<Option<f64>>),
-    Text(Vec<Option<String>>),
-    Bool(Vec<Option<bool>>),
+    Int(Nullable<i64>),
+    Float(Nullable<f64>),
+    Text(TextBuf),
+    Bool(Nullable<bool>),
     /// Microseconds since the Unix epoch, UTC.
-    Ts(Vec<Option<i64>>),
+    Ts(Nullable<i64>),
+}
+
+/// Values and, once the first NULL arrives, a validity mask: a column without NULLs costs
+/// exactly its values, and becomes a polars array without being copied.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Nullable<T> {
+    values: Vec<T>,
+    valid: Option<Vec<bool>>,
+}
+
+impl<T: Copy + Default> Nullable<T> {
+    pub fn with_capacity(n: usize) -> Self {
+        Nullable {
+            values: Vec::with_capacity(n),
+            valid: None,
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, v: Option<T>) {
+        match v {
+            Some(x) => {
+                self.values.push(x);
+                if let Some(valid) = &mut self.valid {
+                    valid.push(true);
+                }
+            }
+            None => {
+                let n = self.values.len();
+                self.valid.get_or_insert_with(|| vec![true; n]).push(false);
+                self.values.push(T::default());
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn get(&self, r: usize) -> Option<T> {
+        match &self.valid {
+            Some(valid) if !valid[r] => None,
+            _ => Some(self.values[r]),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Option<T>> + '_ {
+        (0..self.len()).map(|r| self.get(r))
+    }
+}
+
+impl<T: Copy + Default> From<Vec<Option<T>>> for Nullable<T> {
+    fn from(v: Vec<Option<T>>) -> Self {
+        let mut out = Nullable::with_capacity(v.len());
+        for x in v {
+            out.push(x);
+        }
+        out
+    }
+}
+
+impl<T: Copy + Default> Nullable<T> {
+    /// The polars array: the values moved in as they are when there is no NULL.
+    fn into_chunked<P>(self, name: PlSmallStr) -> ChunkedArray<P>
+    where
+        P: PolarsNumericType<Native = T>,
+    {
+        match self.valid {
+            None => ChunkedArray::from_vec(name, self.values),
+            Some(valid) => ChunkedArray::from_iter_options(
+                name,
+                self.values
+                    .into_iter()
+                    .zip(valid)
+                    .map(|(v, ok)| ok.then_some(v)),
+            ),
+        }
+    }
+}
+
+/// Text values packed into one byte buffer (no allocation per value).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TextBuf {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    valid: Option<Vec<bool>>,
+}
+
+impl TextBuf {
+    pub fn with_capacity(n: usize) -> Self {
+        TextBuf {
+            bytes: Vec::with_capacity(n * 8),
+            ends: Vec::with_capacity(n),
+            valid: None,
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, v: Option<&str>) {
+        match v {
+            Some(s) => {
+                self.bytes.extend_from_slice(s.as_bytes());
+                if let Some(valid) = &mut self.valid {
+                    valid.push(true);
+                }
+            }
+            None => {
+                let n = self.ends.len();
+                self.valid.get_or_insert_with(|| vec![true; n]).push(false);
+            }
+        }
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, r: usize) -> Option<&str> {
+        if matches!(&self.valid, Some(valid) if !valid[r]) {
+            return None;
+        }
+        let start = if r == 0 { 0 } else { self.ends[r - 1] };
+        // Only whole `&str`s are pushed, so every slice is valid UTF-8.
+        std::str::from_utf8(&self.bytes[start..self.ends[r]]).ok()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        (0..self.len()).map(|r| self.get(r))
+    }
+}
+
+impl From<Vec<Option<String>>> for TextBuf {
+    fn from(v: Vec<Option<String>>) -> Self {
+        let mut out = TextBuf::with_capacity(v.len());
+        for x in &v {
+            out.push(x.as_deref());
+        }
+        out
+    }
 }
 
 impl ColumnBuf {
     pub fn new(t: ColumnType, capacity: usize) -> Self {
         match t {
-            ColumnType::Int => ColumnBuf::Int(Vec::with_capacity(capacity)),
-            ColumnType::Float => ColumnBuf::Float(Vec::with_capacity(capacity)),
-            ColumnType::Text => ColumnBuf::Text(Vec::with_capacity(capacity)),
-            ColumnType::Bool => ColumnBuf::Bool(Vec::with_capacity(capacity)),
-            ColumnType::Timestamp => ColumnBuf::Ts(Vec::with_capacity(capacity)),
+            ColumnType::Int => ColumnBuf::Int(Nullable::with_capacity(capacity)),
+            ColumnType::Float => ColumnBuf::Float(Nullable::with_capacity(capacity)),
+            ColumnType::Text => ColumnBuf::Text(TextBuf::with_capacity(capacity)),
+            ColumnType::Bool => ColumnBuf::Bool(Nullable::with_capacity(capacity)),
+            ColumnType::Timestamp => ColumnBuf::Ts(Nullable::with_capacity(capacity)),
         }
     }
 
@@ -60,21 +208,27 @@ impl ColumnBuf {
         }
     }
 
-    /// The polars column, with timestamps as `Datetime(µs, UTC)`.
+    /// Row `r` as text, for tests and messages.
+    pub fn cell_debug(&self, r: usize) -> String {
+        match self {
+            ColumnBuf::Int(v) | ColumnBuf::Ts(v) => format!("{:?}", v.get(r)),
+            ColumnBuf::Float(v) => format!("{:?}", v.get(r)),
+            ColumnBuf::Text(v) => format!("{:?}", v.get(r)),
+            ColumnBuf::Bool(v) => format!("{:?}", v.get(r)),
+        }
+    }
+
+    /// The polars column, with timestamps as `Datetime(µs, UTC)`. Numeric columns without
+    /// NULLs are moved, not copied.
     pub fn into_column(self, name: &str) -> Column {
         let name = PlSmallStr::from(name);
         match self {
-            ColumnBuf::Int(v) => Int64Chunked::from_iter_options(name, v.into_iter()).into_column(),
-            ColumnBuf::Float(v) => {
-                Float64Chunked::from_iter_options(name, v.into_iter()).into_column()
-            }
-            ColumnBuf::Text(v) => {
-                StringChunked::from_iter_options(name, v.into_iter()).into_column()
-            }
-            ColumnBuf::Bool(v) => {
-                BooleanChunked::from_iter_options(name, v.into_iter()).into_column()
-            }
-            ColumnBuf::Ts(v) => Int64Chunked::from_iter_options(name, v.into_iter())
+            ColumnBuf::Int(v) => v.into_chunked::<Int64Type>(name).into_column(),
+            ColumnBuf::Float(v) => v.into_chunked::<Float64Type>(name).into_column(),
+            ColumnBuf::Text(v) => StringChunked::from_iter_options(name, v.iter()).into_column(),
+            ColumnBuf::Bool(v) => BooleanChunked::from_iter_options(name, v.iter()).into_column(),
+            ColumnBuf::Ts(v) => v
+                .into_chunked::<Int64Type>(name)
                 .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
                 .into_column(),
         }
@@ -238,11 +392,11 @@ mod tests {
     #[test]
     fn buffers_round_trip_through_polars_and_views() {
         let cols = [
-            ColumnBuf::Int(vec![Some(1), None]),
-            ColumnBuf::Float(vec![Some(0.5), None]),
-            ColumnBuf::Text(vec![None, Some("a".into())]),
-            ColumnBuf::Bool(vec![Some(true), None]),
-            ColumnBuf::Ts(vec![Some(1_700_000_000_000_000), None]),
+            ColumnBuf::Int(Nullable::from(vec![Some(1), None])),
+            ColumnBuf::Float(Nullable::from(vec![Some(0.5), None])),
+            ColumnBuf::Text(TextBuf::from(vec![None, Some("a".into())])),
+            ColumnBuf::Bool(Nullable::from(vec![Some(true), None])),
+            ColumnBuf::Ts(Nullable::from(vec![Some(1_700_000_000_000_000), None])),
         ];
         for c in cols {
             let t = c.column_type();
@@ -255,12 +409,7 @@ mod tests {
     }
 
     fn buf_cells(c: &ColumnBuf) -> Vec<String> {
-        match c {
-            ColumnBuf::Int(v) | ColumnBuf::Ts(v) => v.iter().map(|x| format!("{x:?}")).collect(),
-            ColumnBuf::Float(v) => v.iter().map(|x| format!("{x:?}")).collect(),
-            ColumnBuf::Text(v) => v.iter().map(|x| format!("{x:?}")).collect(),
-            ColumnBuf::Bool(v) => v.iter().map(|x| format!("{x:?}")).collect(),
-        }
+        (0..c.len()).map(|r| c.cell_debug(r)).collect()
     }
 
     fn view_cells(c: &ColumnView) -> Vec<String> {

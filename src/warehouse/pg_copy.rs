@@ -451,7 +451,7 @@ fn decode(field: Field, bytes: &[u8], buf: &mut ColumnBuf) -> Result<(), String>
         (Field::F32, ColumnBuf::Float(b)) => b.push(Some(f64::from(f32::from_bits(i32v() as u32)))),
         (Field::F64, ColumnBuf::Float(b)) => b.push(Some(f64::from_bits(i64v() as u64))),
         (Field::Text, ColumnBuf::Text(b)) => match std::str::from_utf8(bytes) {
-            Ok(s) => b.push(Some(s.to_owned())),
+            Ok(s) => b.push(Some(s)),
             Err(e) => return Err(format!("text that is not UTF-8 ({e})")),
         },
         (Field::Bool, ColumnBuf::Bool(b)) => b.push(Some(bytes[0] != 0)),
@@ -496,7 +496,7 @@ fn decode(field: Field, bytes: &[u8], buf: &mut ColumnBuf) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::warehouse::frame::ColumnView;
+    use crate::warehouse::frame::{ColumnView, Nullable, TextBuf};
     use chrono::{TimeZone, Utc};
     use std::collections::BTreeMap;
 
@@ -651,16 +651,20 @@ mod tests {
     fn decodes_a_binary_copy_stream_split_at_awkward_boundaries() {
         let data = stream();
         let want = vec![
-            ColumnBuf::Int(vec![Some(7), None, Some(-3)]),
-            ColumnBuf::Text(vec![Some("O'Brien é".into()), None, Some(String::new())]),
-            ColumnBuf::Float(vec![Some(0.25), None, Some(-1.5)]),
-            ColumnBuf::Bool(vec![Some(true), None, Some(false)]),
-            ColumnBuf::Ts(vec![
+            ColumnBuf::Int(Nullable::from(vec![Some(7), None, Some(-3)])),
+            ColumnBuf::Text(TextBuf::from(vec![
+                Some("O'Brien é".into()),
+                None,
+                Some(String::new()),
+            ])),
+            ColumnBuf::Float(Nullable::from(vec![Some(0.25), None, Some(-1.5)])),
+            ColumnBuf::Bool(Nullable::from(vec![Some(true), None, Some(false)])),
+            ColumnBuf::Ts(Nullable::from(vec![
                 Some(1_793_512_800_000_000),
                 None,
                 Some(PG_EPOCH_OFFSET_US - 1),
-            ]),
-            ColumnBuf::Ts(vec![
+            ])),
+            ColumnBuf::Ts(Nullable::from(vec![
                 Some(
                     Utc.with_ymd_and_hms(2026, 10, 31, 0, 0, 0)
                         .unwrap()
@@ -672,8 +676,8 @@ mod tests {
                         .unwrap()
                         .timestamp_micros(),
                 ),
-            ]),
-            ColumnBuf::Float(vec![Some(7.0), None, Some(-3.0)]),
+            ])),
+            ColumnBuf::Float(Nullable::from(vec![Some(7.0), None, Some(-3.0)])),
         ];
         // Whole; one byte at a time; inside the signature, the header extension, a field count,
         // a length prefix, a multi-byte UTF-8 character, and the end-of-data marker.
@@ -738,7 +742,7 @@ mod tests {
         let err = decode_in_chunks(&data[..data.len() - 5], &[10]).unwrap_err();
         assert!(err.to_string().contains("row 3"), "{err}");
         // Infinity has no time.
-        let mut buf = ColumnBuf::Ts(Vec::new());
+        let mut buf = ColumnBuf::Ts(Nullable::default());
         let err = decode(Field::Timestamp, &i64::MAX.to_be_bytes(), &mut buf).unwrap_err();
         assert!(err.contains("infinity"), "{err}");
     }

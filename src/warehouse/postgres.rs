@@ -280,7 +280,7 @@ fn push(row: &PgRow, i: usize, dec: Decoder, buf: &mut ColumnBuf) -> Result<(), 
             };
             b.push(v)
         }
-        (Decoder::Text, ColumnBuf::Text(b)) => b.push(row.try_get::<Option<String>, _>(i)?),
+        (Decoder::Text, ColumnBuf::Text(b)) => b.push(row.try_get::<Option<&str>, _>(i)?),
         (Decoder::Bool, ColumnBuf::Bool(b)) => b.push(row.try_get::<Option<bool>, _>(i)?),
         (Decoder::TsTz, ColumnBuf::Ts(b)) => b.push(
             row.try_get::<Option<DateTime<Utc>>, _>(i)?

@@ -160,8 +160,8 @@ fn push(buf: &mut ColumnBuf, v: SqliteValueRef<'_>) -> Result<(), String> {
         (ColumnBuf::Int(b), "INTEGER") => b.push(Some(int(v)?)),
         (ColumnBuf::Float(b), "REAL") => b.push(Some(real(v)?)),
         (ColumnBuf::Float(b), "INTEGER") => b.push(Some(int(v)? as f64)),
-        (ColumnBuf::Text(b), "TEXT") => b.push(Some(text(v)?)),
-        (ColumnBuf::Text(b), "INTEGER") => b.push(Some(int(v)?.to_string())),
+        (ColumnBuf::Text(b), "TEXT") => b.push(Some(&text(v)?)),
+        (ColumnBuf::Text(b), "INTEGER") => b.push(Some(&int(v)?.to_string())),
         (ColumnBuf::Bool(b), "INTEGER") => match int(v)? {
             0 => b.push(Some(false)),
             1 => b.push(Some(true)),
