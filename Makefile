@@ -2,7 +2,7 @@
 # DATABASE_URL=postgres://... on the command line points demo/run at PostgreSQL.
 
 CARGO ?= cargo
-PRESCORE = $(CARGO) run --release --quiet --
+PRESCORE = $(CARGO) run --release --quiet --bin prescore --
 
 .DEFAULT_GOAL := help
 .PHONY: help build demo test bench lint fmt clean

@@ -101,6 +101,21 @@ const CHUNK: usize = 4096;
 /// Rows per sequential gbdt call: each call walks every tree over its rows.
 const GBDT_CHUNK: usize = 1024;
 
+/// The rows a training set of `total` rows is cut to: a seeded sample of
+/// `spec.max_train_rows` row numbers in ascending order, or None to keep every row. A caller
+/// that builds its matrix row by row can build only these.
+pub fn training_sample(spec: &ModelSpec, total: usize) -> Option<Vec<usize>> {
+    if spec.max_train_rows == 0 || total <= spec.max_train_rows {
+        return None;
+    }
+    use rand::seq::index::sample;
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
+    let mut idx = sample(&mut rng, total, spec.max_train_rows).into_vec();
+    idx.sort_unstable();
+    Some(idx)
+}
+
 impl Model {
     /// Trains the configured algorithm on `x` and `y` (0/1 for classification), on a seeded
     /// sample of `spec.max_train_rows` rows when there are more.
@@ -108,12 +123,7 @@ impl Model {
         if x.rows == 0 {
             return Err(ModelError::Fit("no training rows".into()));
         }
-        if spec.max_train_rows > 0 && x.rows > spec.max_train_rows {
-            use rand::seq::index::sample;
-            use rand::SeedableRng;
-            let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
-            let mut idx = sample(&mut rng, x.rows, spec.max_train_rows).into_vec();
-            idx.sort_unstable();
+        if let Some(idx) = training_sample(spec, x.rows) {
             tracing::info!(
                 rows = x.rows,
                 sample = idx.len(),

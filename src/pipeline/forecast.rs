@@ -233,9 +233,15 @@ pub(super) async fn run(
                 score::on_pool(
                     job.threads,
                     move || -> Result<(Model, Evaluation, usize), crate::model::ModelError> {
-                        let (x, y) = sc2.training_matrix(&s2, |s| s.y.len() - h);
+                        let end = |s: &Series| s.y.len() - h;
+                        // Sampled before the matrix is built: only the rows the model trains
+                        // on are ever materialized.
+                        let total = sc2.training_rows(&s2, end);
+                        let keep = crate::model::training_sample(&model_spec, total);
+                        let (x, y) = sc2.training_matrix(&s2, end, keep.as_deref());
                         tracing::info!(
-                            rows = x.rows,
+                            rows = total,
+                            sample = x.rows,
                             features = x.cols,
                             series = s2.len(),
                             algorithm = model_spec.algorithm.name(),
@@ -243,7 +249,7 @@ pub(super) async fn run(
                         );
                         let model = Model::fit(&model_spec, &x, &y)?;
                         let eval = evaluate(&sc2, &model, &s2, h, interval);
-                        Ok((model, eval, x.rows))
+                        Ok((model, eval, total))
                     },
                 ),
             )

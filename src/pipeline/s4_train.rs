@@ -56,16 +56,26 @@ pub fn train(job: &Job, df: &DataFrame) -> Result<Trained, TrainError> {
             holdout: hold_idx.len(),
         });
     }
-    let (x_train, y_train) = (x.select_rows(&train_idx), pick(&y, &train_idx));
+    // Only the rows the model fits (a seeded sample when model.max_train_rows cuts them) and
+    // the holdout are copied out of the full matrix, which is then freed.
+    let fit_idx: Vec<usize> = match crate::model::training_sample(&job.model, train_idx.len()) {
+        Some(sample) => sample.iter().map(|&i| train_idx[i]).collect(),
+        None => train_idx.clone(),
+    };
+    let y_train = pick(&y, &train_idx);
+    let (x_fit, y_fit) = (x.select_rows(&fit_idx), pick(&y, &fit_idx));
     let (x_hold, y_hold) = (x.select_rows(&hold_idx), pick(&y, &hold_idx));
+    let cols = x.cols;
+    drop(x);
     tracing::info!(
         train = train_idx.len(),
+        fit = fit_idx.len(),
         holdout = hold_idx.len(),
-        features = x.cols,
+        features = cols,
         algorithm = job.model.algorithm.name(),
         "training"
     );
-    let model = Model::fit(&job.model, &x_train, &y_train)?;
+    let model = Model::fit(&job.model, &x_fit, &y_fit)?;
     let pred = model.predict(&x_hold);
     let threshold = job.output.threshold;
     let metrics = metrics::evaluate(job.model.task, &y_hold, &pred, threshold);

@@ -155,23 +155,47 @@ impl SeriesSchema {
         }
     }
 
-    /// Training rows of every series for targets `t` in `[lookback, end(series))`.
+    /// How many training rows [`SeriesSchema::training_matrix`] has before any sampling.
+    pub fn training_rows(&self, series: &[Series], end: impl Fn(&Series) -> usize) -> usize {
+        series
+            .iter()
+            .map(|s| end(s).saturating_sub(self.lookback()))
+            .sum()
+    }
+
+    /// Training rows of every series for targets `t` in `[lookback, end(series))`, numbered
+    /// across series in order; with `keep` (ascending row numbers) only those rows are built.
     pub fn training_matrix(
         &self,
         series: &[Series],
         end: impl Fn(&Series) -> usize + Sync,
+        keep: Option<&[usize]>,
     ) -> (Matrix, Vec<f64>) {
         let width = self.width();
+        let start = self.lookback();
+        let mut offsets = Vec::with_capacity(series.len());
+        let mut acc = 0;
+        for s in series {
+            offsets.push(acc);
+            acc += end(s).saturating_sub(start);
+        }
         let blocks: Vec<(Vec<f64>, Vec<f64>)> = series
             .par_iter()
-            .map(|s| {
-                let stop = end(s);
-                let start = self.lookback();
-                let n = stop.saturating_sub(start);
-                let mut rows = Vec::with_capacity(n * width);
-                let mut ys = Vec::with_capacity(n);
+            .zip(offsets.par_iter())
+            .map(|(s, &off)| {
+                let stop = end(s).max(start);
+                let steps: Box<dyn Iterator<Item = usize>> = match keep {
+                    None => Box::new(start..stop),
+                    Some(k) => {
+                        let lo = k.partition_point(|&i| i < off);
+                        let hi = k.partition_point(|&i| i < off + (stop - start));
+                        Box::new(k[lo..hi].iter().map(move |&i| start + i - off))
+                    }
+                };
+                let mut rows = Vec::new();
+                let mut ys = Vec::new();
                 let mut buf = Vec::with_capacity(width);
-                for t in start..stop {
+                for t in steps {
                     self.row(s, &s.y, t, &mut buf);
                     rows.extend_from_slice(&buf);
                     ys.push(s.y[t]);
@@ -570,6 +594,30 @@ mod tests {
         assert_eq!(&row[4..7], &[3.0, 0.0, 0.0]); // 03:00, Monday, not weekend
         assert_eq!(row[7], 13.0);
         assert_eq!(&row[8..], &[0.0, 1.0]); // south is not a learned level: `other`
+    }
+
+    #[test]
+    fn a_sampled_training_matrix_is_exactly_those_rows_of_the_full_one() {
+        let series: Vec<Series> = (0..4)
+            .map(|k| Series {
+                key: Key::Int(k),
+                start_us: 0,
+                y: (0..(10 + 3 * k as usize))
+                    .map(|i| (i * i) as f64 + k as f64)
+                    .collect(),
+                exog: vec![(0..(10 + 3 * k as usize)).map(|i| i as f64).collect()],
+                statics: vec!["north".into()],
+            })
+            .collect();
+        let sc = schema();
+        let end = |s: &Series| s.y.len() - 2;
+        let total = sc.training_rows(&series, end);
+        let (full, y_full) = sc.training_matrix(&series, end, None);
+        assert_eq!(full.rows, total);
+        let keep: Vec<usize> = (0..total).filter(|i| i % 3 == 1).collect();
+        let (part, y_part) = sc.training_matrix(&series, end, Some(&keep));
+        assert_eq!(part.data, full.select_rows(&keep).data);
+        assert_eq!(y_part, keep.iter().map(|&i| y_full[i]).collect::<Vec<_>>());
     }
 
     #[test]
