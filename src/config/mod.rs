@@ -174,6 +174,7 @@ pub struct ModelSpec {
     pub trees: usize,
     pub budget: f32,
     pub max_trees: usize,
+    pub memory_limit_gb: f32,
     pub max_train_rows: usize,
     pub holdout_fraction: f64,
     pub seed: u64,

@@ -173,6 +173,7 @@ impl Model {
                     .set_budget(spec.budget)
                     .set_iteration_limit(Some(spec.max_trees))
                     .set_num_threads(Some(rayon::current_num_threads()))
+                    .set_memory_limit(Some(spec.memory_limit_gb))
                     .set_seed(spec.seed);
                 let data = perpetual::Matrix::new(&x.data, x.rows, x.cols);
                 booster
@@ -373,6 +374,7 @@ mod tests {
             trees: 10,
             budget: 0.5,
             max_trees: 100,
+            memory_limit_gb: 1.0,
             max_train_rows: 0,
             holdout_fraction: 0.2,
             seed: 7,
