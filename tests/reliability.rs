@@ -294,11 +294,7 @@ async fn sigkill_at_any_stage_leaves_the_table_as_it_was() {
         let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
         // The last kill is inside a replacing publish: after the TRUNCATE (PostgreSQL) or
         // DELETE (SQLite) and the new rows, before the commit.
-        let replace = config(
-            &db,
-            CHURN,
-            &[("[output]\n", "[output]\nwrite = \"replace\"\n")],
-        );
+        let replace = config(&db, CHURN, &[WRITE_REPLACE]);
         let kills = [
             ("read", c),
             ("train", c),

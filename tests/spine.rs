@@ -343,11 +343,7 @@ async fn shards_split_the_entities_without_overlap_and_never_train() {
 async fn replace_leaves_exactly_this_runs_rows_and_refuses_shards() {
     for db in backends("replace") {
         let (upsert_cfg, _) = published_churn(&db, 1500).await;
-        let replace_cfg = config(
-            &db,
-            CHURN,
-            &[("[output]\n", "[output]\nwrite = \"replace\"\n")],
-        );
+        let replace_cfg = config(&db, CHURN, &[WRITE_REPLACE]);
         let scored = count(&db, "churn_scores").await;
         // Ten customers leave the source.
         let wh = connect(&db).await;

@@ -175,6 +175,9 @@ pub async fn published_churn(db: &Db, customers: usize) -> (PathBuf, Vec<Vec<Str
     )
 }
 
+/// A config edit that switches a job to `output.write = "replace"`.
+pub const WRITE_REPLACE: (&str, &str) = ("[output]\n", "[output]\nwrite = \"replace\"\n");
+
 /// Writes a copy of a repo config into the test's directory, pointed at `db`, with its SQL
 /// paths made absolute and each `(from, to)` text replacement applied.
 pub fn config(db: &Db, repo_config: &str, edits: &[(&str, &str)]) -> PathBuf {
