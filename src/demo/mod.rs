@@ -57,8 +57,19 @@ pub async fn demo(a: DemoArgs) -> Result<(), Error> {
             as_of: now,
             shard: Shard::ALL,
         };
-        let report = pipeline::run(&job, &wh, &opts).await?;
-        print!("{}", crate::report::run_summary(&report));
+        match pipeline::run(&job, &wh, &opts).await {
+            Ok(report) => print!("{}", crate::report::run_summary(&report)),
+            // The gate at work, not a broken demo: on some generated data (it depends on the
+            // seed and the hour it is generated at) a small job's candidate does not beat its
+            // naive baseline on the holdout, so it must not serve.
+            Err(e @ Error::Gated { .. }) => println!(
+                "prescore: job {} gated, nothing published for it: {e}\n  the quality gate \
+                 kept a model that did not beat the naive baseline from serving (README: Models \
+                 and the gate); `prescore runs` lists it as gated",
+                job.name
+            ),
+            Err(e) => return Err(e),
+        }
     }
     println!("\nrecent runs: prescore runs --warehouse {}", redact(&url));
     wh.close().await;
