@@ -105,7 +105,32 @@ impl FeatureSchema {
     /// The feature matrix of `df`. NULL, NaN and infinite values are errors naming the column,
     /// the row and its key.
     pub fn matrix(&self, df: &DataFrame, key: &str) -> Result<Matrix, FeatureError> {
-        let rows = df.height();
+        self.matrix_of(df, key, None)
+    }
+
+    /// The feature matrix of the frame's rows `only` (in that order), or of every row. Rows
+    /// outside `only` are not checked here (the contract has checked every row already).
+    pub fn matrix_of(
+        &self,
+        df: &DataFrame,
+        key: &str,
+        only: Option<&[usize]>,
+    ) -> Result<Matrix, FeatureError> {
+        // Frame row -> matrix row, when only some rows are wanted.
+        let position: Option<Vec<u32>> = only.map(|only| {
+            let mut p = vec![u32::MAX; df.height()];
+            for (i, &r) in only.iter().enumerate() {
+                p[r] = i as u32;
+            }
+            p
+        });
+        let at = |r: usize| -> Option<usize> {
+            match &position {
+                None => Some(r),
+                Some(p) => (p[r] != u32::MAX).then_some(p[r] as usize),
+            }
+        };
+        let rows = only.map_or(df.height(), <[usize]>::len);
         let cols = self.numeric.len()
             + self
                 .categorical
@@ -127,7 +152,8 @@ impl FeatureSchema {
             let out = slots.next().expect("one slot per numeric feature");
             let median = self.medians.get(j).copied();
             each_numeric(df, name, |r, v| {
-                out[r] = match (v, median) {
+                let Some(o) = at(r) else { return Ok(()) };
+                out[o] = match (v, median) {
                     (Some(x), _) if x.is_finite() => x,
                     (None, Some(m)) => m,
                     (other, _) => {
@@ -148,10 +174,11 @@ impl FeatureSchema {
         for (name, levels) in &self.categorical {
             let mut onehot: Vec<&mut [f64]> = slots.by_ref().take(levels.len() + 1).collect();
             each_text(df, name, |r, v| {
+                let Some(o) = at(r) else { return };
                 let slot = v
                     .and_then(|v| levels.iter().position(|l| l == v))
                     .unwrap_or(levels.len());
-                onehot[slot][r] = 1.0;
+                onehot[slot][o] = 1.0;
             })?;
         }
         Ok(Matrix { data, rows, cols })
@@ -322,6 +349,20 @@ mod tests {
         let later = df!("id" => [9i64], "x" => [0.5], "plan" => ["z"]).unwrap();
         let m2 = schema.matrix(&later, "id").unwrap();
         assert_eq!(m2.column(4), &[1.0]);
+    }
+
+    #[test]
+    fn a_matrix_of_some_rows_is_those_rows_of_the_whole_one() {
+        let spec = FeatureSpec {
+            numeric: vec!["x".into()],
+            categorical: vec!["plan".into()],
+        };
+        let df = frame();
+        let schema = FeatureSchema::learn(&spec, &df).unwrap();
+        let all = schema.matrix(&df, "id").unwrap();
+        let only = [2, 0];
+        let some = schema.matrix_of(&df, "id", Some(&only)).unwrap();
+        assert_eq!(some.data, all.select_rows(&only).data);
     }
 
     #[test]

@@ -41,7 +41,6 @@ pub enum TrainError {
 /// Trains a `score` job's model on the training frame. CPU-bound: call from `spawn_blocking`.
 pub fn train(job: &Job, df: &DataFrame) -> Result<Trained, TrainError> {
     let schema = FeatureSchema::learn(&job.features, df)?;
-    let x = schema.matrix(df, job.input.key.as_str())?;
     let y = features::target(df, job.input.target.as_str(), job.model.task)?;
     let times = job
         .input
@@ -56,17 +55,23 @@ pub fn train(job: &Job, df: &DataFrame) -> Result<Trained, TrainError> {
             holdout: hold_idx.len(),
         });
     }
-    // Only the rows the model fits (a seeded sample when model.max_train_rows cuts them) and
-    // the holdout are copied out of the full matrix, which is then freed.
+    // Features only for the rows the model fits (a seeded sample when model.max_train_rows
+    // cuts them) and the holdout: the rest of the training rows never become a matrix.
     let fit_idx: Vec<usize> = match crate::model::training_sample(&job.model, train_idx.len()) {
         Some(sample) => sample.iter().map(|&i| train_idx[i]).collect(),
         None => train_idx.clone(),
     };
+    let key = job.input.key.as_str();
     let y_train = pick(&y, &train_idx);
-    let (x_fit, y_fit) = (x.select_rows(&fit_idx), pick(&y, &fit_idx));
-    let (x_hold, y_hold) = (x.select_rows(&hold_idx), pick(&y, &hold_idx));
-    let cols = x.cols;
-    drop(x);
+    let (x_fit, y_fit) = (
+        schema.matrix_of(df, key, Some(&fit_idx))?,
+        pick(&y, &fit_idx),
+    );
+    let (x_hold, y_hold) = (
+        schema.matrix_of(df, key, Some(&hold_idx))?,
+        pick(&y, &hold_idx),
+    );
+    let cols = x_fit.cols;
     tracing::info!(
         train = train_idx.len(),
         fit = fit_idx.len(),
