@@ -330,14 +330,20 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn same_schema_encodes_train_and_score_identically() {
+    /// The test frame and the schema learned from it (`x` numeric, `plan` categorical).
+    fn frame_and_schema() -> (DataFrame, FeatureSchema) {
         let spec = FeatureSpec {
             numeric: vec!["x".into()],
             categorical: vec!["plan".into()],
         };
         let df = frame();
         let schema = FeatureSchema::learn(&spec, &df).unwrap();
+        (df, schema)
+    }
+
+    #[test]
+    fn same_schema_encodes_train_and_score_identically() {
+        let (df, schema) = frame_and_schema();
         assert_eq!(
             schema.names(),
             ["x", "plan=a", "plan=b", "plan=c", "plan=other"]
@@ -353,12 +359,7 @@ mod tests {
 
     #[test]
     fn a_matrix_of_some_rows_is_those_rows_of_the_whole_one() {
-        let spec = FeatureSpec {
-            numeric: vec!["x".into()],
-            categorical: vec!["plan".into()],
-        };
-        let df = frame();
-        let schema = FeatureSchema::learn(&spec, &df).unwrap();
+        let (df, schema) = frame_and_schema();
         let all = schema.matrix(&df, "id").unwrap();
         let only = [2, 0];
         let some = schema.matrix_of(&df, "id", Some(&only)).unwrap();
