@@ -991,8 +991,14 @@ fn print_skipped(report: &Report) {
     }
 }
 
-/// The floor table: (what, its floor if measured).
-fn print_floors(floors: &[(&str, Option<&Floor>)]) {
+/// The floor table (the given read floors, then the two publish floors, if measured) and the
+/// heading of the `prescore / floor` lines that follow.
+fn print_floors(
+    runs: &[RunResult],
+    reads: &[(&str, &Floor)],
+    publish: Option<&Floor>,
+    publish_pk: Option<&Floor>,
+) {
     println!(
         "\nfloor (psql \\timing of the COPY statement, best of {FLOOR_TRIES}; last column: that psql process's wall time):"
     );
@@ -1000,7 +1006,18 @@ fn print_floors(floors: &[(&str, Option<&Floor>)]) {
         "  {:<58} {:>12} {:>10} {:>14} {:>10}",
         "", "rows", "seconds", "rows/s", "process s"
     );
-    for (name, fl) in floors {
+    let writes = [
+        ("COPY FROM STDIN (FORMAT binary), results' columns", publish),
+        (
+            "  same, into a table with the results' primary key",
+            publish_pk,
+        ),
+    ];
+    let all = reads
+        .iter()
+        .map(|(name, fl)| (*name, Some(*fl)))
+        .chain(writes);
+    for (name, fl) in all {
         match fl {
             Some(fl) => println!(
                 "  {:<58} {:>12} {:>10.3} {:>14} {:>10.3}",
@@ -1013,6 +1030,10 @@ fn print_floors(floors: &[(&str, Option<&Floor>)]) {
             None => println!("  {name:<58} (not measured: no run published a results table)"),
         }
     }
+    println!("\nprescore / floor:");
+    if runs.iter().all(|run| run.report.is_err()) {
+        println!("  (none: no run succeeded)");
+    }
 }
 
 /// One `prescore / floor` line, when both were measured.
@@ -1024,32 +1045,24 @@ fn print_ratio(name: &str, ours: Option<f64>, floor: Option<f64>) {
 
 fn print_size(r: &SizeResult) {
     print_runs(&r.runs, None);
-    print_floors(&[
-        (
-            "COPY (scoring SQL) TO STDOUT (FORMAT binary), to /dev/null",
-            Some(&r.floor_score_read),
-        ),
-        (
-            "COPY (training SQL) TO STDOUT (FORMAT binary), to /dev/null",
-            Some(&r.floor_train_read),
-        ),
-        (
-            "COPY FROM STDIN (FORMAT binary), results' columns",
-            r.floor_publish.as_ref(),
-        ),
-        (
-            "  same, into a table with the results' primary key",
-            r.floor_publish_pk.as_ref(),
-        ),
-    ]);
-
-    println!("\nprescore / floor:");
+    print_floors(
+        &r.runs,
+        &[
+            (
+                "COPY (scoring SQL) TO STDOUT (FORMAT binary), to /dev/null",
+                &r.floor_score_read,
+            ),
+            (
+                "COPY (training SQL) TO STDOUT (FORMAT binary), to /dev/null",
+                &r.floor_train_read,
+            ),
+        ],
+        r.floor_publish.as_ref(),
+        r.floor_publish_pk.as_ref(),
+    );
     let publish = r.floor_publish.as_ref().map(|f| f.seconds);
     let publish_pk = r.floor_publish_pk.as_ref().map(|f| f.seconds);
     let (run, score) = (&r.runs[0], &r.runs[1]);
-    if run.report.is_err() && score.report.is_err() {
-        println!("  (none: no run succeeded)");
-    }
     print_ratio(
         "score: read (scoring SQL) / COPY TO of the scoring SQL",
         stage_seconds(score, "read"),
@@ -1115,30 +1128,22 @@ fn print_forecast(r: &ForecastResult) {
             );
         }
     }
-    print_floors(&[
-        (
-            "COPY (history SQL) TO STDOUT (FORMAT binary), to /dev/null",
-            Some(&r.floor_history_read),
-        ),
-        (
-            "COPY (future SQL) TO STDOUT (FORMAT binary), to /dev/null",
-            Some(&r.floor_future_read),
-        ),
-        (
-            "COPY FROM STDIN (FORMAT binary), results' columns",
-            r.floor_publish.as_ref(),
-        ),
-        (
-            "  same, into a table with the results' primary key",
-            r.floor_publish_pk.as_ref(),
-        ),
-    ]);
-
-    println!("\nprescore / floor:");
+    print_floors(
+        &r.runs,
+        &[
+            (
+                "COPY (history SQL) TO STDOUT (FORMAT binary), to /dev/null",
+                &r.floor_history_read,
+            ),
+            (
+                "COPY (future SQL) TO STDOUT (FORMAT binary), to /dev/null",
+                &r.floor_future_read,
+            ),
+        ],
+        r.floor_publish.as_ref(),
+        r.floor_publish_pk.as_ref(),
+    );
     let (run, score) = (&r.runs[0], &r.runs[1]);
-    if run.report.is_err() && score.report.is_err() {
-        println!("  (none: no run succeeded)");
-    }
     let both = r.floor_history_read.seconds + r.floor_future_read.seconds;
     print_ratio(
         "score: read (history + future SQL) / both COPY TO",

@@ -117,25 +117,12 @@ pub fn training_sample(spec: &ModelSpec, total: usize) -> Option<Vec<usize>> {
 }
 
 impl Model {
-    /// Trains the configured algorithm on `x` and `y` (0/1 for classification), on a seeded
-    /// sample of `spec.max_train_rows` rows when there are more.
+    /// Trains the configured algorithm on `x` and `y` (0/1 for classification). Callers cut
+    /// the rows to [`training_sample`] before building `x`, so only those become features.
     pub fn fit(spec: &ModelSpec, x: &Matrix, y: &[f64]) -> Result<Model, ModelError> {
         if x.rows == 0 {
             return Err(ModelError::Fit("no training rows".into()));
         }
-        if let Some(idx) = training_sample(spec, x.rows) {
-            tracing::info!(
-                rows = x.rows,
-                sample = idx.len(),
-                "training on a sample (model.max_train_rows)"
-            );
-            let ys: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
-            return Self::fit_all(spec, &x.select_rows(&idx), &ys);
-        }
-        Self::fit_all(spec, x, y)
-    }
-
-    fn fit_all(spec: &ModelSpec, x: &Matrix, y: &[f64]) -> Result<Model, ModelError> {
         match spec.algorithm {
             Algorithm::DecisionTree => Ok(Model::DecisionTree(tree::fit_tree(
                 x,

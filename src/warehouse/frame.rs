@@ -17,37 +17,51 @@ pub enum ColumnBuf {
     Ts(Nullable<i64>),
 }
 
-/// Values and, once the first NULL arrives, a validity mask: a column without NULLs costs
-/// exactly its values, and becomes a polars array without being copied.
+/// Which values are present, kept only from the first NULL on: a column without NULLs pays
+/// nothing for it.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Validity(Option<Vec<bool>>);
+
+impl Validity {
+    /// Records value number `index` (the one after all recorded so far) as present or NULL.
+    #[inline]
+    fn push(&mut self, index: usize, present: bool) {
+        match &mut self.0 {
+            Some(mask) => mask.push(present),
+            None if !present => {
+                let mut mask = vec![true; index];
+                mask.push(false);
+                self.0 = Some(mask);
+            }
+            None => {}
+        }
+    }
+
+    fn is_present(&self, r: usize) -> bool {
+        self.0.as_ref().is_none_or(|mask| mask[r])
+    }
+}
+
+/// Values and their [`Validity`]: a column without NULLs costs exactly its values, and becomes
+/// a polars array without being copied.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Nullable<T> {
     values: Vec<T>,
-    valid: Option<Vec<bool>>,
+    valid: Validity,
 }
 
 impl<T: Copy + Default> Nullable<T> {
     pub fn with_capacity(n: usize) -> Self {
         Nullable {
             values: Vec::with_capacity(n),
-            valid: None,
+            valid: Validity::default(),
         }
     }
 
     #[inline]
     pub fn push(&mut self, v: Option<T>) {
-        match v {
-            Some(x) => {
-                self.values.push(x);
-                if let Some(valid) = &mut self.valid {
-                    valid.push(true);
-                }
-            }
-            None => {
-                let n = self.values.len();
-                self.valid.get_or_insert_with(|| vec![true; n]).push(false);
-                self.values.push(T::default());
-            }
-        }
+        self.valid.push(self.values.len(), v.is_some());
+        self.values.push(v.unwrap_or_default());
     }
 
     pub fn len(&self) -> usize {
@@ -59,10 +73,7 @@ impl<T: Copy + Default> Nullable<T> {
     }
 
     pub fn get(&self, r: usize) -> Option<T> {
-        match &self.valid {
-            Some(valid) if !valid[r] => None,
-            _ => Some(self.values[r]),
-        }
+        self.valid.is_present(r).then(|| self.values[r])
     }
 
     fn iter(&self) -> impl Iterator<Item = Option<T>> + '_ {
@@ -86,7 +97,7 @@ impl<T: Copy + Default> Nullable<T> {
     where
         P: PolarsNumericType<Native = T>,
     {
-        match self.valid {
+        match self.valid.0 {
             None => ChunkedArray::from_vec(name, self.values),
             Some(valid) => ChunkedArray::from_iter_options(
                 name,
@@ -104,7 +115,7 @@ impl<T: Copy + Default> Nullable<T> {
 pub struct TextBuf {
     bytes: Vec<u8>,
     ends: Vec<usize>,
-    valid: Option<Vec<bool>>,
+    valid: Validity,
 }
 
 impl TextBuf {
@@ -112,24 +123,15 @@ impl TextBuf {
         TextBuf {
             bytes: Vec::with_capacity(n * 8),
             ends: Vec::with_capacity(n),
-            valid: None,
+            valid: Validity::default(),
         }
     }
 
     #[inline]
     pub fn push(&mut self, v: Option<&str>) {
-        match v {
-            Some(s) => {
-                self.bytes.extend_from_slice(s.as_bytes());
-                if let Some(valid) = &mut self.valid {
-                    valid.push(true);
-                }
-            }
-            None => {
-                let n = self.ends.len();
-                self.valid.get_or_insert_with(|| vec![true; n]).push(false);
-            }
-        }
+        self.valid.push(self.ends.len(), v.is_some());
+        self.bytes
+            .extend_from_slice(v.unwrap_or_default().as_bytes());
         self.ends.push(self.bytes.len());
     }
 
@@ -142,7 +144,7 @@ impl TextBuf {
     }
 
     pub fn get(&self, r: usize) -> Option<&str> {
-        if matches!(&self.valid, Some(valid) if !valid[r]) {
+        if !self.valid.is_present(r) {
             return None;
         }
         let start = if r == 0 { 0 } else { self.ends[r - 1] };
@@ -208,7 +210,8 @@ impl ColumnBuf {
         }
     }
 
-    /// Row `r` as text, for tests and messages.
+    /// Row `r` as text, for tests.
+    #[cfg(test)]
     pub fn cell_debug(&self, r: usize) -> String {
         match self {
             ColumnBuf::Int(v) | ColumnBuf::Ts(v) => format!("{:?}", v.get(r)),

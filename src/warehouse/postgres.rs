@@ -1,7 +1,8 @@
 //! PostgreSQL behind the seam: the real warehouse. Columns are typed by the server, so each
 //! result column's type is checked against the contract once, before any row is decoded.
 //! Publishing streams a binary `COPY` straight into an empty (or truncated) table, or into a
-//! temporary staging table and then upserts from it in one statement. A `timestamp without time zone` is read as UTC.
+//! temporary staging table and then upserts from it in one statement. A `timestamp without
+//! time zone` is read as UTC.
 
 use std::collections::BTreeMap;
 
