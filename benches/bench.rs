@@ -34,7 +34,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use clap::Parser;
 use polars::prelude::{DataFrame, DataType};
 
-use prescore::config::{self, Algorithm, ColumnType, Job, JobKind};
+use prescore::config::{self, Algorithm, ColumnType, Job, JobKind, KindTag};
 use prescore::demo::{churn, energy};
 use prescore::pipeline::{self, Mode, Options, Report, Shard};
 use prescore::warehouse::ident::Ident;
@@ -516,13 +516,13 @@ async fn one_size(args: &Args, config_path: &Path, entities: usize) -> Res<SizeR
     }
     // The read floors, on the table as the runs find it (loaded, vacuumed, analyzed).
     let lit = ts_literal(now);
-    let score_sql = job
-        .input
-        .score_sql
-        .as_deref()
-        .ok_or("the job has no score_sql")?;
+    let score_sql = match &job.kind {
+        JobKind::Score { score_sql, .. } => score_sql.text.as_str(),
+        _ => return Err("the job is not a score job".into()),
+    };
     let floor_score_read = copy_out_floor(&url, &inline_as_of(score_sql, &lit)).await?;
-    let floor_train_read = copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
+    let floor_train_read =
+        copy_out_floor(&url, &inline_as_of(&job.input.train_sql.text, &lit)).await?;
 
     wh.close().await;
     let runs = run_modes(config_path, &url, args.algorithm.as_deref(), now, stages).await?;
@@ -547,8 +547,8 @@ async fn forecast_part(args: &Args, config_path: &Path) -> Res<ForecastResult> {
     }
     let url = fresh_database(&args.warehouse).await?;
     let job = load_job(config_path, &url)?;
-    let spec = match (&job.kind, &job.forecast) {
-        (JobKind::Forecast, Some(spec)) => spec.clone(),
+    let spec = match &job.kind {
+        JobKind::Forecast { spec, .. } => spec.clone(),
         _ => {
             return Err(format!(
                 "{} is not a forecast job (--forecast-config)",
@@ -620,13 +620,15 @@ async fn forecast_part(args: &Args, config_path: &Path) -> Res<ForecastResult> {
 
     // The read floors, on the tables as the runs find them.
     let lit = ts_literal(now);
-    let future_sql = job
-        .input
-        .score_sql
-        .as_deref()
-        .ok_or("the job has no score_sql (future covariates)")?;
+    let future_sql = match &job.kind {
+        JobKind::Forecast {
+            future_sql: Some(sql),
+            ..
+        } => sql.text.as_str(),
+        _ => return Err("the job has no score_sql (future covariates)".into()),
+    };
     let floor_history_read =
-        copy_out_floor(&url, &inline_as_of(&job.input.train_sql, &lit)).await?;
+        copy_out_floor(&url, &inline_as_of(&job.input.train_sql.text, &lit)).await?;
     let floor_future_read = copy_out_floor(&url, &inline_as_of(future_sql, &lit)).await?;
 
     let history_rows = floor_history_read.rows;
@@ -911,8 +913,8 @@ fn print_runs(runs: &[RunResult], legend: Option<&str>) {
             }
         };
         let scored = match report.kind {
-            JobKind::Score => "scored",
-            JobKind::Forecast => "series forecast",
+            KindTag::Score => "scored",
+            KindTag::Forecast => "series forecast",
         };
         println!(
             "\n{}: {:.2} s wall (pipeline::run), peak RSS {}, model v{}, {} rows read, {} {scored}, {} written",
@@ -924,7 +926,7 @@ fn print_runs(runs: &[RunResult], legend: Option<&str>) {
             thousands(report.entities as u64),
             thousands(report.rows_written),
         );
-        if report.kind == JobKind::Forecast {
+        if report.kind == KindTag::Forecast {
             print_skipped(report);
         }
         println!(

@@ -42,7 +42,7 @@ async fn connect_target(t: &Target) -> Result<(Warehouse, Option<Job>), Error> {
             let url = t
                 .warehouse
                 .clone()
-                .unwrap_or_else(|| "sqlite://prescore.db".to_string());
+                .unwrap_or_else(|| crate::warehouse::DEFAULT_URL.to_string());
             Ok((Warehouse::connect(&url, 2).await?, None))
         }
     }
@@ -70,7 +70,7 @@ fn shard(given: Option<Shard>) -> Result<Shard, Error> {
 async fn init(t: Target) -> Result<(), Error> {
     let (wh, _) = connect_target(&t).await?;
     wh.migrate().await?;
-    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_metrics, prescore_locks)", wh.dialect());
+    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_metrics, prescore_locks)", wh.dialect().name());
     Ok(())
 }
 
@@ -96,30 +96,37 @@ async fn check(a: CheckArgs) -> Result<(), Error> {
     println!(
         "config {}: valid ({} job {:?})",
         a.config.display(),
-        kind_name(&job),
+        job.kind.tag().name(),
         job.name
     );
-    let wh = connect(&job).await?;
+    // Read-only: `check` writes nothing, not even a missing SQLite file.
+    let url = job.warehouse.expose();
+    tracing::info!(warehouse = %redact(url), job = %job.name, "connecting read-only");
+    let wh = Warehouse::connect_read_only(url).await?;
     let as_of = as_of(a.as_of);
-    let mut files = vec![(
-        job.input.train_sql_path.clone(),
-        job.input.train_sql.clone(),
-        job.input.columns.clone(),
-    )];
-    if let (Some(p), Some(s)) = (&job.input.score_sql_path, &job.input.score_sql) {
-        let contract = match job.kind {
-            config::JobKind::Score => pipeline::read::scoring_contract(&job),
-            config::JobKind::Forecast => pipeline::series::future_contract(&job),
-        };
-        files.push((p.clone(), s.clone(), contract));
+    let mut files = vec![(&job.input.train_sql, job.input.columns.clone())];
+    match &job.kind {
+        config::JobKind::Score { score_sql, .. } => {
+            files.push((score_sql, pipeline::read::scoring_contract(&job)))
+        }
+        config::JobKind::Forecast {
+            future_sql: Some(sql),
+            time,
+            ..
+        } => files.push((
+            sql,
+            pipeline::forecast::series::future_contract(&job, time.as_str()),
+        )),
+        config::JobKind::Forecast { .. } => {}
     }
     let binds = pipeline::read::params(as_of);
     let mut failed = None;
-    for (path, sql, contract) in files {
-        let returned = wh.describe(&sql, &binds).await;
+    for (sql, contract) in files {
+        let path = &sql.path;
+        let returned = wh.describe(&sql.text, &binds).await;
         let limited = format!(
             "SELECT * FROM ({}) AS prescore_check LIMIT {}",
-            params::trim_statement(&sql),
+            params::trim_statement(&sql.text),
             a.limit
         );
         let read = match returned {
@@ -160,13 +167,6 @@ async fn check(a: CheckArgs) -> Result<(), Error> {
             println!("check passed: nothing was written");
             Ok(())
         }
-    }
-}
-
-fn kind_name(job: &Job) -> &'static str {
-    match job.kind {
-        config::JobKind::Score => "score",
-        config::JobKind::Forecast => "forecast",
     }
 }
 

@@ -1,12 +1,13 @@
 //! The error a run ends with, and the exit code cron sees. Codes are documented in the README
 //! and stable: 0 success, 1 failed (nothing published), 2 bad config or usage, 3 input
 //! contract broken (bad data; nothing published), 4 gated (the candidate model was rejected,
-//! the champion and the previous predictions stay), 5 already running.
+//! or waits for a person with no champion to serve; the previous predictions stay), 5 already
+//! running.
 
 use crate::config::ConfigError;
 use crate::pipeline::contract::ContractError;
-use crate::pipeline::features::FeatureError;
-use crate::pipeline::train::TrainError;
+use crate::pipeline::score::features::FeatureError;
+use crate::pipeline::score::train::TrainError;
 use crate::registry::RegistryError;
 use crate::warehouse::WarehouseError;
 
@@ -37,8 +38,13 @@ pub enum Error {
     },
     #[error("candidate model v{version} was not promoted: {}", reasons.join("; "))]
     Gated { version: i64, reasons: Vec<String> },
+    #[error("candidate model v{version} passed the gate and waits for a person (gate.auto_promote = false), and there is no champion to serve meanwhile: nothing was published. Promote it with `prescore models promote {version}`")]
+    AwaitingPromotion { version: i64 },
     #[error("{0}")]
     Usage(String),
+    /// A bug or an unexpected library failure, not the user's input.
+    #[error("internal error in {context}: {message} (nothing was published; please report this)")]
+    Internal { context: String, message: String },
 }
 
 impl Error {
@@ -51,7 +57,16 @@ impl Error {
             Error::Train(TrainError::Model(_)) => EXIT_FAILED,
             Error::Registry(RegistryError::Warehouse(w)) => warehouse_code(w),
             Error::Registry(_) | Error::SchemaMismatch { .. } => EXIT_FAILED,
-            Error::Gated { .. } => EXIT_GATED,
+            Error::Gated { .. } | Error::AwaitingPromotion { .. } => EXIT_GATED,
+            Error::Internal { .. } => EXIT_FAILED,
+        }
+    }
+
+    /// An internal failure in `context` (a polars operation, a serialization).
+    pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
+        Error::Internal {
+            context: context.to_string(),
+            message: e.to_string(),
         }
     }
 }

@@ -48,22 +48,20 @@ pub struct StoredModel {
     pub artifact: Option<Vec<u8>>,
 }
 
-/// A freshly trained model, to be registered as a candidate.
-pub struct NewModel<'a> {
-    pub job: &'a str,
-    pub run_id: &'a str,
-    pub algorithm: &'a str,
-    pub task: &'a str,
+/// A freshly trained model, to be registered as a candidate: every field serialized already.
+#[derive(Debug, Clone)]
+pub struct ModelRecord {
+    pub algorithm: String,
+    pub task: String,
     pub params: String,
     pub features: String,
     pub feature_hash: String,
-    pub as_of: DateTime<Utc>,
     pub train_from: Option<DateTime<Utc>>,
     pub train_to: Option<DateTime<Utc>>,
     pub rows_train: i64,
     pub rows_holdout: i64,
-    pub metrics: &'a Metrics,
-    pub baseline: &'a Metrics,
+    pub metrics: Metrics,
+    pub baseline: Metrics,
     pub importances: Option<String>,
     pub artifact: Vec<u8>,
 }
@@ -107,11 +105,17 @@ fn parse(row: Vec<Value>, with_artifact: bool) -> StoredModel {
 
 /// Registers a candidate and returns its version. Callers hold the job lock, so versions do
 /// not race.
-pub async fn insert_candidate(wh: &Warehouse, m: NewModel<'_>) -> Result<i64, WarehouseError> {
+pub async fn insert_candidate(
+    wh: &Warehouse,
+    job: &str,
+    run_id: &str,
+    as_of: DateTime<Utc>,
+    m: &ModelRecord,
+) -> Result<i64, WarehouseError> {
     let next = wh
         .fetch(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM prescore_models WHERE job = $1",
-            &[Value::text(m.job)],
+            &[Value::text(job)],
         )
         .await?;
     let version = next.first().and_then(|r| r[0].as_i64()).unwrap_or(1);
@@ -123,29 +127,34 @@ pub async fn insert_candidate(wh: &Warehouse, m: NewModel<'_>) -> Result<i64, Wa
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
          'candidate', 'trained', $18, $19)",
         &[
-            Value::text(m.job),
+            Value::text(job),
             Value::Int(Some(version)),
-            Value::text(m.algorithm),
-            Value::text(m.task),
-            Value::text(m.params),
-            Value::text(m.features),
-            Value::text(m.feature_hash),
+            Value::text(&m.algorithm),
+            Value::text(&m.task),
+            Value::text(&m.params),
+            Value::text(&m.features),
+            Value::text(&m.feature_hash),
             Value::Ts(Some(now)),
-            Value::Ts(Some(m.as_of)),
+            Value::Ts(Some(as_of)),
             Value::Ts(m.train_from),
             Value::Ts(m.train_to),
             Value::Int(Some(m.rows_train)),
             Value::Int(Some(m.rows_holdout)),
-            Value::text(serde_json::to_string(m.metrics).unwrap_or_default()),
-            Value::text(serde_json::to_string(m.baseline).unwrap_or_default()),
-            Value::Text(m.importances),
-            Value::Bytes(Some(m.artifact)),
+            Value::text(metrics_json(&m.metrics)),
+            Value::text(metrics_json(&m.baseline)),
+            Value::Text(m.importances.clone()),
+            Value::Bytes(Some(m.artifact.clone())),
             Value::Ts(Some(now)),
-            Value::text(m.run_id),
+            Value::text(run_id),
         ],
     )
     .await?;
     Ok(version)
+}
+
+/// A metrics map as JSON. Maps of names to numbers always serialize (NaN becomes null).
+fn metrics_json(m: &Metrics) -> String {
+    serde_json::to_string(m).expect("a map of names to numbers serializes")
 }
 
 /// The serving model, with its artifact.

@@ -2,7 +2,7 @@
 //! seconds per stage, a query to look at the results) and plain aligned tables for `runs` and
 //! `models`. Logs go to stderr; this goes to stdout.
 
-use crate::config::JobKind;
+use crate::config::KindTag;
 use crate::pipeline::Report;
 
 /// A plain text table with aligned columns.
@@ -50,8 +50,8 @@ pub fn run_summary(r: &Report) -> String {
     out.push_str(&format!("  rows read         {}\n", r.rows_read));
     if r.entities > 0 || r.rows_written > 0 {
         let what = match r.kind {
-            JobKind::Score => "entities scored  ",
-            JobKind::Forecast => "series forecast  ",
+            KindTag::Score => "entities scored  ",
+            KindTag::Forecast => "series forecast  ",
         };
         out.push_str(&format!("  {what} {}\n", r.entities));
         out.push_str(&format!(
@@ -125,8 +125,8 @@ pub fn run_summary(r: &Report) -> String {
     }
     if r.rows_written > 0 {
         let q = match r.kind {
-            JobKind::Score => format!("SELECT * FROM {} ORDER BY score DESC LIMIT 10;", r.table),
-            JobKind::Forecast => format!(
+            KindTag::Score => format!("SELECT * FROM {} ORDER BY score DESC LIMIT 10;", r.table),
+            KindTag::Forecast => format!(
                 "SELECT * FROM {} ORDER BY series_id, target_ts LIMIT 24;",
                 r.table
             ),

@@ -14,6 +14,7 @@ use std::time::Duration;
 pub use raw::RawConfig;
 
 use crate::warehouse::ident::Ident;
+pub use crate::warehouse::{ColumnType, WriteMode};
 
 /// A config that could not be loaded. Every variant names the file; `Invalid` lists every
 /// problem found, each with its key path.
@@ -73,32 +74,70 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// What kind of job a config declares (`job.kind`), as a plain tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum JobKind {
+pub enum KindTag {
     Score,
     Forecast,
 }
 
-/// The declared type of an input column: the contract the job's SQL must keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnType {
-    Int,
-    Float,
-    Text,
-    Bool,
-    Timestamp,
-}
-
-impl ColumnType {
+impl KindTag {
     pub fn name(self) -> &'static str {
         match self {
-            ColumnType::Int => "int",
-            ColumnType::Float => "float",
-            ColumnType::Text => "text",
-            ColumnType::Bool => "bool",
-            ColumnType::Timestamp => "timestamp",
+            KindTag::Score => "score",
+            KindTag::Forecast => "forecast",
+        }
+    }
+}
+
+/// One of the job's SQL files, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    pub text: String,
+    pub path: PathBuf,
+}
+
+/// What differs between the two kinds of job, with exactly the fields each one has.
+#[derive(Debug, Clone)]
+pub enum JobKind {
+    /// One row per entity: trains on `input.train_sql`, scores the rows of `score_sql`.
+    Score {
+        score_sql: Sql,
+        /// Holds out the latest rows by this column (else a stable hash of the key).
+        time: Option<Ident>,
+    },
+    /// One row per series and future step: `input.train_sql` returns the history.
+    Forecast {
+        spec: ForecastSpec,
+        /// The series clock.
+        time: Ident,
+        /// Future covariates for the steps after each series' end.
+        future_sql: Option<Sql>,
+    },
+}
+
+impl JobKind {
+    pub fn tag(&self) -> KindTag {
+        match self {
+            JobKind::Score { .. } => KindTag::Score,
+            JobKind::Forecast { .. } => KindTag::Forecast,
+        }
+    }
+
+    /// The time column, if the job has one.
+    pub fn time(&self) -> Option<&Ident> {
+        match self {
+            JobKind::Score { time, .. } => time.as_ref(),
+            JobKind::Forecast { time, .. } => Some(time),
+        }
+    }
+
+    /// The second SQL file: rows to score, or future covariates.
+    pub fn second_sql(&self) -> Option<&Sql> {
+        match self {
+            JobKind::Score { score_sql, .. } => Some(score_sql),
+            JobKind::Forecast { future_sql, .. } => future_sql.as_ref(),
         }
     }
 }
@@ -108,6 +147,15 @@ impl ColumnType {
 pub enum Task {
     Classification,
     Regression,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Regression => "regression",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -139,17 +187,12 @@ pub enum RetrainPolicy {
     OlderThan(Duration),
 }
 
-/// The validated input side of a job: its SQL, its key columns and its contract.
+/// The validated input side of a job: its training SQL, its key columns and its contract.
 #[derive(Debug, Clone)]
 pub struct Input {
     /// Training rows (score jobs) or the history of every series (forecast jobs).
-    pub train_sql: String,
-    pub train_sql_path: PathBuf,
-    /// Rows to score (score jobs). Forecast jobs score from the history.
-    pub score_sql: Option<String>,
-    pub score_sql_path: Option<PathBuf>,
+    pub train_sql: Sql,
     pub key: Ident,
-    pub time: Option<Ident>,
     pub target: Ident,
     pub columns: BTreeMap<String, ColumnType>,
     pub min_rows: usize,
@@ -172,12 +215,34 @@ pub struct ModelSpec {
     pub max_depth: usize,
     pub min_samples_leaf: usize,
     pub trees: usize,
-    pub budget: f32,
     pub max_trees: usize,
-    pub memory_limit_gb: f32,
+    pub learning_rate: f64,
+    pub num_leaves: usize,
     pub max_train_rows: usize,
     pub holdout_fraction: f64,
     pub seed: u64,
+}
+
+/// A calendar feature of the forecast step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Calendar {
+    /// Hour of the day, 0-23 (UTC).
+    Hour,
+    /// Day of the week, Monday = 0.
+    Dow,
+    /// 1 on Saturdays and Sundays.
+    Weekend,
+}
+
+impl Calendar {
+    pub fn name(self) -> &'static str {
+        match self {
+            Calendar::Hour => "hour",
+            Calendar::Dow => "dow",
+            Calendar::Weekend => "weekend",
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -186,7 +251,7 @@ pub struct ForecastSpec {
     pub step_seconds: i64,
     pub lags: Vec<usize>,
     pub rolling: Vec<usize>,
-    pub calendar: Vec<String>,
+    pub calendar: Vec<Calendar>,
     pub min_history: usize,
     pub max_gap: usize,
     pub interval: f64,
@@ -216,19 +281,6 @@ pub struct Output {
     pub write: WriteMode,
 }
 
-/// How a publish writes the results table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteMode {
-    /// Insert new keys, replace the rows of keys already there; rows of entities missing from
-    /// this run stay. Readers are never blocked.
-    #[default]
-    Upsert,
-    /// The table afterwards holds exactly this run's rows. On PostgreSQL a `TRUNCATE` and a
-    /// `COPY` straight into the table, the fastest write; readers wait for the commit.
-    Replace,
-}
-
 /// A validated job: everything the pipeline needs, checked.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -243,7 +295,6 @@ pub struct Job {
     pub model: ModelSpec,
     pub retrain: RetrainPolicy,
     pub gate: Gate,
-    pub forecast: Option<ForecastSpec>,
     pub output: Output,
     pub config_path: PathBuf,
 }
@@ -275,30 +326,9 @@ pub fn load_with_env(path: &Path, env: &dyn expand::Env) -> Result<Job, ConfigEr
     })
 }
 
-impl Job {
-    /// The columns the output table gets, in order.
-    pub fn feature_columns(&self) -> impl Iterator<Item = &String> {
-        self.features
-            .numeric
-            .iter()
-            .chain(self.features.categorical.iter())
-    }
-}
-
-/// Parses `24h`, `30m`, `7d`, `90s` into a duration.
+/// Parses a duration such as `24h`, `30m`, `7d`, `90s` or `1h 30m` (humantime's syntax).
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
+    humantime::parse_duration(s.trim()).ok()
 }
 
 #[cfg(test)]
@@ -310,8 +340,9 @@ mod tests {
         assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("h"), None);
-        assert_eq!(parse_duration("5w"), None);
+        assert_eq!(parse_duration("5 parsecs"), None);
     }
 
     #[test]

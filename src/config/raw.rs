@@ -1,6 +1,6 @@
 //! The config file as written: serde structs that reject unknown keys, and the one pure
-//! `validate` step that turns them into a [`Job`] or a list of every problem. The doc comment
-//! of each field is the user documentation (README "Config reference" mirrors it).
+//! `validate` step that turns them into a [`Job`] or a list of every problem, one function per
+//! config section. The doc comment of each field is the user documentation.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,10 +10,49 @@ use serde::Deserialize;
 use super::expand::{expand, Env};
 use super::*;
 use crate::warehouse::ident::Ident;
+use crate::warehouse::Dialect;
 
 pub(super) enum ParseError {
     Syntax(String),
     Problems(Vec<Problem>),
+}
+
+/// Numbers and booleans may be written as strings, so that `${VAR}` works in every value:
+/// `max_train_rows = "${ROWS:-200000}"`.
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+    use std::str::FromStr;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Value(T),
+        Text(String),
+    }
+
+    pub fn de<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match Either::<T>::deserialize(d)? {
+            Either::Value(v) => Ok(v),
+            Either::Text(s) => s
+                .trim()
+                .parse()
+                .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}"))),
+        }
+    }
+
+    pub fn de_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + FromStr,
+        T::Err: std::fmt::Display,
+    {
+        de(d).map(Some)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,15 +76,15 @@ pub struct RawJob {
     /// Job name: keys the ledger, the registry and the lock. Letters, digits, `_`, `-`.
     pub name: String,
     /// `score` (one row per entity) or `forecast` (one row per series and future step).
-    pub kind: JobKind,
+    pub kind: KindTag,
     /// Warehouse URL: `sqlite://prescore.db` or `postgres://user@host/db`. Use `${VAR}`.
     #[serde(default = "default_warehouse")]
     pub warehouse: String,
     /// Scoring threads; 0 means one per CPU.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::de")]
     pub threads: usize,
     /// Attempts for transient warehouse errors (connection lost, pool time-out).
-    #[serde(default = "default_retry_attempts")]
+    #[serde(default = "default_retry_attempts", deserialize_with = "lenient::de")]
     pub retry_attempts: u32,
     /// First back-off between attempts; doubles each time.
     #[serde(default = "default_retry_backoff")]
@@ -57,7 +96,7 @@ pub struct RawJob {
 pub struct RawInput {
     /// SQL file (relative to the config) returning training rows (score) or history (forecast).
     pub train_sql: String,
-    /// SQL file returning the rows to score (score jobs only).
+    /// Score jobs: the SQL of the rows to score. Forecast jobs: future covariates (optional).
     #[serde(default)]
     pub score_sql: Option<String>,
     /// Entity key (score) or series id (forecast).
@@ -71,14 +110,17 @@ pub struct RawInput {
     /// (`int`, `float`, `text`, `bool`, `timestamp`).
     pub columns: BTreeMap<String, ColumnType>,
     /// Fewer rows than this and the run stops before writing.
-    #[serde(default = "default_min_rows")]
+    #[serde(default = "default_min_rows", deserialize_with = "lenient::de")]
     pub min_rows: usize,
     /// Per column, the largest fraction of NULLs accepted (default 0: none).
     #[serde(default)]
     pub max_null_fraction: BTreeMap<String, f64>,
     /// Refuse to publish when fewer entities than this fraction of the last successful run's
     /// are scored (a guard against a half-loaded source table). 0 disables it.
-    #[serde(default = "default_min_entities_ratio")]
+    #[serde(
+        default = "default_min_entities_ratio",
+        deserialize_with = "lenient::de"
+    )]
     pub min_entities_ratio: f64,
 }
 
@@ -100,32 +142,39 @@ pub struct RawModel {
     pub task: Task,
     /// `decision_tree` (classification), `linear` (regression), `random_forest` and `gbdt` (both).
     pub algorithm: String,
-    #[serde(default = "default_max_depth")]
+    /// Deepest split of a tree (gbdt: 0 = no limit, leaves bound it).
+    #[serde(default = "default_max_depth", deserialize_with = "lenient::de")]
     pub max_depth: usize,
-    #[serde(default = "default_min_samples_leaf")]
+    /// Fewest training rows in a leaf.
+    #[serde(default = "default_min_samples_leaf", deserialize_with = "lenient::de")]
     pub min_samples_leaf: usize,
     /// Trees in a random forest.
-    #[serde(default = "default_trees")]
+    #[serde(default = "default_trees", deserialize_with = "lenient::de")]
     pub trees: usize,
-    /// Complexity budget of the gradient-boosted model (perpetual); 0.5 to 2 is typical.
-    #[serde(default = "default_budget")]
-    pub budget: f32,
-    /// Train on a seeded random sample of at most this many rows (0: all). Bounds training
-    /// time and memory on a schedule; evaluation always uses the whole holdout.
-    #[serde(default = "default_max_train_rows")]
-    pub max_train_rows: usize,
-    /// Upper bound on boosting rounds (gbdt), which bounds training time on a schedule.
-    #[serde(default = "default_max_trees")]
+    /// gbdt: boosting rounds.
+    #[serde(default = "default_max_trees", deserialize_with = "lenient::de")]
     pub max_trees: usize,
-    /// gbdt: the memory perpetual may plan its histograms for, in GB. Without a limit it sizes
-    /// them from the machine's free memory (1.5 GiB and 20 s for the demo's energy job,
-    /// against 0.7 GiB and 11 s at 1 GB, with the same holdout error).
-    #[serde(default = "default_memory_limit_gb")]
-    pub memory_limit_gb: f32,
+    /// gbdt: shrinkage of each tree.
+    #[serde(default = "default_learning_rate", deserialize_with = "lenient::de")]
+    pub learning_rate: f64,
+    /// gbdt: leaves per tree (trees grow best-first).
+    #[serde(default = "default_num_leaves", deserialize_with = "lenient::de")]
+    pub num_leaves: usize,
+    /// Deprecated (perpetual's complexity budget); accepted and ignored with a warning.
+    #[serde(default)]
+    pub budget: Option<toml::Value>,
+    /// Deprecated (perpetual's memory plan); accepted and ignored with a warning.
+    #[serde(default)]
+    pub memory_limit_gb: Option<toml::Value>,
+    /// Train on a seeded random sample of at most this many rows (0: all). Bounds training
+    /// time and memory on a schedule; evaluation always uses the whole holdout. Default:
+    /// 200000 for score jobs, every row for forecast jobs.
+    #[serde(default, deserialize_with = "lenient::de_opt")]
+    pub max_train_rows: Option<usize>,
     /// Score jobs: the latest fraction of rows (by `input.time`) held out for evaluation.
-    #[serde(default = "default_holdout")]
+    #[serde(default = "default_holdout", deserialize_with = "lenient::de")]
     pub holdout_fraction: f64,
-    #[serde(default = "default_seed")]
+    #[serde(default = "default_seed", deserialize_with = "lenient::de")]
     pub seed: u64,
     /// `always`, `never` (load the champion) or an age such as `24h`.
     #[serde(default = "default_retrain")]
@@ -136,7 +185,7 @@ pub struct RawModel {
 #[serde(deny_unknown_fields)]
 pub struct RawForecast {
     /// Steps to forecast.
-    #[serde(default = "default_horizon")]
+    #[serde(default = "default_horizon", deserialize_with = "lenient::de")]
     pub horizon: usize,
     /// Step length, such as `1h`.
     #[serde(default = "default_step")]
@@ -149,16 +198,16 @@ pub struct RawForecast {
     pub rolling: Vec<usize>,
     /// Any of `hour`, `dow`, `weekend`.
     #[serde(default = "default_calendar")]
-    pub calendar: Vec<String>,
-    /// Series with fewer observed steps get no forecast (counted and reported).
-    #[serde(default = "default_min_history")]
+    pub calendar: Vec<Calendar>,
+    /// Series with fewer observed steps get no model forecast (a seasonal-naive one when
+    /// possible), counted and reported.
+    #[serde(default = "default_min_history", deserialize_with = "lenient::de")]
     pub min_history: usize,
-    /// Gaps of at most this many missing steps are filled by linear interpolation; after a
-    /// longer gap only the history since the gap is used.
-    #[serde(default = "default_max_gap")]
+    /// Gaps of at most this many missing steps are filled by linear interpolation.
+    #[serde(default = "default_max_gap", deserialize_with = "lenient::de")]
     pub max_gap: usize,
     /// Coverage of the prediction interval, from holdout residuals per step.
-    #[serde(default = "default_interval")]
+    #[serde(default = "default_interval", deserialize_with = "lenient::de")]
     pub interval: f64,
 }
 
@@ -172,10 +221,10 @@ pub struct RawGate {
     #[serde(default)]
     pub must_beat: Vec<String>,
     /// Relative slack for `must_beat`, e.g. 0.02 accepts a candidate 2% worse.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::de")]
     pub tolerance: f64,
     /// Promote a passing candidate at once; `false` waits for `prescore models promote`.
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", deserialize_with = "lenient::de")]
     pub auto_promote: bool,
 }
 
@@ -185,7 +234,7 @@ pub struct RawOutput {
     /// Results table, created when missing.
     pub table: String,
     /// Classification: the score at or above which `label` is the positive class.
-    #[serde(default = "default_threshold")]
+    #[serde(default = "default_threshold", deserialize_with = "lenient::de")]
     pub threshold: f64,
     /// `upsert` (default) or `replace`.
     #[serde(default)]
@@ -193,7 +242,7 @@ pub struct RawOutput {
 }
 
 fn default_warehouse() -> String {
-    "sqlite://prescore.db".into()
+    crate::warehouse::DEFAULT_URL.into()
 }
 fn default_retry_attempts() -> u32 {
     3
@@ -216,17 +265,14 @@ fn default_min_samples_leaf() -> usize {
 fn default_trees() -> usize {
     50
 }
-fn default_budget() -> f32 {
-    0.5
-}
-fn default_max_train_rows() -> usize {
-    200_000
-}
-fn default_memory_limit_gb() -> f32 {
-    1.0
-}
 fn default_max_trees() -> usize {
     100
+}
+fn default_learning_rate() -> f64 {
+    0.1
+}
+fn default_num_leaves() -> usize {
+    31
 }
 fn default_holdout() -> f64 {
     0.2
@@ -249,8 +295,8 @@ fn default_lags() -> Vec<usize> {
 fn default_rolling() -> Vec<usize> {
     vec![24]
 }
-fn default_calendar() -> Vec<String> {
-    vec!["hour".into(), "dow".into(), "weekend".into()]
+fn default_calendar() -> Vec<Calendar> {
+    vec![Calendar::Hour, Calendar::Dow, Calendar::Weekend]
 }
 fn default_min_history() -> usize {
     336
@@ -336,33 +382,72 @@ impl Problems {
             }
         }
     }
+
+    fn duration(&mut self, key: &str, text: &str) -> Option<Duration> {
+        let d = parse_duration(text);
+        if d.is_none() {
+            self.push(
+                key,
+                format!("{text:?} is not a duration such as `1s`, `30m` or `24h`"),
+            );
+        }
+        d
+    }
 }
 
 /// The one validation pass: collects every problem, then either all are reported or a `Job`
 /// is built. Reads the SQL files (relative to the config) so a missing file is reported here.
 pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, Vec<Problem>> {
     let mut p = Problems(Vec::new());
+    let job = validate_job(&raw.job, &mut p);
+    let input = validate_input(&raw, base, &mut p);
+    validate_features(&raw, &mut p);
+    let (model, retrain) = validate_model(&raw.model, raw.job.kind, &mut p);
+    let kind = validate_kind(&raw, base, &mut p);
+    let gate = validate_gate(&raw.gate, raw.model.task, &mut p);
+    let output = validate_output(&raw.output, &mut p);
+    match (job, input, model, kind, output) {
+        (Some((warehouse, retry_backoff)), Some(input), Some(model), Some(kind), Some(output))
+            if p.0.is_empty() =>
+        {
+            Ok(Job {
+                name: raw.job.name,
+                kind,
+                warehouse: Secret::new(warehouse),
+                threads: raw.job.threads,
+                retry_attempts: raw.job.retry_attempts.max(1),
+                retry_backoff,
+                input,
+                features: FeatureSpec {
+                    numeric: raw.features.numeric,
+                    categorical: raw.features.categorical,
+                },
+                model,
+                retrain,
+                gate,
+                output,
+                config_path: path.to_path_buf(),
+            })
+        }
+        _ => Err(p.0),
+    }
+}
 
-    if raw.job.name.is_empty()
-        || !raw
-            .job
+/// `[job]`: the name, the warehouse URL and the retry policy.
+fn validate_job(j: &RawJob, p: &mut Problems) -> Option<(String, Duration)> {
+    if j.name.is_empty()
+        || !j
             .name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         p.push(
             "job.name",
-            format!(
-                "{:?} must be non-empty letters, digits, `_` or `-`",
-                raw.job.name
-            ),
+            format!("{:?} must be non-empty letters, digits, `_` or `-`", j.name),
         );
     }
-    let warehouse = raw.job.warehouse.trim().to_string();
-    if !(warehouse.starts_with("sqlite:")
-        || warehouse.starts_with("postgres://")
-        || warehouse.starts_with("postgresql://"))
-    {
+    let warehouse = j.warehouse.trim().to_string();
+    if Dialect::from_url(&warehouse).is_none() {
         p.push(
             "job.warehouse",
             format!(
@@ -371,122 +456,81 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
             ),
         );
     }
-    let retry_backoff = parse_duration(&raw.job.retry_backoff).unwrap_or_else(|| {
-        p.push(
-            "job.retry_backoff",
-            format!(
-                "{:?} is not a duration such as `1s` or `2m`",
-                raw.job.retry_backoff
-            ),
-        );
-        Duration::from_secs(1)
-    });
+    let backoff = p.duration("job.retry_backoff", &j.retry_backoff)?;
+    Some((warehouse, backoff))
+}
 
-    // Input and its contract.
-    let mut read_sql = |key: &str, rel: &str| -> Option<(String, PathBuf)> {
-        let file = base.join(rel);
-        // Configs live in configs/ and SQL in sql/: also accept paths relative to the
-        // working directory, which is how people write them.
-        let candidates = [file.clone(), PathBuf::from(rel)];
-        for c in &candidates {
-            if let Ok(text) = std::fs::read_to_string(c) {
-                if text.trim().is_empty() {
-                    p.push(key, format!("{} is empty", c.display()));
-                    return None;
-                }
-                return Some((text, c.clone()));
-            }
+/// Reads one SQL file, relative to the config or to the working directory.
+fn read_sql(p: &mut Problems, base: &Path, key: &str, rel: &str) -> Option<Sql> {
+    let file = base.join(rel);
+    // Configs live in configs/ and SQL in sql/: also accept paths relative to the working
+    // directory, which is how people write them.
+    let candidates = [file.clone(), PathBuf::from(rel)];
+    for c in &candidates {
+        if c.is_dir() {
+            p.push(
+                key,
+                format!("{} is a directory, not an SQL file", c.display()),
+            );
+            return None;
         }
-        p.push(
-            key,
-            format!(
-                "SQL file {rel:?} not found (looked at {} and {})",
-                file.display(),
-                rel
-            ),
-        );
-        None
-    };
-    let train = read_sql("input.train_sql", &raw.input.train_sql);
-    let score = raw
-        .input
-        .score_sql
-        .as_deref()
-        .and_then(|s| read_sql("input.score_sql", s));
-    for (key, sql) in [("input.train_sql", &train), ("input.score_sql", &score)] {
-        if let Some((text, _)) = sql {
-            if let Err(e) = crate::warehouse::params::check(text) {
-                p.push(key, e);
+        if let Ok(text) = std::fs::read_to_string(c) {
+            if text.trim().is_empty() {
+                p.push(key, format!("{} is empty", c.display()));
+                return None;
             }
+            if let Err(e) = crate::warehouse::params::check(&text) {
+                p.push(key, e);
+                return None;
+            }
+            return Some(Sql {
+                text,
+                path: c.clone(),
+            });
         }
     }
-    let key = p.ident("input.key", &raw.input.key);
-    let time = raw
-        .input
-        .time
-        .as_deref()
-        .and_then(|t| p.ident("input.time", t));
-    let target = p.ident("input.target", &raw.input.target);
-    let cols = &raw.input.columns;
-    if cols.is_empty() {
+    p.push(
+        key,
+        format!(
+            "SQL file {rel:?} not found (looked at {} and {})",
+            file.display(),
+            rel
+        ),
+    );
+    None
+}
+
+/// `[input]`: the training SQL, key and target, and the contract every column keeps.
+fn validate_input(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<Input> {
+    let i = &raw.input;
+    let train_sql = read_sql(p, base, "input.train_sql", &i.train_sql);
+    let key = p.ident("input.key", &i.key);
+    let target = p.ident("input.target", &i.target);
+    if i.columns.is_empty() {
         p.push(
             "input.columns",
             "declare every column the SQL returns, with its type",
         );
     }
-    for name in cols.keys() {
+    for name in i.columns.keys() {
         if let Err(e) = Ident::new(name) {
             p.push(format!("input.columns.{name}"), e.to_string());
         }
     }
-    let mut declared = |key: &str, name: &str, allowed: &[ColumnType]| match cols.get(name) {
-        None => p.push(
-            key,
-            format!("column {name:?} is not declared in [input.columns]"),
-        ),
-        Some(t) if !allowed.is_empty() && !allowed.contains(t) => p.push(
-            key,
-            format!(
-                "column {name:?} is declared {} but must be one of: {}",
-                t.name(),
-                allowed
-                    .iter()
-                    .map(|a| a.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
-        _ => {}
-    };
     declared(
+        p,
+        &i.columns,
         "input.key",
-        &raw.input.key,
+        &i.key,
         &[ColumnType::Int, ColumnType::Text],
     );
-    if let Some(t) = &raw.input.time {
-        declared("input.time", t, &[ColumnType::Timestamp]);
-    }
     let target_types: &[ColumnType] = match raw.model.task {
         Task::Classification => &[ColumnType::Bool, ColumnType::Int],
         Task::Regression => &[ColumnType::Int, ColumnType::Float],
     };
-    declared("input.target", &raw.input.target, target_types);
-    for (i, f) in raw.features.numeric.iter().enumerate() {
-        declared(
-            &format!("features.numeric[{i}]"),
-            f,
-            &[ColumnType::Int, ColumnType::Float, ColumnType::Bool],
-        );
-    }
-    for (i, f) in raw.features.categorical.iter().enumerate() {
-        declared(
-            &format!("features.categorical[{i}]"),
-            f,
-            &[ColumnType::Text, ColumnType::Int, ColumnType::Bool],
-        );
-    }
-    for (name, frac) in &raw.input.max_null_fraction {
-        if !cols.contains_key(name) {
+    declared(p, &i.columns, "input.target", &i.target, target_types);
+    for (name, frac) in &i.max_null_fraction {
+        if !i.columns.contains_key(name) {
             p.push(
                 format!("input.max_null_fraction.{name}"),
                 "not a declared column",
@@ -499,27 +543,98 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
             );
         }
     }
-    if !(0.0..=1.0).contains(&raw.input.min_entities_ratio) {
+    if !(0.0..=1.0).contains(&i.min_entities_ratio) {
         p.push("input.min_entities_ratio", "must be between 0 and 1");
     }
-    let features_used = raw.features.numeric.len() + raw.features.categorical.len();
-    if raw.job.kind == JobKind::Score && features_used == 0 {
+    Some(Input {
+        train_sql: train_sql?,
+        key: key?,
+        target: target?,
+        columns: i.columns.clone(),
+        min_rows: i.min_rows,
+        max_null_fraction: i.max_null_fraction.clone(),
+        min_entities_ratio: i.min_entities_ratio,
+    })
+}
+
+/// Checks that `name` is a declared column of one of the `allowed` types.
+fn declared(
+    p: &mut Problems,
+    cols: &BTreeMap<String, ColumnType>,
+    key: &str,
+    name: &str,
+    allowed: &[ColumnType],
+) {
+    match cols.get(name) {
+        None => p.push(
+            key,
+            format!("column {name:?} is not declared in [input.columns]"),
+        ),
+        Some(t) if !allowed.contains(t) => p.push(
+            key,
+            format!(
+                "column {name:?} is declared {} but must be one of: {}",
+                t.name(),
+                allowed
+                    .iter()
+                    .map(|a| a.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        _ => {}
+    }
+}
+
+/// `[features]`: declared columns of usable types, never the target.
+fn validate_features(raw: &RawConfig, p: &mut Problems) {
+    let (f, cols) = (&raw.features, &raw.input.columns);
+    for (i, name) in f.numeric.iter().enumerate() {
+        declared(
+            p,
+            cols,
+            &format!("features.numeric[{i}]"),
+            name,
+            &[ColumnType::Int, ColumnType::Float, ColumnType::Bool],
+        );
+    }
+    for (i, name) in f.categorical.iter().enumerate() {
+        declared(
+            p,
+            cols,
+            &format!("features.categorical[{i}]"),
+            name,
+            &[ColumnType::Text, ColumnType::Int, ColumnType::Bool],
+        );
+    }
+    if raw.job.kind == KindTag::Score && f.numeric.is_empty() && f.categorical.is_empty() {
         p.push(
             "features",
             "a score job needs at least one numeric or categorical feature",
         );
     }
-    for f in raw.feature_names() {
-        if Some(f.as_str()) == Some(raw.input.target.as_str()) {
-            p.push(
-                "features",
-                format!("the target {f:?} cannot also be a feature (leakage)"),
-            );
-        }
+    if f.numeric
+        .iter()
+        .chain(&f.categorical)
+        .any(|c| *c == raw.input.target)
+    {
+        p.push(
+            "features",
+            format!(
+                "the target {:?} cannot also be a feature (leakage)",
+                raw.input.target
+            ),
+        );
     }
+}
 
-    // Model.
-    let algorithm = match raw.model.algorithm.as_str() {
+/// `[model]`: the algorithm for the task, its bounds and the retrain policy.
+fn validate_model(
+    m: &RawModel,
+    kind: KindTag,
+    p: &mut Problems,
+) -> (Option<ModelSpec>, RetrainPolicy) {
+    let algorithm = match m.algorithm.as_str() {
         "decision_tree" => Some(Algorithm::DecisionTree),
         "random_forest" => Some(Algorithm::RandomForest),
         "linear" => Some(Algorithm::Linear),
@@ -534,55 +649,48 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
             None
         }
     };
-    if let Some(a) = algorithm {
-        let ok = match raw.model.task {
-            Task::Classification => {
-                matches!(
-                    a,
-                    Algorithm::DecisionTree | Algorithm::RandomForest | Algorithm::Gbdt
-                )
-            }
-            Task::Regression => {
-                matches!(
-                    a,
-                    Algorithm::Linear | Algorithm::Gbdt | Algorithm::RandomForest
-                )
-            }
-        };
-        if !ok {
-            p.push(
-                "model.algorithm",
-                format!(
-                    "{} does not do {:?}: classification takes decision_tree, random_forest or gbdt; regression takes linear, random_forest or gbdt",
-                    a.name(),
-                    raw.model.task
-                ),
-            );
-        }
+    let fits = |a: Algorithm| match m.task {
+        Task::Classification => a != Algorithm::Linear,
+        Task::Regression => a != Algorithm::DecisionTree,
+    };
+    if let Some(a) = algorithm.filter(|a| !fits(*a)) {
+        p.push(
+            "model.algorithm",
+            format!(
+                "{} does not do {}: classification takes decision_tree, random_forest or gbdt; regression takes linear, random_forest or gbdt",
+                a.name(),
+                m.task.name()
+            ),
+        );
     }
-    if !(1..=40).contains(&raw.model.max_depth) {
+    if m.budget.is_some() || m.memory_limit_gb.is_some() {
+        tracing::warn!(
+            "model.budget and model.memory_limit_gb are ignored: they tuned the previous gbdt \
+             library; prescore's own gbdt takes max_trees, learning_rate and num_leaves"
+        );
+    }
+    if !(1..=40).contains(&m.max_depth) {
         p.push("model.max_depth", "must be between 1 and 40");
     }
-    if raw.model.min_samples_leaf == 0 {
+    if m.min_samples_leaf == 0 {
         p.push("model.min_samples_leaf", "must be at least 1");
     }
-    if !(1..=1000).contains(&raw.model.trees) {
+    if !(1..=1000).contains(&m.trees) {
         p.push("model.trees", "must be between 1 and 1000");
     }
-    let gb = raw.model.memory_limit_gb;
-    if !(gb.is_finite() && gb > 0.0) {
-        p.push("model.memory_limit_gb", "must be a positive number of GB");
-    }
-    if !(1..=10_000).contains(&raw.model.max_trees) {
+    if !(1..=10_000).contains(&m.max_trees) {
         p.push("model.max_trees", "must be between 1 and 10000");
     }
-    if !(raw.model.budget > 0.0 && raw.model.budget <= 5.0) {
-        p.push("model.budget", "must be in (0, 5]");
+    if !(m.learning_rate > 0.0 && m.learning_rate <= 1.0) {
+        p.push("model.learning_rate", "must be in (0, 1]");
     }
-    if !(raw.model.holdout_fraction > 0.0 && raw.model.holdout_fraction < 0.9) {
+    if !(2..=4096).contains(&m.num_leaves) {
+        p.push("model.num_leaves", "must be between 2 and 4096");
+    }
+    if !(m.holdout_fraction > 0.0 && m.holdout_fraction < 0.9) {
         p.push("model.holdout_fraction", "must be between 0 and 0.9");
     }
-    let retrain = match raw.model.retrain.as_str() {
+    let retrain = match m.retrain.as_str() {
         "always" => RetrainPolicy::Always,
         "never" => RetrainPolicy::Never,
         other => match parse_duration(other) {
@@ -596,27 +704,57 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
             }
         },
     };
+    let spec = algorithm.map(|algorithm| ModelSpec {
+        task: m.task,
+        algorithm,
+        max_depth: m.max_depth,
+        min_samples_leaf: m.min_samples_leaf,
+        trees: m.trees,
+        max_trees: m.max_trees,
+        learning_rate: m.learning_rate,
+        num_leaves: m.num_leaves,
+        max_train_rows: m.max_train_rows.unwrap_or(match kind {
+            KindTag::Score => 200_000,
+            KindTag::Forecast => 0,
+        }),
+        holdout_fraction: m.holdout_fraction,
+        seed: m.seed,
+    });
+    (spec, retrain)
+}
 
-    // Kind-specific rules.
-    let forecast = match (raw.job.kind, &raw.forecast) {
-        (JobKind::Score, Some(_)) => {
-            p.push(
-                "forecast",
-                "a [forecast] table needs job.kind = \"forecast\"",
-            );
-            None
-        }
-        (JobKind::Score, None) => {
-            if raw.input.score_sql.is_none() {
+/// What depends on `job.kind`: the second SQL file, the time column, `[forecast]`.
+fn validate_kind(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<JobKind> {
+    let i = &raw.input;
+    let time = i.time.as_deref().and_then(|t| {
+        declared(p, &i.columns, "input.time", t, &[ColumnType::Timestamp]);
+        p.ident("input.time", t)
+    });
+    let second = i
+        .score_sql
+        .as_deref()
+        .and_then(|s| read_sql(p, base, "input.score_sql", s));
+    match raw.job.kind {
+        KindTag::Score => {
+            if raw.forecast.is_some() {
+                p.push(
+                    "forecast",
+                    "a [forecast] table needs job.kind = \"forecast\"",
+                );
+            }
+            if i.score_sql.is_none() {
                 p.push(
                     "input.score_sql",
                     "a score job needs the SQL of the rows to score",
                 );
             }
-            None
+            Some(JobKind::Score {
+                score_sql: second?,
+                time,
+            })
         }
-        (JobKind::Forecast, f) => {
-            if raw.input.time.is_none() {
+        KindTag::Forecast => {
+            if i.time.is_none() {
                 p.push(
                     "input.time",
                     "a forecast job needs the series timestamp column",
@@ -626,120 +764,61 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
                 p.push("model.task", "a forecast job is a regression");
             }
             let default;
-            let f = match f {
+            let f = match &raw.forecast {
                 Some(f) => f,
                 None => {
                     default = toml::from_str::<RawForecast>("").expect("defaults parse");
                     &default
                 }
             };
-            validate_forecast(f, &mut p)
+            let spec = validate_forecast(f, p);
+            if i.score_sql.is_some() && second.is_none() {
+                return None;
+            }
+            Some(JobKind::Forecast {
+                spec: spec?,
+                time: time?,
+                future_sql: second,
+            })
         }
-    };
-
-    let gate = validate_gate(&raw.gate, raw.model.task, &mut p);
-    let table = p.ident("output.table", &raw.output.table);
-    if let Some(t) = &table {
-        if t.as_str().starts_with("prescore_") {
-            p.push(
-                "output.table",
-                "names starting with prescore_ are reserved for prescore's own tables",
-            );
-        }
-    }
-    if !(0.0..=1.0).contains(&raw.output.threshold) {
-        p.push("output.threshold", "must be between 0 and 1");
-    }
-
-    if !p.0.is_empty() {
-        return Err(p.0);
-    }
-    let (train_sql, train_sql_path) = train.expect("checked");
-    Ok(Job {
-        name: raw.job.name,
-        kind: raw.job.kind,
-        warehouse: Secret::new(warehouse),
-        threads: raw.job.threads,
-        retry_attempts: raw.job.retry_attempts.max(1),
-        retry_backoff,
-        input: Input {
-            train_sql,
-            train_sql_path,
-            score_sql: score.as_ref().map(|s| s.0.clone()),
-            score_sql_path: score.map(|s| s.1),
-            key: key.expect("checked"),
-            time,
-            target: target.expect("checked"),
-            columns: raw.input.columns,
-            min_rows: raw.input.min_rows,
-            max_null_fraction: raw.input.max_null_fraction,
-            min_entities_ratio: raw.input.min_entities_ratio,
-        },
-        features: FeatureSpec {
-            numeric: raw.features.numeric,
-            categorical: raw.features.categorical,
-        },
-        model: ModelSpec {
-            task: raw.model.task,
-            algorithm: algorithm.expect("checked"),
-            max_depth: raw.model.max_depth,
-            min_samples_leaf: raw.model.min_samples_leaf,
-            trees: raw.model.trees,
-            budget: raw.model.budget,
-            max_trees: raw.model.max_trees,
-            memory_limit_gb: raw.model.memory_limit_gb,
-            max_train_rows: raw.model.max_train_rows,
-            holdout_fraction: raw.model.holdout_fraction,
-            seed: raw.model.seed,
-        },
-        retrain,
-        gate,
-        forecast,
-        output: Output {
-            table: table.expect("checked"),
-            threshold: raw.output.threshold,
-            write: raw.output.write,
-        },
-        config_path: path.to_path_buf(),
-    })
-}
-
-impl RawConfig {
-    fn feature_names(&self) -> impl Iterator<Item = &String> {
-        self.features
-            .numeric
-            .iter()
-            .chain(&self.features.categorical)
     }
 }
 
+/// Longest step accepted: a week.
+const MAX_STEP_SECONDS: u64 = 7 * 86_400;
+
+/// `[forecast]`: horizon, step, lags and windows, history and gap policy, interval.
 fn validate_forecast(f: &RawForecast, p: &mut Problems) -> Option<ForecastSpec> {
     if !(1..=24 * 14).contains(&f.horizon) {
         p.push("forecast.horizon", "must be between 1 and 336 steps");
     }
-    let step = parse_duration(&f.step);
-    if step.is_none() {
-        p.push(
-            "forecast.step",
-            format!("{:?} is not a duration such as `1h`", f.step),
-        );
-    }
+    let step = p.duration("forecast.step", &f.step).and_then(|d| {
+        let ok = d.as_secs() >= 1 && d.as_secs() <= MAX_STEP_SECONDS && d.subsec_nanos() == 0;
+        if !ok {
+            p.push(
+                "forecast.step",
+                format!(
+                    "{:?} must be a whole number of seconds between 1s and 7d",
+                    f.step
+                ),
+            );
+        }
+        ok.then_some(d.as_secs() as i64)
+    });
     if f.lags.is_empty() || f.lags.contains(&0) {
         p.push("forecast.lags", "give at least one lag, each at least 1");
+    }
+    if f.lags.iter().chain(&f.rolling).any(|&l| l > 10_000) {
+        p.push(
+            "forecast.lags",
+            "lags and rolling windows must be at most 10000 steps",
+        );
     }
     if f.rolling.contains(&0) || f.rolling.contains(&1) {
         p.push(
             "forecast.rolling",
             "rolling windows must be at least 2 steps",
         );
-    }
-    for (i, c) in f.calendar.iter().enumerate() {
-        if !["hour", "dow", "weekend"].contains(&c.as_str()) {
-            p.push(
-                format!("forecast.calendar[{i}]"),
-                format!("unknown calendar feature {c:?}: use hour, dow or weekend"),
-            );
-        }
     }
     let longest = f
         .lags
@@ -765,7 +844,7 @@ fn validate_forecast(f: &RawForecast, p: &mut Problems) -> Option<ForecastSpec> 
     }
     Some(ForecastSpec {
         horizon: f.horizon,
-        step_seconds: step.map(|d| d.as_secs() as i64).unwrap_or(3600),
+        step_seconds: step?,
         lags: f.lags.clone(),
         rolling: f.rolling.clone(),
         calendar: f.calendar.clone(),
@@ -775,6 +854,28 @@ fn validate_forecast(f: &RawForecast, p: &mut Problems) -> Option<ForecastSpec> 
     })
 }
 
+/// `[output]`: the results table (never one of prescore's own) and the label threshold.
+fn validate_output(o: &RawOutput, p: &mut Problems) -> Option<Output> {
+    let table = p.ident("output.table", &o.table);
+    if let Some(t) = &table {
+        if t.base().to_ascii_lowercase().starts_with("prescore_") {
+            p.push(
+                "output.table",
+                "names starting with prescore_ are reserved for prescore's own tables",
+            );
+        }
+    }
+    if !(0.0..=1.0).contains(&o.threshold) {
+        p.push("output.threshold", "must be between 0 and 1");
+    }
+    Some(Output {
+        table: table?,
+        threshold: o.threshold,
+        write: o.write,
+    })
+}
+
+/// `[gate]`: absolute bounds on known metrics, what to beat, slack, promotion.
 fn validate_gate(g: &RawGate, task: Task, p: &mut Problems) -> Gate {
     let known: &[&str] = match task {
         Task::Classification => &["auc", "accuracy", "log_loss"],

@@ -11,9 +11,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Normal, Poisson};
 
-use crate::config::ColumnType;
 use crate::warehouse::frame::ColumnBuf;
 use crate::warehouse::ident::Ident;
+use crate::warehouse::ColumnType;
 use crate::warehouse::{ColumnDef, Warehouse, WarehouseError, WriteMode};
 
 pub const TABLE: &str = "customer_months";

@@ -26,7 +26,7 @@ pub async fn demo(a: DemoArgs) -> Result<(), Error> {
     let url = a
         .warehouse
         .clone()
-        .unwrap_or_else(|| "sqlite://prescore.db".into());
+        .unwrap_or_else(|| crate::warehouse::DEFAULT_URL.into());
     let wh = Warehouse::connect(&url, 4).await?;
     let now = Utc::now().trunc_subsecs(0);
     println!("prescore demo: generating data into {}", redact(&url));

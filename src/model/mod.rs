@@ -78,8 +78,8 @@ pub struct Linear {
 #[derive(Clone, Serialize, Deserialize)]
 pub enum Model {
     DecisionTree(tree::ProbTree),
-    RandomForest(Vec<tree::ProbTree>),
-    RegressionForest {
+    /// A random forest; classification forests hold positive rates in their leaves.
+    Forest {
         trees: Vec<forest::RegTree>,
         importance: Vec<f64>,
     },
@@ -130,25 +130,19 @@ impl Model {
                 spec.max_depth,
                 spec.min_samples_leaf,
             )?)),
-            Algorithm::RandomForest if spec.task == Task::Regression => {
-                let (trees, importance) = forest::fit(
-                    x,
-                    y,
-                    spec.trees,
-                    spec.max_depth,
-                    spec.min_samples_leaf,
-                    spec.seed,
-                );
-                Ok(Model::RegressionForest { trees, importance })
+            Algorithm::RandomForest => {
+                let classification = spec.task == Task::Classification;
+                let params = forest::ForestParams {
+                    trees: spec.trees,
+                    max_depth: spec.max_depth,
+                    min_leaf: spec.min_samples_leaf,
+                    seed: spec.seed,
+                    classification,
+                };
+                let weights = classification.then(|| tree::balanced_weights(y));
+                let (trees, importance) = forest::fit(x, y, weights.as_deref(), params);
+                Ok(Model::Forest { trees, importance })
             }
-            Algorithm::RandomForest => Ok(Model::RandomForest(tree::fit_forest(
-                x,
-                y,
-                spec.max_depth,
-                spec.min_samples_leaf,
-                spec.trees,
-                spec.seed,
-            )?)),
             Algorithm::Linear => fit_linear(x, y),
             Algorithm::Gbdt => {
                 let objective = match spec.task {
@@ -157,10 +151,10 @@ impl Model {
                 };
                 let mut booster = PerpetualBooster::default()
                     .set_objective(objective)
-                    .set_budget(spec.budget)
+                    .set_budget(0.5)
                     .set_iteration_limit(Some(spec.max_trees))
                     .set_num_threads(Some(rayon::current_num_threads()))
-                    .set_memory_limit(Some(spec.memory_limit_gb))
+                    .set_memory_limit(Some(1.0))
                     .set_seed(spec.seed);
                 let data = perpetual::Matrix::new(&x.data, x.rows, x.cols);
                 booster
@@ -177,7 +171,7 @@ impl Model {
     pub fn algorithm(&self) -> Algorithm {
         match self {
             Model::DecisionTree(_) => Algorithm::DecisionTree,
-            Model::RandomForest(_) | Model::RegressionForest { .. } => Algorithm::RandomForest,
+            Model::Forest { .. } => Algorithm::RandomForest,
             Model::Linear(_) => Algorithm::Linear,
             Model::Gbdt { .. } => Algorithm::Gbdt,
         }
@@ -221,10 +215,7 @@ impl Model {
     fn predict_row(&self, x: &Matrix, r: usize) -> f64 {
         match self {
             Model::DecisionTree(t) => t.predict(x, r),
-            Model::RandomForest(trees) => {
-                trees.iter().map(|t| t.predict(x, r)).sum::<f64>() / trees.len().max(1) as f64
-            }
-            Model::RegressionForest { trees, .. } => {
+            Model::Forest { trees, .. } => {
                 trees.iter().map(|t| t.predict(x, r)).sum::<f64>() / trees.len().max(1) as f64
             }
             Model::Linear(l) => {
@@ -243,15 +234,6 @@ impl Model {
     pub fn importances(&self, n_features: usize) -> Option<Vec<f64>> {
         let raw = match self {
             Model::DecisionTree(t) => t.importances(n_features),
-            Model::RandomForest(trees) => {
-                let mut sum = vec![0.0; n_features];
-                for t in trees {
-                    for (s, v) in sum.iter_mut().zip(t.importances(n_features)) {
-                        *s += v;
-                    }
-                }
-                sum
-            }
             Model::Gbdt { booster, .. } => {
                 let map = booster.calculate_feature_importance(
                     perpetual::booster::config::ImportanceMethod::TotalGain,
@@ -261,7 +243,7 @@ impl Model {
                     .map(|i| map.get(&i).copied().unwrap_or(0.0) as f64)
                     .collect()
             }
-            Model::RegressionForest { importance, .. } => importance.clone(),
+            Model::Forest { importance, .. } => importance.clone(),
             Model::Linear(_) => return None,
         };
         let total: f64 = raw.iter().sum();
@@ -359,9 +341,9 @@ mod tests {
             max_depth: 6,
             min_samples_leaf: 5,
             trees: 10,
-            budget: 0.5,
             max_trees: 100,
-            memory_limit_gb: 1.0,
+            learning_rate: 0.1,
+            num_leaves: 31,
             max_train_rows: 0,
             holdout_fraction: 0.2,
             seed: 7,

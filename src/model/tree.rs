@@ -1,15 +1,12 @@
-//! Decision trees and random forests (linfa-trees, linfa-ensemble) that give probabilities.
-//! linfa's trees predict a class only, so after fitting we route the training rows to their
-//! leaves and keep each leaf's smoothed positive rate; scoring walks the tree and reads it.
+//! Decision trees (linfa-trees) that give probabilities. linfa's trees predict a class only,
+//! so after fitting we route the training rows to their leaves and keep each leaf's smoothed
+//! positive rate; scoring walks the tree and reads it.
 
 use std::collections::HashMap;
 
 use linfa::prelude::*;
-use linfa_ensemble::EnsembleLearnerParams;
 use linfa_trees::{DecisionTree, TreeNode};
 use ndarray::{Array1, Array2, ShapeBuilder};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::{Matrix, ModelError};
@@ -71,9 +68,9 @@ fn labels(y: &[f64]) -> Array1<usize> {
 /// rare positive class an unweighted tree collapses to one "negative" leaf and ranks nothing;
 /// weighting positives by negatives/positives keeps the splits that separate risk levels.
 /// Leaf rates are still counted on the unweighted rows, so scores stay probabilities.
-fn balanced_weights(y: &[f64]) -> Array1<f32> {
-    let pos = y.iter().filter(|v| **v >= 0.5).count().max(1) as f32;
-    let neg = (y.len() as f32 - pos).max(1.0);
+pub fn balanced_weights(y: &[f64]) -> Vec<f64> {
+    let pos = y.iter().filter(|v| **v >= 0.5).count().max(1) as f64;
+    let neg = (y.len() as f64 - pos).max(1.0);
     y.iter()
         .map(|v| if *v >= 0.5 { neg / pos } else { 1.0 })
         .collect()
@@ -121,7 +118,8 @@ pub fn fit_tree(
     min_leaf: usize,
 ) -> Result<ProbTree, ModelError> {
     let features: Vec<usize> = (0..x.cols).collect();
-    let dataset = Dataset::new(records(x, &features), labels(y)).with_weights(balanced_weights(y));
+    let weights: Array1<f32> = balanced_weights(y).into_iter().map(|w| w as f32).collect();
+    let dataset = Dataset::new(records(x, &features), labels(y)).with_weights(weights);
     let tree = DecisionTree::params()
         .max_depth(Some(max_depth))
         .min_weight_leaf(min_leaf as f32)
@@ -129,38 +127,4 @@ pub fn fit_tree(
         .fit(&dataset)
         .map_err(|e| ModelError::Fit(e.to_string()))?;
     Ok(with_rates(tree, features, x, y))
-}
-
-/// A bagged forest: bootstrap samples and random feature subsets per tree (linfa-ensemble);
-/// the probability is the mean of the trees' leaf rates.
-pub fn fit_forest(
-    x: &Matrix,
-    y: &[f64],
-    max_depth: usize,
-    min_leaf: usize,
-    trees: usize,
-    seed: u64,
-) -> Result<Vec<ProbTree>, ModelError> {
-    let all: Vec<usize> = (0..x.cols).collect();
-    let dataset = Dataset::new(records(x, &all), labels(y)).with_weights(balanced_weights(y));
-    let feature_proportion = ((x.cols as f64).sqrt().ceil() / x.cols as f64).clamp(0.3, 1.0);
-    let params = EnsembleLearnerParams::new_fixed_rng(
-        DecisionTree::params()
-            .max_depth(Some(max_depth))
-            .min_weight_leaf(min_leaf as f32)
-            .min_weight_split((2 * min_leaf) as f32),
-        StdRng::seed_from_u64(seed),
-    )
-    .ensemble_size(trees)
-    .bootstrap_proportion(0.7)
-    .feature_proportion(feature_proportion);
-    let forest = params
-        .fit(&dataset)
-        .map_err(|e| ModelError::Fit(e.to_string()))?;
-    Ok(forest
-        .models
-        .into_iter()
-        .zip(forest.model_features)
-        .map(|(tree, features)| with_rates(tree, features, x, y))
-        .collect())
 }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
 use polars::prelude::*;
 
-use crate::config::ColumnType;
+use super::ColumnType;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ColumnBuf {

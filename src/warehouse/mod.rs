@@ -9,6 +9,7 @@ pub mod params;
 mod pg_copy;
 mod postgres;
 mod sqlite;
+mod types;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -20,9 +21,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::ConnectOptions;
 
-use crate::config::ColumnType;
-pub use crate::config::WriteMode;
 use ident::Ident;
+pub use types::{ColumnType, Dialect, WriteMode, DEFAULT_URL};
 
 /// What can go wrong talking to a warehouse. `is_transient` says which are worth a retry.
 #[derive(Debug, thiserror::Error)]
@@ -190,21 +190,38 @@ pub fn redact(url: &str) -> String {
 impl Warehouse {
     /// Opens a pool. SQLite files are created when missing and run in WAL mode with a busy
     /// timeout, so a reader (a dashboard) never blocks a publish for long.
-    #[tracing::instrument(skip_all, fields(url = %redact(url)))]
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, WarehouseError> {
+        Self::open(url, max_connections, false).await
+    }
+
+    /// Opens a pool that cannot write: a SQLite file must exist and is opened read-only, and
+    /// PostgreSQL sessions default to read-only transactions. `prescore check` uses it.
+    pub async fn connect_read_only(url: &str) -> Result<Self, WarehouseError> {
+        Self::open(url, 2, true).await
+    }
+
+    #[tracing::instrument(skip_all, fields(url = %redact(url), read_only))]
+    async fn open(
+        url: &str,
+        max_connections: u32,
+        read_only: bool,
+    ) -> Result<Self, WarehouseError> {
         let connect_err = |source| WarehouseError::Connect {
             url: redact(url),
             source,
         };
-        if url.starts_with("sqlite:") {
-            let opts = SqliteConnectOptions::from_str(url)
+        if Dialect::from_url(url) == Some(Dialect::Sqlite) {
+            let mut opts = SqliteConnectOptions::from_str(url)
                 .map_err(connect_err)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
+                .create_if_missing(!read_only)
+                .read_only(read_only)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true)
                 .log_statements(log::LevelFilter::Trace)
                 .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(10));
+            if !read_only {
+                opts = opts.journal_mode(SqliteJournalMode::Wal);
+            }
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(30))
@@ -213,11 +230,14 @@ impl Warehouse {
                 .map_err(connect_err)?;
             Ok(Warehouse::Sqlite(pool))
         } else {
-            let opts = PgConnectOptions::from_str(url)
+            let mut opts = PgConnectOptions::from_str(url)
                 .map_err(connect_err)?
                 .application_name("prescore")
                 .log_statements(log::LevelFilter::Trace)
                 .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(10));
+            if read_only {
+                opts = opts.options([("default_transaction_read_only", "on")]);
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(15))
@@ -228,10 +248,10 @@ impl Warehouse {
         }
     }
 
-    pub fn dialect(&self) -> &'static str {
+    pub fn dialect(&self) -> Dialect {
         match self {
-            Warehouse::Sqlite(_) => "sqlite",
-            Warehouse::Postgres(_) => "postgres",
+            Warehouse::Sqlite(_) => Dialect::Sqlite,
+            Warehouse::Postgres(_) => Dialect::Postgres,
         }
     }
 

@@ -1,6 +1,7 @@
-//! PostgreSQL's fast read path: a job's SQL runs as `COPY (query) TO STDOUT (FORMAT binary)`
-//! and the binary fields are decoded straight into the typed [`ColumnBuf`]s, with no per-row
-//! structs and no text parsing. The caller has already checked each declared column's server
+//! PostgreSQL's binary `COPY`, both directions. Reading: a job's SQL runs as
+//! `COPY (query) TO STDOUT (FORMAT binary)` and the binary fields are decoded straight into the
+//! typed [`ColumnBuf`]s, with no per-row structs and no text parsing. Writing: a frame's
+//! columns are encoded in place ([`ColumnView`]) and streamed with `COPY … FROM STDIN`. The caller has already checked each declared column's server
 //! type against the contract (from `describe`) and says here how each field is decoded.
 //!
 //! `COPY` takes no bind parameters, so the positional parameters `$1..$n` are replaced by typed
@@ -13,9 +14,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::Postgres;
 
-use super::frame::ColumnBuf;
-use super::{Value, WarehouseError};
-use crate::config::ColumnType;
+use super::frame::{ColumnBuf, ColumnView};
+use super::{ColumnType, Value, WarehouseError};
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
@@ -491,6 +491,86 @@ fn decode(field: Field, bytes: &[u8], buf: &mut ColumnBuf) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+// ---- COPY FROM STDIN (FORMAT binary): the publish direction ----
+
+/// Encodes rows `start..end` in PostgreSQL's binary COPY format.
+fn encode_rows(cols: &[ColumnView], start: usize, end: usize, out: &mut Vec<u8>) {
+    for r in start..end {
+        out.extend_from_slice(&(cols.len() as i16).to_be_bytes());
+        for c in cols {
+            macro_rules! field {
+                ($opt:expr, $bytes:expr) => {
+                    match $opt {
+                        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                        Some(v) => {
+                            #[allow(clippy::redundant_closure_call)]
+                            let b = $bytes(v);
+                            out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                            out.extend_from_slice(&b);
+                        }
+                    }
+                };
+            }
+            match c {
+                ColumnView::Int(v) => field!(v.get(r), |x: i64| x.to_be_bytes()),
+                ColumnView::Float(v) => field!(v.get(r), |x: f64| x.to_bits().to_be_bytes()),
+                ColumnView::Bool(v) => field!(v.get(r), |x: bool| [x as u8]),
+                ColumnView::Ts(v, unit) => {
+                    field!(ColumnView::micros(v, *unit, r), |x: i64| (x
+                        - PG_EPOCH_OFFSET_US)
+                        .to_be_bytes())
+                }
+                ColumnView::Text(v) => match v.get(r) {
+                    None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                    Some(s) => {
+                        out.extend_from_slice(&(s.len() as i32).to_be_bytes());
+                        out.extend_from_slice(s.as_bytes());
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Streams `cols` into `target` with one binary `COPY`, in chunks of encoded rows.
+pub(super) async fn copy_in(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    target: &str,
+    col_list: &str,
+    cols: &[ColumnView],
+    what: &str,
+) -> Result<u64, WarehouseError> {
+    let n_rows = cols.first().map(ColumnView::len).unwrap_or(0);
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY {target} ({col_list}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .map_err(WarehouseError::query(format!("start COPY into {what}")))?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    buf.extend_from_slice(SIGNATURE);
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    const CHUNK: usize = 16_384;
+    let mut start = 0;
+    while start < n_rows {
+        let end = (start + CHUNK).min(n_rows);
+        encode_rows(cols, start, end, &mut buf);
+        copy.send(std::mem::take(&mut buf))
+            .await
+            .map_err(WarehouseError::query(format!("COPY into {what}")))?;
+        buf = Vec::with_capacity(1 << 20);
+        start = end;
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    copy.send(buf)
+        .await
+        .map_err(WarehouseError::query(format!("COPY into {what}")))?;
+    copy.finish()
+        .await
+        .map_err(WarehouseError::query(format!("finish COPY into {what}")))
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use sqlx::{Column, Connection, Executor, Postgres, Row, TypeInfo};
 
 use super::frame::{ColumnBuf, ColumnView};
 use super::ident::Ident;
-use super::{JobLock, Value, WarehouseError, WriteMode};
-use crate::config::ColumnType;
+use super::pg_copy::copy_in;
+use super::{ColumnType, JobLock, Value, WarehouseError, WriteMode};
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
@@ -333,48 +333,6 @@ pub(super) fn pg_type(t: ColumnType) -> &'static str {
     }
 }
 
-/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
-
-/// Encodes rows `start..end` in PostgreSQL's binary COPY format.
-fn encode_rows(cols: &[ColumnView], start: usize, end: usize, out: &mut Vec<u8>) {
-    for r in start..end {
-        out.extend_from_slice(&(cols.len() as i16).to_be_bytes());
-        for c in cols {
-            macro_rules! field {
-                ($opt:expr, $bytes:expr) => {
-                    match $opt {
-                        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-                        Some(v) => {
-                            #[allow(clippy::redundant_closure_call)]
-                            let b = $bytes(v);
-                            out.extend_from_slice(&(b.len() as i32).to_be_bytes());
-                            out.extend_from_slice(&b);
-                        }
-                    }
-                };
-            }
-            match c {
-                ColumnView::Int(v) => field!(v.get(r), |x: i64| x.to_be_bytes()),
-                ColumnView::Float(v) => field!(v.get(r), |x: f64| x.to_bits().to_be_bytes()),
-                ColumnView::Bool(v) => field!(v.get(r), |x: bool| [x as u8]),
-                ColumnView::Ts(v, unit) => {
-                    field!(ColumnView::micros(v, *unit, r), |x: i64| (x
-                        - PG_EPOCH_OFFSET_US)
-                        .to_be_bytes())
-                }
-                ColumnView::Text(v) => match v.get(r) {
-                    None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-                    Some(s) => {
-                        out.extend_from_slice(&(s.len() as i32).to_be_bytes());
-                        out.extend_from_slice(s.as_bytes());
-                    }
-                },
-            }
-        }
-    }
-}
-
 pub(super) async fn write(
     tx: &mut sqlx::Transaction<'static, Postgres>,
     table: &Ident,
@@ -452,45 +410,6 @@ pub(super) async fn write(
         "staged and upserted"
     );
     Ok(n)
-}
-
-/// Streams `cols` into `target` with one binary `COPY`, in chunks of encoded rows.
-async fn copy_in(
-    tx: &mut sqlx::Transaction<'static, Postgres>,
-    target: &str,
-    col_list: &str,
-    cols: &[ColumnView],
-    what: &str,
-) -> Result<u64, WarehouseError> {
-    let n_rows = cols.first().map(ColumnView::len).unwrap_or(0);
-    let mut copy = tx
-        .copy_in_raw(&format!(
-            "COPY {target} ({col_list}) FROM STDIN (FORMAT binary)"
-        ))
-        .await
-        .map_err(WarehouseError::query(format!("start COPY into {what}")))?;
-    let mut buf = Vec::with_capacity(1 << 20);
-    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    buf.extend_from_slice(&0i32.to_be_bytes());
-    buf.extend_from_slice(&0i32.to_be_bytes());
-    const CHUNK: usize = 16_384;
-    let mut start = 0;
-    while start < n_rows {
-        let end = (start + CHUNK).min(n_rows);
-        encode_rows(cols, start, end, &mut buf);
-        copy.send(std::mem::take(&mut buf))
-            .await
-            .map_err(WarehouseError::query(format!("COPY into {what}")))?;
-        buf = Vec::with_capacity(1 << 20);
-        start = end;
-    }
-    buf.extend_from_slice(&(-1i16).to_be_bytes());
-    copy.send(buf)
-        .await
-        .map_err(WarehouseError::query(format!("COPY into {what}")))?;
-    copy.finish()
-        .await
-        .map_err(WarehouseError::query(format!("finish COPY into {what}")))
 }
 
 pub(super) async fn lock(pool: &PgPool, job: &str, shard: &str) -> Result<JobLock, WarehouseError> {

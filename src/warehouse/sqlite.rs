@@ -11,8 +11,7 @@ use sqlx::{Column, Decode, Executor, Row, Sqlite, TypeInfo, ValueRef};
 
 use super::frame::{parse_timestamp, sqlite_ts, ColumnBuf, ColumnView};
 use super::ident::Ident;
-use super::{JobLock, Value, WarehouseError, WriteMode};
-use crate::config::ColumnType;
+use super::{ColumnType, JobLock, Value, WarehouseError, WriteMode};
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 

@@ -42,7 +42,7 @@ pub fn scoring_contract(job: &Job) -> BTreeMap<String, ColumnType> {
         .iter()
         .filter(|(name, _)| {
             name.as_str() != job.input.target.as_str()
-                && Some(name.as_str()) != job.input.time.as_ref().map(|t| t.as_str())
+                && Some(name.as_str()) != job.kind.time().map(|t| t.as_str())
         })
         .map(|(k, v)| (k.clone(), *v))
         .collect()

@@ -4,12 +4,13 @@
 //! (with `write = "replace"` on PostgreSQL they wait for the commit instead); a crash anywhere
 //! before it changes nothing.
 
-use polars::prelude::DataFrame;
+use chrono::{DateTime, Utc};
+use polars::prelude::*;
 
 use crate::ledger::{self, RunStats, Status};
 use crate::registry;
 use crate::warehouse::ident::Ident;
-use crate::warehouse::{ColumnDef, Value, Warehouse, WarehouseError, WriteMode};
+use crate::warehouse::{ColumnDef, ColumnType, Value, Warehouse, WarehouseError, WriteMode};
 
 /// Everything one publish writes.
 pub struct Publication<'a> {
@@ -31,7 +32,7 @@ pub struct Publication<'a> {
 pub async fn publish(
     wh: &Warehouse,
     p: Publication<'_>,
-    stats: &mut RunStats,
+    mut stats: RunStats,
 ) -> Result<u64, WarehouseError> {
     wh.ensure_table(p.table, &p.columns, &p.key, p.write == WriteMode::Upsert)
         .await?;
@@ -56,8 +57,43 @@ pub async fn publish(
         .await?;
     }
     stats.rows_written = Some(written as i64);
-    ledger::finish_in(&mut tx, p.run_id, Status::Succeeded, stats).await?;
+    ledger::finish_in(&mut tx, p.run_id, Status::Succeeded, &stats).await?;
     tx.commit().await?;
     tracing::info!(rows = written, "published");
     Ok(written)
+}
+
+/// model_version, run_id, as_of and the publish time (`time_name`): the provenance of every
+/// prediction row, as columns of `n` rows, with their definitions.
+pub fn provenance(
+    n: usize,
+    version: i64,
+    run_id: &str,
+    as_of: DateTime<Utc>,
+    time_name: &str,
+) -> (Vec<Column>, Vec<ColumnDef>) {
+    let ts = |name: &str, t: DateTime<Utc>| {
+        Int64Chunked::full(name.into(), t.timestamp_micros(), n)
+            .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+            .into_column()
+    };
+    let columns = vec![
+        Int64Chunked::full("model_version".into(), version, n).into_column(),
+        StringChunked::full("run_id".into(), run_id, n).into_column(),
+        ts("as_of", as_of),
+        ts(time_name, Utc::now()),
+    ];
+    let defs = [
+        ("model_version", ColumnType::Int),
+        ("run_id", ColumnType::Text),
+        ("as_of", ColumnType::Timestamp),
+        (time_name, ColumnType::Timestamp),
+    ]
+    .into_iter()
+    .map(|(name, ty)| ColumnDef {
+        name: name.into(),
+        ty,
+    })
+    .collect();
+    (columns, defs)
 }

@@ -1,8 +1,6 @@
-//! Stage 4, train or load. Training holds out the latest rows (by `input.time`; a stable hash
-//! of the key when the job has no time column), fits the configured model on the rest and
-//! measures it on the holdout next to a naive baseline (the base rate, or the training mean).
-//! Loading takes the champion from the registry and refuses it if its feature schema is not
-//! the one this job builds now.
+//! Stage 4 for `score` jobs, train: hold out the latest rows (by `input.time`; a stable hash
+//! of the key when the job has no time column), fit the configured model on the rest and
+//! measure it on the holdout next to a naive baseline (the base rate, or the training mean).
 
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
@@ -43,9 +41,8 @@ pub fn train(job: &Job, df: &DataFrame) -> Result<Trained, TrainError> {
     let schema = FeatureSchema::learn(&job.features, df)?;
     let y = features::target(df, job.input.target.as_str(), job.model.task)?;
     let times = job
-        .input
-        .time
-        .as_ref()
+        .kind
+        .time()
         .and_then(|t| df.column(t.as_str()).ok())
         .and_then(|c| c.datetime().ok().map(|d| d.physical().clone()));
     let (train_idx, hold_idx) = split(df, job, times.as_ref());

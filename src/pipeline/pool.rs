@@ -1,10 +1,8 @@
-//! Stage 6, score: every entity through the model on a rayon pool sized by `job.threads`
-//! (default: one thread per CPU), inside `spawn_blocking` so tokio's threads never run model
-//! code. The model is shared read-only; each rayon task fills its own slice of the output.
+//! Where CPU-bound work runs: feature building, training and scoring go to a rayon pool sized
+//! by `job.threads` (default: one thread per CPU), inside `spawn_blocking`, so tokio's threads
+//! never run model code and a panic in a library becomes an error the ledger records.
 
-use std::sync::Arc;
-
-use crate::model::{Matrix, Model, ModelError};
+use crate::model::ModelError;
 
 /// Runs CPU-bound work on a dedicated rayon pool, off the async runtime. A panic inside (a
 /// library assertion, say) becomes an error, so the run still ends in the ledger as failed.
@@ -39,9 +37,4 @@ where
             .unwrap_or_else(|| "unknown panic".into());
         ModelError::Panicked(msg)
     })
-}
-
-/// Scores every row of `x`.
-pub async fn score(model: Arc<Model>, x: Matrix, threads: usize) -> Result<Vec<f64>, ModelError> {
-    on_pool(threads, move || model.predict(&x)).await
 }

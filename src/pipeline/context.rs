@@ -1,0 +1,58 @@
+//! What every stage of a run shares: the job, the warehouse, the run's options and id, the
+//! clock that times each stage, and the [`Report`] the stages fill in. The ledger's figures
+//! are derived from the report ([`Report::stats`]), never kept twice.
+
+use std::future::Future;
+use std::time::Instant;
+
+use super::{Options, Report};
+use crate::config::Job;
+use crate::warehouse::Warehouse;
+
+/// One run in progress.
+pub struct RunContext<'a> {
+    pub job: &'a Job,
+    pub wh: &'a Warehouse,
+    pub opts: &'a Options,
+    pub run_id: &'a str,
+    pub report: Report,
+}
+
+impl<'a> RunContext<'a> {
+    pub fn new(
+        job: &'a Job,
+        wh: &'a Warehouse,
+        opts: &'a Options,
+        run_id: &'a str,
+        report: Report,
+    ) -> Self {
+        RunContext {
+            job,
+            wh,
+            opts,
+            run_id,
+            report,
+        }
+    }
+
+    /// Runs one stage in a tracing span and adds its wall-clock seconds to the report (a
+    /// stage that runs twice, such as two reads, adds up).
+    pub async fn time<T, F: Future<Output = T>>(&mut self, stage: &str, f: F) -> T {
+        crate::fault::pause(stage);
+        let start = Instant::now();
+        let span = tracing::info_span!("stage", stage);
+        let out = tracing::Instrument::instrument(f, span).await;
+        let secs = start.elapsed().as_secs_f64();
+        let timings = &mut self.report.stage_seconds;
+        match timings.iter_mut().find(|(s, _)| s == stage) {
+            Some((_, t)) => *t += secs,
+            None => timings.push((stage.to_string(), secs)),
+        }
+        out
+    }
+
+    /// The report, once the run is over.
+    pub fn finish(self) -> Report {
+        self.report
+    }
+}

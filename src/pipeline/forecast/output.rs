@@ -1,0 +1,83 @@
+//! The forecast rows: one per series and target time, with the forecast, its interval and the
+//! provenance of the run.
+
+use polars::prelude::*;
+
+use super::features::SeriesSchema;
+use super::series::{Key, Series};
+use crate::config::{ColumnType, Job};
+use crate::error::Error;
+use crate::pipeline::{publish, Options};
+use crate::warehouse::ColumnDef;
+
+/// The forecast rows of every series and the definitions of their columns.
+pub fn frame(
+    job: &Job,
+    schema: &SeriesSchema,
+    series: &[Series],
+    forecasts: &[Vec<f64>],
+    version: i64,
+    run_id: &str,
+    opts: &Options,
+) -> Result<(DataFrame, Vec<ColumnDef>), Error> {
+    let step_us = schema.step_seconds * 1_000_000;
+    let n: usize = forecasts.iter().map(Vec::len).sum();
+    let mut target = Vec::with_capacity(n);
+    let mut horizon = Vec::with_capacity(n);
+    let (mut yhat, mut lo, mut hi) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut int_keys = Vec::new();
+    let mut text_keys = Vec::new();
+    for (s, f) in series.iter().zip(forecasts) {
+        let last = s.time_at(s.y.len() - 1, step_us);
+        for (k, v) in f.iter().enumerate() {
+            match &s.key {
+                Key::Int(i) => int_keys.push(*i),
+                Key::Text(t) => text_keys.push(t.clone()),
+            }
+            target.push(last + (k as i64 + 1) * step_us);
+            horizon.push(k as i64 + 1);
+            let w = schema.half_width.get(k).copied().unwrap_or(0.0);
+            yhat.push(*v);
+            lo.push(v - w);
+            hi.push(v + w);
+        }
+    }
+    let key_col = match job.input.columns.get(job.input.key.as_str()) {
+        Some(ColumnType::Int) => Column::new("series_id".into(), int_keys),
+        _ => Column::new("series_id".into(), text_keys),
+    };
+    let mut cols = vec![
+        key_col,
+        Int64Chunked::from_vec("target_ts".into(), target)
+            .into_datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC))
+            .into_column(),
+        Column::new("horizon".into(), horizon),
+        Column::new("yhat".into(), yhat),
+        Column::new("yhat_lo".into(), lo),
+        Column::new("yhat_hi".into(), hi),
+    ];
+    let key_type = job.input.columns[job.input.key.as_str()];
+    let mut defs: Vec<ColumnDef> = [
+        ("series_id", key_type),
+        ("target_ts", ColumnType::Timestamp),
+        ("horizon", ColumnType::Int),
+        ("yhat", ColumnType::Float),
+        ("yhat_lo", ColumnType::Float),
+        ("yhat_hi", ColumnType::Float),
+    ]
+    .into_iter()
+    .map(|(name, ty)| ColumnDef {
+        name: name.into(),
+        ty,
+    })
+    .collect();
+    let (prov, prov_defs) = publish::provenance(n, version, run_id, opts.as_of, "issued_at");
+    cols.extend(prov);
+    defs.extend(prov_defs);
+    let frame = DataFrame::new(n, cols).map_err(|e| Error::internal("the forecast frame", e))?;
+    Ok((frame, defs))
+}

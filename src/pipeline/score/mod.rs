@@ -1,0 +1,297 @@
+//! The `score` kind: one prediction per entity. Training reads the labeled history
+//! (`input.train_sql`), holds out the latest rows and fits (`train`); serving reads the rows
+//! to score (`input.score_sql`), builds the same features (`features`) and writes one row per
+//! key with its score, its label (classification) and its provenance.
+
+pub mod features;
+pub mod train;
+
+use std::sync::Arc;
+
+use polars::prelude::*;
+
+use super::context::RunContext;
+use super::lifecycle::{top_features, Candidate, Kind, Output};
+use super::{contract, pool, publish, read, Shard, TrainSummary};
+use crate::config::{ColumnType, Job, Sql, Task};
+use crate::error::Error;
+use crate::ledger;
+use crate::model::Model;
+use crate::registry::{ModelRecord, StoredModel};
+use crate::warehouse::ident::Ident;
+use crate::warehouse::ColumnDef;
+use features::FeatureSchema;
+
+/// A score job's kind-specific config.
+pub struct ScoreJob<'a> {
+    pub score_sql: &'a Sql,
+    pub time: Option<&'a Ident>,
+}
+
+/// A model and the schema that builds its inputs.
+pub struct Scorer {
+    pub model: Model,
+    pub schema: FeatureSchema,
+}
+
+impl Kind for ScoreJob<'_> {
+    /// Training and scoring read different SQL, each when it is needed.
+    type Data = ();
+    type Serving = Scorer;
+
+    async fn read(&self, _ctx: &mut RunContext<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn train(
+        &self,
+        ctx: &mut RunContext<'_>,
+        _data: &(),
+        champion: Option<&StoredModel>,
+    ) -> Result<Candidate<Scorer>, Error> {
+        let (job, wh, as_of) = (ctx.job, ctx.wh, ctx.opts.as_of);
+        let sql = &job.input.train_sql.text;
+        let what = "the training SQL";
+        let df = ctx
+            .time(
+                "read",
+                read::read(job, wh, sql, what, &job.input.columns, as_of),
+            )
+            .await?;
+        ctx.report.rows_read += df.height();
+        let mut unique = vec![job.input.key.as_str()];
+        unique.extend(self.time.map(Ident::as_str));
+        ctx.time("contract", async {
+            contract::check(job, &df, what, &unique, as_of)
+        })
+        .await?;
+        let owned = job.clone();
+        let trained = ctx
+            .time(
+                "train",
+                pool::on_pool(job.threads, move || train::train(&owned, &df)),
+            )
+            .await??;
+        // Like for like: score the champion on this holdout when it reads the same features.
+        let champion_metrics =
+            champion.map(
+                |c| match Model::from_bytes(c.artifact.as_deref().unwrap_or_default()) {
+                    Ok(m) if c.feature_hash == trained.schema.hash() => {
+                        crate::model::metrics::evaluate(
+                            job.model.task,
+                            &trained.holdout_y,
+                            &m.predict(&trained.holdout_x),
+                            job.output.threshold,
+                        )
+                    }
+                    _ => c.metrics.clone(),
+                },
+            );
+        let summary = TrainSummary {
+            version: 0,
+            algorithm: job.model.algorithm.name().into(),
+            rows_train: trained.rows_train,
+            rows_holdout: trained.rows_holdout,
+            metrics: trained.metrics.clone(),
+            baseline: trained.baseline.clone(),
+            per_horizon: Vec::new(),
+            baseline_weekly: None,
+            top_features: top_features(&trained.importances),
+            verdict: String::new(),
+        };
+        let record = ModelRecord {
+            algorithm: job.model.algorithm.name().into(),
+            task: job.model.task.name().into(),
+            params: to_json(&job.model)?,
+            features: to_json(&trained.schema)?,
+            feature_hash: trained.schema.hash(),
+            train_from: trained.train_from,
+            train_to: trained.train_to,
+            rows_train: trained.rows_train as i64,
+            rows_holdout: trained.rows_holdout as i64,
+            metrics: trained.metrics.clone(),
+            baseline: trained.baseline.clone(),
+            importances: trained.importances.as_ref().map(to_json).transpose()?,
+            artifact: trained.model.to_bytes()?,
+        };
+        Ok(Candidate {
+            gate_baseline: trained.baseline,
+            serving: Scorer {
+                model: trained.model,
+                schema: trained.schema,
+            },
+            record,
+            summary,
+            champion_metrics,
+        })
+    }
+
+    fn load(&self, ctx: &RunContext<'_>, stored: &StoredModel) -> Result<Scorer, Error> {
+        let job = ctx.job;
+        let model = Model::from_bytes(stored.artifact.as_deref().unwrap_or_default())?;
+        let schema: FeatureSchema =
+            serde_json::from_str(&stored.features).map_err(|e| Error::SchemaMismatch {
+                job: job.name.clone(),
+                version: stored.version,
+                problem: format!("its stored feature schema is unreadable ({e})"),
+            })?;
+        check_schema(job, &schema, stored.version)?;
+        Ok(Scorer { model, schema })
+    }
+
+    async fn serve(
+        &self,
+        ctx: &mut RunContext<'_>,
+        _data: (),
+        scorer: Arc<Scorer>,
+        version: i64,
+    ) -> Result<Output, Error> {
+        let (job, wh, opts) = (ctx.job, ctx.wh, ctx.opts);
+        let key = job.input.key.as_str();
+        let what = "the scoring SQL";
+        let contract_cols = read::scoring_contract(job);
+        let mut df = ctx
+            .time(
+                "read",
+                read::read(
+                    job,
+                    wh,
+                    &self.score_sql.text,
+                    what,
+                    &contract_cols,
+                    opts.as_of,
+                ),
+            )
+            .await?;
+        ctx.report.rows_read += df.height();
+        if opts.shard.count > 1 {
+            df = shard_filter(&df, key, opts.shard)?;
+        }
+        let before = ledger::last_scored(wh, &job.name, &opts.shard.label()).await?;
+        ctx.time("contract", async {
+            contract::check(job, &df, what, &[key], opts.as_of)?;
+            contract::check_drop(df.height(), before, job.input.min_entities_ratio)
+        })
+        .await?;
+        let x = ctx
+            .time("features", async { scorer.schema.matrix(&df, key) })
+            .await?;
+        // The mean of each numeric feature this run scored: a drift chart for dashboards.
+        let mut metrics: Vec<(String, String, f64)> = (0..scorer.schema.numeric.len())
+            .map(|c| {
+                let col = x.column(c);
+                let mean = col.iter().sum::<f64>() / col.len().max(1) as f64;
+                let name = &scorer.schema.numeric[c];
+                ("feature_mean".to_string(), format!("feature={name}"), mean)
+            })
+            .collect();
+        let s2 = scorer.clone();
+        let scores = ctx
+            .time(
+                "score",
+                pool::on_pool(job.threads, move || s2.model.predict(&x)),
+            )
+            .await?;
+        crate::fault::pause("scored");
+        ctx.report.entities = scores.len();
+        let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+        metrics.push(("rows_scored".into(), String::new(), scores.len() as f64));
+        metrics.push(("score_mean".into(), String::new(), mean));
+        if let Some(t) = &ctx.report.trained {
+            metrics.extend(
+                t.metrics
+                    .iter()
+                    .map(|(k, v)| (format!("holdout_{k}"), format!("model=v{}", t.version), *v)),
+            );
+        }
+        let key_col = df
+            .column(key)
+            .map_err(|e| Error::internal("the key column", e))?
+            .clone();
+        // The input is no longer needed (the key column is shared with the output frame).
+        drop(df);
+        let (frame, columns) = output_frame(job, key_col, &scores, version, ctx.run_id, opts)?;
+        Ok(Output {
+            columns,
+            key: vec![job.input.key.to_string()],
+            frame,
+            metrics,
+        })
+    }
+}
+
+/// Key, score, label (classification) and provenance, one row per entity.
+fn output_frame(
+    job: &Job,
+    key_col: Column,
+    scores: &[f64],
+    version: i64,
+    run_id: &str,
+    opts: &super::Options,
+) -> Result<(DataFrame, Vec<ColumnDef>), Error> {
+    let key = job.input.key.as_str();
+    let n = scores.len();
+    let mut columns = vec![key_col, Column::new("score".into(), scores)];
+    let mut defs = vec![
+        ColumnDef {
+            name: key.into(),
+            ty: job.input.columns[key],
+        },
+        ColumnDef {
+            name: "score".into(),
+            ty: ColumnType::Float,
+        },
+    ];
+    if job.model.task == Task::Classification {
+        let labels: Vec<i64> = scores
+            .iter()
+            .map(|s| i64::from(*s >= job.output.threshold))
+            .collect();
+        columns.push(Column::new("label".into(), labels));
+        defs.push(ColumnDef {
+            name: "label".into(),
+            ty: ColumnType::Int,
+        });
+    }
+    let (prov, prov_defs) = publish::provenance(n, version, run_id, opts.as_of, "scored_at");
+    columns.extend(prov);
+    defs.extend(prov_defs);
+    let frame = DataFrame::new(n, columns).map_err(|e| Error::internal("the output frame", e))?;
+    Ok((frame, defs))
+}
+
+/// Serializes what the registry stores; a failure is an internal error, never an empty field.
+pub(super) fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, Error> {
+    serde_json::to_string(v).map_err(|e| Error::internal("serializing a model record", e))
+}
+
+/// Checks that a stored schema reads the columns this job's config declares, in order.
+fn check_schema(job: &Job, schema: &FeatureSchema, version: i64) -> Result<(), Error> {
+    let cats: Vec<&String> = schema.categorical.iter().map(|(c, _)| c).collect();
+    let want_cats: Vec<&String> = job.features.categorical.iter().collect();
+    if schema.numeric != job.features.numeric || cats != want_cats {
+        return Err(Error::SchemaMismatch {
+            job: job.name.clone(),
+            version,
+            problem: format!(
+                "it was trained on numeric {:?} and categorical {:?}, the config now declares numeric {:?} and categorical {:?}",
+                schema.numeric, cats, job.features.numeric, want_cats
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn shard_filter(df: &DataFrame, key: &str, shard: Shard) -> Result<DataFrame, Error> {
+    let col = df
+        .column(key)
+        .map_err(|e| Error::internal("the key column", e))?;
+    let mask: BooleanChunked = (0..df.height())
+        .map(|r| {
+            let k = crate::warehouse::frame::cell_text(col, r);
+            Some(shard.owns(&k))
+        })
+        .collect();
+    df.filter(&mask)
+        .map_err(|e| Error::internal("the shard filter", e))
+}
