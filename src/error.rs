@@ -90,3 +90,20 @@ impl From<crate::model::ModelError> for Error {
         Error::Train(TrainError::Model(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_exit_1_not_2() {
+        let e = Error::internal("the output frame", "lengths differ");
+        assert_eq!(e.exit_code(), EXIT_FAILED);
+        assert!(e.to_string().contains("the output frame"), "{e}");
+        assert_eq!(Error::Usage("bad flag".into()).exit_code(), EXIT_USAGE);
+        assert_eq!(
+            Error::AwaitingPromotion { version: 1 }.exit_code(),
+            EXIT_GATED
+        );
+    }
+}

@@ -161,3 +161,49 @@ async fn without_auto_promote_a_passing_model_waits_for_a_person() {
         "{s}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_auto_promote_and_no_champion_the_run_is_gated_and_publishes_nothing() {
+    for db in backends("awaiting") {
+        seed_churn(&db, 1500);
+        let manual = config(
+            &db,
+            CHURN,
+            &[(
+                "must_beat = [\"baseline\"]",
+                "must_beat = [\"baseline\"]\nauto_promote = \"${AUTO:-false}\"",
+            )],
+        );
+        let m = manual.to_str().unwrap();
+        let o = prescore(&["run", "--config", m], &[]);
+        assert_eq!(o.status.code(), Some(4), "{}: {}", db.name, text(&o));
+        assert!(
+            text(&o).contains("prescore models promote 1"),
+            "{}: {}",
+            db.name,
+            text(&o)
+        );
+        let wh = connect(&db).await;
+        let published = wh.fetch("SELECT COUNT(*) FROM churn_scores", &[]).await;
+        wh.close().await;
+        assert!(
+            published
+                .map(|r| r[0][0].as_i64() == Some(0))
+                .unwrap_or(true),
+            "{}: nothing may be published",
+            db.name
+        );
+        assert_eq!(last_run(&db).await.0, "gated", "{}", db.name);
+        // A person promotes it; the next run serves it.
+        let o = prescore(&["models", "promote", "1", "--config", m], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let o = prescore(&["score", "--config", m], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        assert_eq!(
+            rows(&db, "SELECT DISTINCT model_version FROM churn_scores").await,
+            vec![vec!["1".to_string()]],
+            "{}",
+            db.name
+        );
+    }
+}

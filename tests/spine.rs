@@ -99,6 +99,58 @@ async fn check_reports_every_mistake_at_once_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn check_never_creates_a_missing_sqlite_file() {
+    let db = sqlite();
+    let cfg = config(&db, CHURN, &[]);
+    let o = prescore(&["check", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        !db.dir.path().join("prescore.db").exists(),
+        "check must not create the warehouse: {}",
+        text(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn variables_work_in_numbers_and_bad_values_name_their_key() {
+    let db = sqlite();
+    seed_churn(&db, 300);
+    let cfg = config(
+        &db,
+        CHURN,
+        &[
+            ("max_depth = 7", "max_depth = \"${DEPTH:-7}\""),
+            ("min_rows = 100", "min_rows = \"${MIN_ROWS}\""),
+        ],
+    );
+    let c = cfg.to_str().unwrap();
+    let o = prescore(&["check", "--config", c], &[("MIN_ROWS", "50")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = prescore(&["check", "--config", c], &[("MIN_ROWS", "many")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("input.min_rows"), "{}", text(&o));
+    for (edit, key) in [
+        (
+            (
+                "calendar = [\"hour\", \"dow\"",
+                "calendar = [\"hour\", \"dom\"",
+            ),
+            "forecast.calendar[1]",
+        ),
+        (("step = \"1h\"", "step = \"0s\""), "forecast.step"),
+        (
+            ("step = \"1h\"", "step = \"999999999999d\""),
+            "forecast.step",
+        ),
+    ] {
+        let forecast = config(&db, "configs/energy_hourly.toml", &[edit]);
+        let o = prescore(&["check", "--config", forecast.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(key), "missing {key}: {}", text(&o));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn check_compares_the_sql_with_the_contract() {
     for db in backends("check_sql") {
         seed_churn(&db, 500);
