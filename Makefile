@@ -5,10 +5,10 @@ CARGO ?= cargo
 PRESCORE = $(CARGO) run --release --quiet --bin prescore --
 
 .DEFAULT_GOAL := help
-.PHONY: help build demo test bench lint fmt clean
+.PHONY: help build demo test bench accuracy lint fmt clean
 
 help: ## Show this help
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 build: ## Build the release binary
 	$(CARGO) build --release
@@ -23,6 +23,9 @@ test: ## Run every test (unit + integration on SQLite and PostgreSQL)
 
 bench: ## Benchmark the churn and forecast jobs on PostgreSQL: rows/s per stage, peak memory, COPY floor
 	$(CARGO) run --release --bin prescore-bench -- $(BENCH_ARGS)
+
+accuracy: ## Rolling-origin forecast accuracy on real hourly series and the demo data (prints ratios to seasonal naive)
+	$(CARGO) run --release --bin prescore-accuracy -- $(ACCURACY_ARGS)
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --check

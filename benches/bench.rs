@@ -40,6 +40,8 @@ use prescore::pipeline::{self, Mode, Options, Report, Shard};
 use prescore::warehouse::ident::Ident;
 use prescore::warehouse::{params, redact, ColumnDef, Warehouse, WriteMode};
 
+mod peer;
+
 const BENCH_DB: &str = "prescore_bench";
 /// Each floor is measured this many times and the fastest kept: a generous floor, so the
 /// ratios printed against it err on prescore's side of slow.
@@ -58,7 +60,8 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     warehouse: String,
-    /// Run only one part: `score` (the churn job) or `forecast` (the energy job). Both by default.
+    /// Run only one part: `score` (the churn job), `forecast` (the energy job) or `peer` (prescore
+    /// against the pandas + LightGBM script). All three by default.
     #[arg(long, value_enum)]
     only: Option<Part>,
     /// Score part: customers to generate (about 5.5 monthly rows each).
@@ -84,6 +87,12 @@ struct Args {
     /// Forecast part: the job to run (a `forecast` job reading the energy demo tables).
     #[arg(long, default_value = "configs/energy_hourly.toml")]
     forecast_config: PathBuf,
+    /// Peer part: meters of the peer's dataset (336 hours each).
+    #[arg(long, default_value_t = 10_000)]
+    peer_meters: usize,
+    /// Peer part: timed runs of each side, after one warm-up of each.
+    #[arg(long, default_value_t = 3)]
+    peer_runs: usize,
     /// Seed for the generators.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -99,6 +108,8 @@ enum Part {
     Score,
     /// The energy forecast job.
     Forecast,
+    /// prescore against the pandas + LightGBM peer, on the peer's data.
+    Peer,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -196,7 +207,7 @@ async fn bench(args: &Args) -> Res<()> {
             "note: cannot reset VmHWM (/proc/self/clear_refs); peak RSS is the process's so far"
         );
     }
-    if args.only != Some(Part::Forecast) {
+    if matches!(args.only, None | Some(Part::Score)) {
         let config_path = resolve(&args.config);
         // The larger size first, so a warm cache can only favour the smaller one: the growth
         // ratio printed at the end is, if anything, pessimistic.
@@ -217,9 +228,18 @@ async fn bench(args: &Args) -> Res<()> {
             print_scaling(big, small);
         }
     }
-    if args.only != Some(Part::Score) {
+    if matches!(args.only, None | Some(Part::Forecast)) {
         let r = forecast_part(args, &resolve(&args.forecast_config)).await?;
         print_forecast(&r);
+    }
+    if matches!(args.only, None | Some(Part::Peer)) {
+        peer::compare(
+            &args.warehouse,
+            args.peer_meters,
+            args.peer_runs.max(1),
+            args.keep,
+        )
+        .await?;
     }
     if !args.keep {
         let admin = Warehouse::connect(&args.warehouse, 2).await?;

@@ -71,10 +71,16 @@ pub fn run_summary(r: &Report) -> String {
         out.push_str(&format!("  model version     v{v}\n"));
     }
     if let Some(t) = &r.trained {
-        out.push_str(&format!(
-            "\n  trained {} v{} on {} rows, held out {} (latest by time)\n",
-            t.algorithm, t.version, t.rows_train, t.rows_holdout
-        ));
+        match &t.backtest {
+            Some(b) => out.push_str(&format!(
+                "\n  trained {} v{} on {} rows; backtest: {} points, {b}\n",
+                t.algorithm, t.version, t.rows_train, t.rows_holdout
+            )),
+            None => out.push_str(&format!(
+                "\n  trained {} v{} on {} rows, held out {} (latest by time)\n",
+                t.algorithm, t.version, t.rows_train, t.rows_holdout
+            )),
+        }
         let mut rows = Vec::new();
         for (k, v) in &t.metrics {
             let mut row = vec![k.clone(), fmt_metric(k, *v)];
@@ -90,20 +96,30 @@ pub fn run_summary(r: &Report) -> String {
             rows.push(row);
         }
         let headers: Vec<&str> = if t.baseline_weekly.is_some() {
-            vec!["holdout", "model", "naive t-24", "naive t-168"]
+            vec!["backtest", "published", "naive day", "naive week"]
         } else {
             vec!["holdout", "model", "baseline"]
         };
         out.push_str(&indent(&table(&headers, &rows)));
         if !t.per_horizon.is_empty() {
-            out.push_str("\n  MAE per horizon step (model vs seasonal naive t-24):\n");
+            out.push_str("\n  MAE per horizon step (published vs seasonal naive, one day back):\n");
             let rows: Vec<Vec<String>> = t
                 .per_horizon
                 .iter()
                 .filter(|(h, _, _)| *h == 1 || h % 6 == 0 || *h == t.per_horizon.len())
                 .map(|(h, m, b)| vec![format!("+{h}"), format!("{m:.3}"), format!("{b:.3}")])
                 .collect();
-            out.push_str(&indent(&table(&["step", "model", "naive"], &rows)));
+            out.push_str(&indent(&table(&["step", "published", "naive"], &rows)));
+        }
+        if let Some(c) = t.coverage {
+            out.push_str(&format!(
+                "\n  interval coverage on the backtest: {:.1}%\n",
+                c * 100.0
+            ));
+        }
+        if !t.methods.is_empty() {
+            let m: Vec<String> = t.methods.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            out.push_str(&format!("  series by method: {}\n", m.join(", ")));
         }
         if !t.top_features.is_empty() {
             let f: Vec<String> = t

@@ -245,6 +245,40 @@ impl Calendar {
     }
 }
 
+/// How a learned model reaches `horizon` steps ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Both, and the backtest picks.
+    Auto,
+    /// One step at a time, each prediction fed back as the next step's lag.
+    Recursive,
+    /// Every step from what is known at the origin, with the step as a feature.
+    Direct,
+}
+
+/// Whether the forecast method is chosen once for the job or for each series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    Job,
+    PerSeries,
+}
+
+/// A forecast method the backtest may choose (`model.candidates`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForecastMethod {
+    /// The learned model (by `forecast.strategy`).
+    Model,
+    /// The same step one day earlier (t-24 for hourly data).
+    NaiveDay,
+    /// The same step one week earlier (t-168 for hourly data).
+    NaiveWeek,
+    /// The mean of the model and the better seasonal naive.
+    Blend,
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct ForecastSpec {
     pub horizon: usize,
@@ -255,6 +289,28 @@ pub struct ForecastSpec {
     pub min_history: usize,
     pub max_gap: usize,
     pub interval: f64,
+    pub strategy: Strategy,
+    pub selection: Selection,
+    pub candidates: Vec<ForecastMethod>,
+    pub backtest_windows: usize,
+    /// Steps between backtest origins.
+    pub backtest_step: usize,
+    /// Per-series standard scaling of the target, learned on the training window.
+    pub scale: bool,
+    /// Seasonal differencing: the model predicts y(t) - y(t - difference); 0 = off.
+    pub difference: usize,
+    /// A series whose last reading is at most this many steps before as_of is forecast from
+    /// its end; older ones are skipped as stale.
+    pub max_stale: usize,
+    /// Refit the served model on every row after the backtest (else serve the backtest's fit).
+    pub refit: bool,
+}
+
+impl ForecastSpec {
+    /// Steps in a day (at least 1): the seasonal-naive period.
+    pub fn day(&self) -> usize {
+        ((86_400 / self.step_seconds.max(1)) as usize).max(1)
+    }
 }
 
 /// A comparison in the quality gate, such as `auc >= 0.7`.

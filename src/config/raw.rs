@@ -171,6 +171,10 @@ pub struct RawModel {
     /// 200000 for score jobs, every row for forecast jobs.
     #[serde(default, deserialize_with = "lenient::de_opt")]
     pub max_train_rows: Option<usize>,
+    /// Forecast jobs: the methods the backtest chooses from: `model`, `naive_day`,
+    /// `naive_week`, `blend`.
+    #[serde(default = "default_candidates")]
+    pub candidates: Vec<ForecastMethod>,
     /// Score jobs: the latest fraction of rows (by `input.time`) held out for evaluation.
     #[serde(default = "default_holdout", deserialize_with = "lenient::de")]
     pub holdout_fraction: f64,
@@ -206,9 +210,35 @@ pub struct RawForecast {
     /// Gaps of at most this many missing steps are filled by linear interpolation.
     #[serde(default = "default_max_gap", deserialize_with = "lenient::de")]
     pub max_gap: usize,
-    /// Coverage of the prediction interval, from holdout residuals per step.
+    /// Coverage of the prediction interval, from backtest residuals per step.
     #[serde(default = "default_interval", deserialize_with = "lenient::de")]
     pub interval: f64,
+    /// `auto` (the backtest picks), `recursive` or `direct`.
+    #[serde(default = "default_strategy")]
+    pub strategy: Strategy,
+    /// `per_series` (each series gets the method that did best on its own backtest) or `job`.
+    #[serde(default = "default_selection")]
+    pub selection: Selection,
+    /// Rolling-origin backtest windows, the last one ending at each series' end.
+    #[serde(default = "default_backtest_windows", deserialize_with = "lenient::de")]
+    pub backtest_windows: usize,
+    /// Steps between backtest origins (default: the horizon).
+    #[serde(default, deserialize_with = "lenient::de_opt")]
+    pub backtest_step: Option<usize>,
+    /// Scale each series to mean 0 and standard deviation 1 over its recent training window,
+    /// so one model serves series of any size and level.
+    #[serde(default = "default_true", deserialize_with = "lenient::de")]
+    pub scale: bool,
+    /// Seasonal differencing: the model predicts y(t) - y(t - difference) (0: off).
+    #[serde(default, deserialize_with = "lenient::de")]
+    pub difference: usize,
+    /// Steps a series' last reading may lie before as_of and still be forecast from its end
+    /// (default: the horizon).
+    #[serde(default, deserialize_with = "lenient::de_opt")]
+    pub max_stale: Option<usize>,
+    /// Refit the served model on all rows after the backtest.
+    #[serde(default = "default_true", deserialize_with = "lenient::de")]
+    pub refit: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +336,23 @@ fn default_max_gap() -> usize {
 }
 fn default_interval() -> f64 {
     0.8
+}
+fn default_strategy() -> Strategy {
+    Strategy::Auto
+}
+fn default_selection() -> Selection {
+    Selection::PerSeries
+}
+fn default_backtest_windows() -> usize {
+    4
+}
+fn default_candidates() -> Vec<ForecastMethod> {
+    vec![
+        ForecastMethod::Model,
+        ForecastMethod::NaiveDay,
+        ForecastMethod::NaiveWeek,
+        ForecastMethod::Blend,
+    ]
 }
 fn default_true() -> bool {
     true
@@ -771,7 +818,7 @@ fn validate_kind(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<JobKi
                     &default
                 }
             };
-            let spec = validate_forecast(f, p);
+            let spec = validate_forecast(f, &raw.model.candidates, p);
             if i.score_sql.is_some() && second.is_none() {
                 return None;
             }
@@ -788,7 +835,11 @@ fn validate_kind(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<JobKi
 const MAX_STEP_SECONDS: u64 = 7 * 86_400;
 
 /// `[forecast]`: horizon, step, lags and windows, history and gap policy, interval.
-fn validate_forecast(f: &RawForecast, p: &mut Problems) -> Option<ForecastSpec> {
+fn validate_forecast(
+    f: &RawForecast,
+    candidates: &[ForecastMethod],
+    p: &mut Problems,
+) -> Option<ForecastSpec> {
     if !(1..=24 * 14).contains(&f.horizon) {
         p.push("forecast.horizon", "must be between 1 and 336 steps");
     }
@@ -842,6 +893,19 @@ fn validate_forecast(f: &RawForecast, p: &mut Problems) -> Option<ForecastSpec> 
             "must be a coverage between 0 and 1, such as 0.8",
         );
     }
+    if !(1..=100).contains(&f.backtest_windows) {
+        p.push("forecast.backtest_windows", "must be between 1 and 100");
+    }
+    let backtest_step = f.backtest_step.unwrap_or(f.horizon);
+    if backtest_step == 0 {
+        p.push("forecast.backtest_step", "must be at least 1 step");
+    }
+    if f.difference > 10_000 {
+        p.push("forecast.difference", "must be at most 10000 steps");
+    }
+    if candidates.is_empty() {
+        p.push("model.candidates", "give at least one candidate method");
+    }
     Some(ForecastSpec {
         horizon: f.horizon,
         step_seconds: step?,
@@ -851,6 +915,15 @@ fn validate_forecast(f: &RawForecast, p: &mut Problems) -> Option<ForecastSpec> 
         min_history: f.min_history,
         max_gap: f.max_gap,
         interval: f.interval,
+        strategy: f.strategy,
+        selection: f.selection,
+        candidates: candidates.to_vec(),
+        backtest_windows: f.backtest_windows,
+        backtest_step,
+        scale: f.scale,
+        difference: f.difference,
+        max_stale: f.max_stale.unwrap_or(f.horizon),
+        refit: f.refit,
     })
 }
 

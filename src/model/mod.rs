@@ -1,8 +1,9 @@
 //! The models prescore trains, behind one serializable enum: params from the config go in,
 //! a fitted [`Model`] comes out, and `predict` scores a feature [`Matrix`] in parallel chunks
-//! with no allocation per row. A fitted model round-trips through JSON, which is how the
-//! registry stores it.
+//! with no allocation per row. A fitted model round-trips through the registry's artifact
+//! format ([`artifact`]).
 
+pub mod artifact;
 mod forest;
 pub mod metrics;
 mod tree;
@@ -254,12 +255,13 @@ impl Model {
         })
     }
 
+    /// The registry artifact (see [`artifact`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
-        serde_json::to_vec(self).map_err(|e| ModelError::Artifact(e.to_string()))
+        artifact::encode("model", self)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
-        serde_json::from_slice(bytes).map_err(|e| ModelError::Artifact(e.to_string()))
+        artifact::decode("model", bytes)
     }
 }
 

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use polars::prelude::DataFrame;
 
 use super::context::RunContext;
@@ -163,10 +162,14 @@ async fn should_train(ctx: &RunContext<'_>) -> Result<bool, Error> {
         Mode::Run => match job.retrain {
             RetrainPolicy::Always => true,
             RetrainPolicy::Never => false,
+            // Age is measured in data time: how far this run's as_of lies past the data the
+            // champion was trained on. A champion trained on data newer than this run (a
+            // backfill) has seen its future, so the run trains its own.
             RetrainPolicy::OlderThan(age) => match registry::champion(ctx.wh, &job.name).await? {
                 None => true,
-                Some(c) => c.trained_at.is_none_or(|t| {
-                    Utc::now() - t > chrono::Duration::from_std(age).unwrap_or_default()
+                Some(c) => c.as_of.is_none_or(|t| {
+                    t > opts.as_of
+                        || opts.as_of - t > chrono::Duration::from_std(age).unwrap_or_default()
                 }),
             },
         },

@@ -99,6 +99,12 @@ pub struct TrainSummary {
     pub baseline_weekly: Option<Metrics>,
     pub top_features: Vec<(String, f64)>,
     pub verdict: String,
+    /// Forecasts: the share of backtest actuals inside the prediction interval.
+    pub coverage: Option<f64>,
+    /// Forecasts: how many series each method serves.
+    pub methods: Vec<(String, usize)>,
+    /// Forecasts: the backtest's shape and each candidate's MAE.
+    pub backtest: Option<String>,
 }
 
 /// What a run did.

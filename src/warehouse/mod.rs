@@ -157,6 +157,9 @@ pub struct ColumnDef {
     pub ty: ColumnType,
 }
 
+/// Results-table columns added after the first release: a table without them gets them.
+const ADDED_LATER: &[&str] = &["method"];
+
 /// A connected warehouse.
 #[derive(Clone, Debug)]
 pub enum Warehouse {
@@ -385,11 +388,33 @@ impl Warehouse {
             .await?;
             existing = self.table_columns(table).await?;
         }
-        let missing: Vec<&str> = columns
+        let missing: Vec<&ColumnDef> = columns
             .iter()
-            .map(|c| c.name.as_str())
-            .filter(|c| !existing.iter().any(|e| e == c))
+            .filter(|c| !existing.iter().any(|e| *e == c.name))
             .collect();
+        // Columns a later prescore added to its results tables are added to a table an earlier
+        // one made; any other difference means the table is not this job's.
+        if !missing.is_empty()
+            && missing
+                .iter()
+                .all(|c| ADDED_LATER.contains(&c.name.as_str()))
+        {
+            for c in &missing {
+                self.execute(
+                    &format!(
+                        "ALTER TABLE {} ADD COLUMN \"{}\" {}",
+                        table.quoted(),
+                        c.name,
+                        self.sql_type(c.ty)
+                    ),
+                    &[],
+                )
+                .await?;
+                tracing::info!(table = %table, column = %c.name, "added a column this version writes");
+            }
+            return Ok(());
+        }
+        let missing: Vec<&str> = missing.iter().map(|c| c.name.as_str()).collect();
         if !missing.is_empty() {
             return Err(WarehouseError::TableMismatch {
                 table: table.to_string(),

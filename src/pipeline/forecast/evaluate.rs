@@ -1,94 +1,224 @@
-//! Stage 4 for `forecast` jobs, evaluate: forecast the last `horizon` steps of every series
-//! recursively from a model trained without them, and score that forecast against the
-//! actuals and the seasonal-naive baselines (t-24 and t-168 for hourly data), overall and per
-//! horizon step. The absolute residuals per step give split-conformal interval half-widths.
+//! Stage 4 for `forecast` jobs, the rolling-origin backtest. Each model-eligible series gets
+//! up to `forecast.backtest_windows` origins spaced `backtest_step` apart, the last window
+//! ending at the series' end. Scheme: one fit per strategy on the targets before each series'
+//! earliest origin, evaluated on every window (a refit per window would cost W fits and, in
+//! our measurements, choose the same methods); every window's forecasts are compared with the
+//! actuals next to the seasonal-naive baselines made at the same origin. Selection, interval
+//! calibration and the gate all read these points.
 
-use super::features::SeriesSchema;
+use super::features::{Fitted, Scale, SeriesSchema};
 use super::series::Series;
 use crate::model::metrics::{self, Metrics};
-use crate::model::Model;
 
-/// What the holdout evaluation measured.
-pub struct Evaluation {
-    pub metrics: Metrics,
-    pub naive_day: Metrics,
-    pub naive_week: Metrics,
-    pub per_horizon: Vec<(usize, f64, f64)>,
-    /// Every metric per horizon step: (model, seasonal naive t-24).
-    pub per_step: Vec<(Metrics, Metrics)>,
-    pub half_width: Vec<f64>,
+/// A forecast method: what produced a published row (`method` in the results table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Recursive,
+    Direct,
+    NaiveDay,
+    NaiveWeek,
+    /// The mean of the chosen model strategy and the better seasonal naive.
+    Blend,
 }
 
-/// Recursive holdout forecast of the last `h` steps of every series, scored against the
-/// actuals and the seasonal-naive baselines.
-pub fn evaluate(
-    schema: &SeriesSchema,
-    model: &Model,
-    series: &[Series],
-    h: usize,
-    interval: f64,
-) -> Evaluation {
-    let preds = schema.recursive(series, |s| s.y.len() - h, h, |m| model.predict(m));
-    let day = (86_400 / schema.step_seconds).max(1) as usize;
-    let week = 7 * day;
-    let naive = |s: &Series, t: usize, step: usize, period: usize| {
-        let back = period * step.div_ceil(period);
-        s.y[t.saturating_sub(back)]
-    };
-    let (mut truth, mut yhat, mut n_day, mut n_week) = (vec![], vec![], vec![], vec![]);
-    let mut per_step_abs: Vec<Vec<f64>> = vec![Vec::with_capacity(series.len()); h];
-    let mut step_truth: Vec<Vec<f64>> = vec![Vec::with_capacity(series.len()); h];
-    let mut step_pred: Vec<Vec<f64>> = vec![Vec::with_capacity(series.len()); h];
-    let mut step_naive: Vec<Vec<f64>> = vec![Vec::with_capacity(series.len()); h];
-    for (s, p) in series.iter().zip(&preds) {
-        let origin = s.y.len() - h;
-        for (k, pred) in p.iter().enumerate() {
-            let t = origin + k;
-            let actual = s.y[t];
-            truth.push(actual);
-            yhat.push(*pred);
-            let nd = naive(s, t, k + 1, day);
-            n_day.push(nd);
-            n_week.push(naive(s, t, k + 1, week));
-            per_step_abs[k].push((actual - pred).abs());
-            step_truth[k].push(actual);
-            step_pred[k].push(*pred);
-            step_naive[k].push(nd);
+impl Method {
+    /// The method as the results table names it; the naives by their lag in steps
+    /// (`naive24`, `naive168` for hourly data).
+    pub fn label(self, day: usize) -> String {
+        match self {
+            Method::Recursive => "recursive".into(),
+            Method::Direct => "direct".into(),
+            Method::NaiveDay => format!("naive{day}"),
+            Method::NaiveWeek => format!("naive{}", 7 * day),
+            Method::Blend => "blend".into(),
         }
     }
-    let task = crate::config::Task::Regression;
-    let per_step: Vec<(Metrics, Metrics)> = (0..h)
-        .map(|k| {
-            (
-                metrics::evaluate(task, &step_truth[k], &step_pred[k], 0.5),
-                metrics::evaluate(task, &step_truth[k], &step_naive[k], 0.5),
-            )
-        })
-        .collect();
-    let per_horizon = per_step
+
+    pub fn of(strategy: Fitted) -> Method {
+        match strategy {
+            Fitted::Recursive => Method::Recursive,
+            Fitted::Direct => Method::Direct,
+        }
+    }
+
+    pub fn uses_model(self) -> bool {
+        matches!(self, Method::Recursive | Method::Direct | Method::Blend)
+    }
+}
+
+/// The seasonal-naive forecast `k` steps (1-based) after `origin`: the value one `period`
+/// (or as many periods as it takes to reach known history) before the target; where that
+/// value is missing, the same season further back; failing that, the latest known value.
+pub fn seasonal_naive(y: &[f64], origin: usize, k: usize, period: usize) -> f64 {
+    let t = origin + k - 1;
+    let mut back = period * k.div_ceil(period);
+    while let Some(i) = t.checked_sub(back) {
+        if y[i].is_finite() {
+            return y[i];
+        }
+        back += period;
+    }
+    y[..origin.min(y.len())]
         .iter()
-        .enumerate()
-        .map(|(k, (m, n))| (k + 1, m["mae"], n["mae"]))
-        .collect();
-    // Split conformal: the ceil((n+1)c)/n empirical quantile of |residual| at each step.
-    let half_width = per_step_abs
-        .into_iter()
-        .map(|mut abs| {
-            abs.sort_by(f64::total_cmp);
-            let n = abs.len();
-            if n == 0 {
-                return 0.0;
+        .rev()
+        .find(|v| v.is_finite())
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// The backtest origins of a series of `n` steps: `windows` of them, `step` apart, the last
+/// window ending at `n`, none earlier than `min_origin` (a full feature row needs history).
+pub fn origins(
+    n: usize,
+    windows: usize,
+    step: usize,
+    horizon: usize,
+    min_origin: usize,
+) -> Vec<usize> {
+    (0..windows)
+        .filter_map(|w| n.checked_sub(horizon + w * step))
+        .filter(|&o| o >= min_origin)
+        .collect()
+}
+
+/// Every forecast point of the backtest: which series and step, the actual, and each
+/// method's prediction (NaN where a method was not run).
+#[derive(Debug, Default, Clone)]
+pub struct Points {
+    pub series: Vec<u32>,
+    pub step: Vec<u16>,
+    pub actual: Vec<f64>,
+    /// The series' scale at the backtest, to pool residuals across series.
+    pub sd: Vec<f64>,
+    pub recursive: Vec<f64>,
+    pub direct: Vec<f64>,
+    pub naive_day: Vec<f64>,
+    pub naive_week: Vec<f64>,
+}
+
+impl Points {
+    pub fn len(&self) -> usize {
+        self.actual.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actual.is_empty()
+    }
+
+    /// A method's prediction at point `i`; the blend mixes `model` and `naive`.
+    pub fn pred(&self, m: Method, i: usize, model: Method, naive: Method) -> f64 {
+        match m {
+            Method::Recursive => self.recursive[i],
+            Method::Direct => self.direct[i],
+            Method::NaiveDay => self.naive_day[i],
+            Method::NaiveWeek => self.naive_week[i],
+            Method::Blend => {
+                0.5 * (self.pred(model, i, model, naive) + self.pred(naive, i, model, naive))
             }
-            let rank = (((n + 1) as f64) * interval).ceil() as usize;
-            abs[rank.clamp(1, n) - 1]
-        })
+        }
+    }
+}
+
+/// Runs the backtest: `fits` holds each fitted strategy's model as a prediction function;
+/// `origins_of[i]` are series i's origins (empty for a series the model does not serve).
+pub fn backtest(
+    schema: &SeriesSchema,
+    series: &[Series],
+    scales: &[Scale],
+    origins_of: &[Vec<usize>],
+    fits: &[(Fitted, &(dyn Fn(&crate::model::Matrix) -> Vec<f64> + Sync))],
+    day: usize,
+) -> Points {
+    let h = schema.horizon;
+    let windows = origins_of.iter().map(Vec::len).max().unwrap_or(0);
+    let mut p = Points::default();
+    for w in 0..windows {
+        let idx: Vec<usize> = (0..series.len())
+            .filter(|&i| origins_of[i].len() > w)
+            .collect();
+        let refs: Vec<&Series> = idx.iter().map(|&i| &series[i]).collect();
+        let sc: Vec<Scale> = idx.iter().map(|&i| scales[i]).collect();
+        let origin_at: Vec<usize> = idx.iter().map(|&i| origins_of[i][w]).collect();
+        let mut by_fit: Vec<(Fitted, Vec<Vec<f64>>)> = Vec::new();
+        for (strategy, predict) in fits {
+            let f = schema.forecast(&refs, &sc, &origin_at, *strategy, |m| predict(m));
+            by_fit.push((*strategy, f));
+        }
+        for (j, &i) in idx.iter().enumerate() {
+            let s = &series[i];
+            let o = origin_at[j];
+            for k in 0..h {
+                let t = o + k;
+                let Some(actual) = s.y.get(t).copied().filter(|v| v.is_finite()) else {
+                    continue;
+                };
+                p.series.push(i as u32);
+                p.step.push(k as u16);
+                p.actual.push(actual);
+                p.sd.push(scales[i].sd);
+                let of = |f: Fitted| {
+                    by_fit
+                        .iter()
+                        .find(|(g, _)| *g == f)
+                        .map(|(_, v)| v[j][k])
+                        .unwrap_or(f64::NAN)
+                };
+                p.recursive.push(of(Fitted::Recursive));
+                p.direct.push(of(Fitted::Direct));
+                p.naive_day.push(seasonal_naive(&s.y, o, k + 1, day));
+                p.naive_week.push(seasonal_naive(&s.y, o, k + 1, 7 * day));
+            }
+        }
+    }
+    p
+}
+
+/// Metrics of a set of predictions, overall and per horizon step.
+pub fn scored(points: &Points, pred: &[f64], horizon: usize) -> (Metrics, Vec<Metrics>) {
+    let task = crate::config::Task::Regression;
+    let overall = metrics::evaluate(task, &points.actual, pred, 0.5);
+    let mut by_step: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); horizon];
+    for (i, &k) in points.step.iter().enumerate() {
+        by_step[k as usize].0.push(points.actual[i]);
+        by_step[k as usize].1.push(pred[i]);
+    }
+    let per_step = by_step
+        .iter()
+        .map(|(a, b)| metrics::evaluate(task, a, b, 0.5))
         .collect();
-    Evaluation {
-        metrics: metrics::evaluate(task, &truth, &yhat, 0.5),
-        naive_day: metrics::evaluate(task, &truth, &n_day, 0.5),
-        naive_week: metrics::evaluate(task, &truth, &n_week, 0.5),
-        per_horizon,
-        per_step,
-        half_width,
+    (overall, per_step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtest_windows_end_at_the_series_end_and_respect_history() {
+        // 100 steps, 4 windows of 24 spaced 24: origins 76, 52, 28, 4 — minus those too early.
+        assert_eq!(origins(100, 4, 24, 24, 10), vec![76, 52, 28]);
+        assert_eq!(origins(100, 4, 24, 24, 0), vec![76, 52, 28, 4]);
+        // Spaced by 12: overlapping windows.
+        assert_eq!(origins(100, 3, 12, 24, 0), vec![76, 64, 52]);
+        // A series shorter than the horizon has none.
+        assert!(origins(20, 4, 24, 24, 0).is_empty());
+    }
+
+    #[test]
+    fn seasonal_naive_reaches_back_over_gaps() {
+        let mut y: Vec<f64> = (0..72).map(|i| (i % 24) as f64).collect();
+        assert_eq!(seasonal_naive(&y, 48, 1, 24), 0.0);
+        assert_eq!(seasonal_naive(&y, 48, 24, 24), 23.0);
+        // Beyond one period: two days back.
+        assert_eq!(seasonal_naive(&y, 48, 30, 24), 5.0);
+        y[24] = f64::NAN;
+        assert_eq!(seasonal_naive(&y, 48, 1, 24), 0.0, "one more period back");
+        y[0] = f64::NAN;
+        assert_eq!(
+            seasonal_naive(&y, 48, 1, 24),
+            23.0,
+            "the latest known value"
+        );
     }
 }

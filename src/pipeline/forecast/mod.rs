@@ -1,13 +1,17 @@
 //! The `forecast` kind: one prediction per series and future step. A run reads the history
-//! (and future covariates), builds regular series (`series`), trains on all but the last
-//! `horizon` steps of every series with the one feature function (`features`), evaluates by
-//! forecasting those steps against the seasonal-naive baselines (`evaluate`), then forecasts
-//! every series from its end and writes the rows (`output`).
+//! (and future covariates) and builds regular series (`series`); training fits the model with
+//! the one feature function (`features`), runs the rolling-origin backtest (`evaluate`),
+//! chooses each series' method and calibrates the intervals (`select`) — all in `train` — and
+//! stores the result as a [`Forecaster`]; serving forecasts every series from its end and
+//! writes one row per series and step (`output`).
 
 pub mod evaluate;
 pub mod features;
+pub mod forecaster;
 pub mod output;
+pub mod select;
 pub mod series;
+pub mod train;
 
 use std::sync::Arc;
 
@@ -19,11 +23,10 @@ use super::{pool, read, TrainSummary};
 use crate::config::{ForecastSpec, Job, Sql};
 use crate::error::Error;
 use crate::ledger;
-use crate::model::Model;
 use crate::registry::{ModelRecord, StoredModel};
 use crate::warehouse::ident::Ident;
-use evaluate::Evaluation;
 use features::SeriesSchema;
+pub use forecaster::Forecaster;
 use series::Series;
 
 /// A forecast job's kind-specific config.
@@ -31,12 +34,6 @@ pub struct ForecastJob<'a> {
     pub spec: &'a ForecastSpec,
     pub time: &'a Ident,
     pub future_sql: Option<&'a Sql>,
-}
-
-/// A model and the schema that builds its feature rows.
-pub struct Forecaster {
-    pub model: Model,
-    pub schema: SeriesSchema,
 }
 
 impl Kind for ForecastJob<'_> {
@@ -113,51 +110,35 @@ impl Kind for ForecastJob<'_> {
         let job = ctx.job;
         let h = self.spec.horizon;
         let statics = series::learn_statics(job, series);
-        let mut schema = SeriesSchema::new(self.spec, &job.features.numeric, statics);
-        let (s2, sc2, model_spec) = (series.clone(), schema.clone(), job.model.clone());
-        let interval = self.spec.interval;
-        let (model, eval, rows_train) = ctx
+        let schema = SeriesSchema::new(self.spec, &job.features.numeric, statics);
+        let (s2, sc2, spec2, model_spec) = (
+            series.clone(),
+            schema.clone(),
+            self.spec.clone(),
+            job.model.clone(),
+        );
+        let out = ctx
             .time(
                 "train",
-                pool::on_pool(
-                    job.threads,
-                    move || -> Result<(Model, Evaluation, usize), crate::model::ModelError> {
-                        let end = |s: &Series| s.y.len() - h;
-                        // Sampled before the matrix is built: only the rows the model trains
-                        // on are ever materialized.
-                        let total = sc2.training_rows(&s2, end);
-                        let keep = crate::model::training_sample(&model_spec, total);
-                        let (x, y) = sc2.training_matrix(&s2, end, keep.as_deref());
-                        tracing::info!(
-                            rows = total,
-                            sample = x.rows,
-                            features = x.cols,
-                            series = s2.len(),
-                            algorithm = model_spec.algorithm.name(),
-                            "training"
-                        );
-                        let model = Model::fit(&model_spec, &x, &y)?;
-                        let eval = evaluate::evaluate(&sc2, &model, &s2, h, interval);
-                        Ok((model, eval, total))
-                    },
-                ),
+                pool::on_pool(job.threads, move || {
+                    train::train(&sc2, &spec2, &model_spec, &s2)
+                }),
             )
             .await??;
-        schema.half_width = eval.half_width.clone();
-        let champion_metrics = match champion {
-            Some(c) => Some(self.champion_metrics(job, c, &schema, series).await?),
-            None => None,
-        };
+        let day = self.spec.day();
         // The gate compares with the better of the two seasonal-naive baselines.
-        let best_naive = if eval.naive_week.get("mae") < eval.naive_day.get("mae") {
-            eval.naive_week.clone()
+        let best_naive = if out.naive_week.get("mae") < out.naive_day.get("mae") {
+            out.naive_week.clone()
         } else {
-            eval.naive_day.clone()
+            out.naive_day.clone()
         };
         // Overall metrics, and every metric per horizon step (`mae_h001`, `rmse_h001`, …).
-        let mut stored_metrics = eval.metrics.clone();
-        let mut baseline = eval.naive_day.clone();
-        for (k, (m, n)) in eval.per_step.iter().enumerate() {
+        let mut stored_metrics = out.metrics.clone();
+        if let Some(c) = out.coverage {
+            stored_metrics.insert("coverage".into(), c);
+        }
+        let mut baseline = out.naive_day.clone();
+        for (k, (m, n)) in out.per_step.iter().zip(&out.naive_day_steps).enumerate() {
             for (name, v) in m {
                 stored_metrics.insert(format!("{name}_h{:03}", k + 1), *v);
             }
@@ -165,26 +146,43 @@ impl Kind for ForecastJob<'_> {
                 baseline.insert(format!("{name}_h{:03}", k + 1), *v);
             }
         }
-        for (k, v) in &eval.naive_week {
+        for (k, v) in &out.naive_week {
             baseline.insert(format!("weekly_{k}"), *v);
         }
-        let names = schema.names();
-        let importances = model.importances(names.len()).map(|imp| {
-            let mut v: Vec<(String, f64)> = names.iter().cloned().zip(imp).collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1));
-            v
-        });
+        let per_horizon = (0..h)
+            .filter_map(|k| {
+                let m = out.per_step[k].get("mae")?;
+                let n = out.naive_day_steps[k].get("mae")?;
+                Some((k + 1, *m, *n))
+            })
+            .collect();
+        let f = &out.forecaster;
+        let methods = method_counts(f, series);
         let summary = TrainSummary {
             version: 0,
             algorithm: job.model.algorithm.name().into(),
-            rows_train,
-            rows_holdout: series.len() * h,
-            metrics: eval.metrics.clone(),
-            baseline: eval.naive_day.clone(),
-            per_horizon: eval.per_horizon.clone(),
-            baseline_weekly: Some(eval.naive_week.clone()),
-            top_features: super::lifecycle::top_features(&importances),
+            rows_train: out.rows_train,
+            rows_holdout: out.points,
+            metrics: out.metrics.clone(),
+            baseline: out.naive_day.clone(),
+            per_horizon,
+            baseline_weekly: Some(out.naive_week.clone()),
+            top_features: super::lifecycle::top_features(&out.importances),
             verdict: String::new(),
+            coverage: out.coverage,
+            methods: methods.clone(),
+            backtest: Some(format!(
+                "{} window(s) of {h} steps, {} apart; strategy {}; candidates {}",
+                out.windows,
+                self.spec.backtest_step,
+                f.strategy.name(),
+                out.choice
+                    .mae
+                    .iter()
+                    .map(|(m, v)| format!("{} {v:.4}", m.label(day)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
         };
         let record = ModelRecord {
             algorithm: job.model.algorithm.name().into(),
@@ -198,38 +196,38 @@ impl Kind for ForecastJob<'_> {
                 .min()
                 .map(crate::warehouse::frame::micros_to_utc),
             train_to: Some(ctx.opts.as_of),
-            rows_train: rows_train as i64,
-            rows_holdout: (series.len() * h) as i64,
+            rows_train: out.rows_train as i64,
+            rows_holdout: out.points as i64,
             metrics: stored_metrics,
             baseline,
-            importances: importances.as_ref().map(to_json).transpose()?,
-            artifact: model.to_bytes()?,
+            importances: out.importances.as_ref().map(to_json).transpose()?,
+            artifact: crate::model::artifact::encode("forecaster", &out.forecaster)?,
         };
         Ok(Candidate {
-            serving: Forecaster { model, schema },
+            serving: out.forecaster,
             record,
             summary,
             // Judged on the overall metrics against the better naive baseline.
             gate_baseline: best_naive,
-            champion_metrics,
+            // A champion's backtest cannot be rerun without its own training window: the
+            // gate compares with the metrics it was registered with.
+            champion_metrics: champion.map(|c| c.metrics.clone()),
         })
     }
 
     fn load(&self, ctx: &RunContext<'_>, stored: &StoredModel) -> Result<Forecaster, Error> {
         let job = ctx.job;
-        let model = Model::from_bytes(stored.artifact.as_deref().unwrap_or_default())?;
-        let mismatch = |problem: String| Error::SchemaMismatch {
-            job: job.name.clone(),
-            version: stored.version,
-            problem,
-        };
-        let schema: SeriesSchema = serde_json::from_str(&stored.features).map_err(|e| {
-            mismatch(format!(
-                "its stored feature schema is not a forecast schema ({e})"
-            ))
-        })?;
-        self.same_shape(job, &schema).map_err(mismatch)?;
-        Ok(Forecaster { model, schema })
+        let f: Forecaster = crate::model::artifact::decode(
+            "forecaster",
+            stored.artifact.as_deref().unwrap_or_default(),
+        )?;
+        self.same_shape(job, &f.schema)
+            .map_err(|problem| Error::SchemaMismatch {
+                job: job.name.clone(),
+                version: stored.version,
+                problem,
+            })?;
+        Ok(f)
     }
 
     async fn serve(
@@ -240,22 +238,17 @@ impl Kind for ForecastJob<'_> {
         version: i64,
     ) -> Result<Output, Error> {
         let job = ctx.job;
-        let h = self.spec.horizon;
         let (s2, f2) = (series.clone(), f.clone());
         let forecasts = ctx
             .time(
                 "score",
-                pool::on_pool(job.threads, move || {
-                    f2.schema
-                        .recursive(&s2, |s| s.y.len(), h, |m| f2.model.predict(m))
-                }),
+                pool::on_pool(job.threads, move || f2.forecast(&s2)),
             )
             .await?;
         crate::fault::pause("scored");
         ctx.report.entities = series.len();
-        let (frame, columns) = output::frame(
-            job, &f.schema, &series, &forecasts, version, ctx.run_id, ctx.opts,
-        )?;
+        let (frame, columns) =
+            output::frame(job, &f, &series, &forecasts, version, ctx.run_id, ctx.opts)?;
         let mut metrics = vec![
             ("series_forecast".into(), String::new(), series.len() as f64),
             (
@@ -264,6 +257,13 @@ impl Kind for ForecastJob<'_> {
                 ctx.report.skipped_entities.len() as f64,
             ),
         ];
+        for (method, n) in method_counts(&f, &series) {
+            metrics.push((
+                "series_by_method".into(),
+                format!("method={method}"),
+                n as f64,
+            ));
+        }
         if let Some(t) = &ctx.report.trained {
             for (step, mae, naive) in &t.per_horizon {
                 let label = format!("horizon={step}");
@@ -280,30 +280,18 @@ impl Kind for ForecastJob<'_> {
     }
 }
 
-impl ForecastJob<'_> {
-    /// The champion scored on the same holdout when its schema matches the candidate's, else
-    /// the metrics it was registered with.
-    async fn champion_metrics(
-        &self,
-        job: &Job,
-        c: &StoredModel,
-        schema: &SeriesSchema,
-        series: &Arc<Vec<Series>>,
-    ) -> Result<crate::model::metrics::Metrics, Error> {
-        let stored: Option<SeriesSchema> = serde_json::from_str(&c.features).ok();
-        let model = Model::from_bytes(c.artifact.as_deref().unwrap_or_default());
-        match (stored, model) {
-            (Some(sc), Ok(m)) if sc.hash() == schema.hash() => {
-                let (s3, h, interval) = (series.clone(), self.spec.horizon, self.spec.interval);
-                Ok(pool::on_pool(job.threads, move || {
-                    evaluate::evaluate(&sc, &m, &s3, h, interval).metrics
-                })
-                .await?)
-            }
-            _ => Ok(c.metrics.clone()),
-        }
+/// How many series each method forecasts, most used first.
+fn method_counts(f: &Forecaster, series: &[Series]) -> Vec<(String, usize)> {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for s in series {
+        *counts.entry(f.method_for(s).label(f.day)).or_default() += 1;
     }
+    let mut v: Vec<(String, usize)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
 
+impl ForecastJob<'_> {
     /// Whether a stored schema reads what this job's config asks for now (learned statics and
     /// interval widths aside).
     fn same_shape(&self, job: &Job, stored: &SeriesSchema) -> Result<(), String> {
@@ -316,10 +304,13 @@ impl ForecastJob<'_> {
             || stored.exog != job.features.numeric
             || cats != want
             || stored.step_seconds != spec.step_seconds
+            || stored.horizon != spec.horizon
+            || stored.scale != spec.scale
+            || stored.difference != spec.difference
         {
             return Err(format!(
-                "it was trained with lags {:?}, rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}; the config now asks for lags {:?}, rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}",
-                stored.lags, stored.rolling, stored.calendar, stored.exog, cats, spec.lags, spec.rolling, spec.calendar, job.features.numeric, want
+                "it was trained with lags {:?}, rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {}; the config now asks for lags {:?}, rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {}",
+                stored.lags, stored.rolling, stored.calendar, stored.exog, cats, stored.horizon, stored.scale, stored.difference, spec.lags, spec.rolling, spec.calendar, job.features.numeric, want, spec.horizon, spec.scale, spec.difference
             ));
         }
         Ok(())

@@ -3,7 +3,7 @@
 
 use polars::prelude::*;
 
-use super::features::SeriesSchema;
+use super::forecaster::{Forecaster, SeriesForecast};
 use super::series::{Key, Series};
 use crate::config::{ColumnType, Job};
 use crate::error::Error;
@@ -13,15 +13,17 @@ use crate::warehouse::ColumnDef;
 /// The forecast rows of every series and the definitions of their columns.
 pub fn frame(
     job: &Job,
-    schema: &SeriesSchema,
+    forecaster: &Forecaster,
     series: &[Series],
-    forecasts: &[Vec<f64>],
+    forecasts: &[SeriesForecast],
     version: i64,
     run_id: &str,
     opts: &Options,
 ) -> Result<(DataFrame, Vec<ColumnDef>), Error> {
-    let step_us = schema.step_seconds * 1_000_000;
-    let n: usize = forecasts.iter().map(Vec::len).sum();
+    let step_us = forecaster.schema.step_seconds * 1_000_000;
+    let day = forecaster.day;
+    let n: usize = forecasts.iter().map(|f| f.yhat.len()).sum();
+    let mut method = Vec::with_capacity(n);
     let mut target = Vec::with_capacity(n);
     let mut horizon = Vec::with_capacity(n);
     let (mut yhat, mut lo, mut hi) = (
@@ -33,15 +35,16 @@ pub fn frame(
     let mut text_keys = Vec::new();
     for (s, f) in series.iter().zip(forecasts) {
         let last = s.time_at(s.y.len() - 1, step_us);
-        for (k, v) in f.iter().enumerate() {
+        let label = f.method.label(day);
+        for (k, (v, w)) in f.yhat.iter().zip(&f.half).enumerate() {
             match &s.key {
                 Key::Int(i) => int_keys.push(*i),
                 Key::Text(t) => text_keys.push(t.clone()),
             }
             target.push(last + (k as i64 + 1) * step_us);
             horizon.push(k as i64 + 1);
-            let w = schema.half_width.get(k).copied().unwrap_or(0.0);
             yhat.push(*v);
+            method.push(label.clone());
             lo.push(v - w);
             hi.push(v + w);
         }
@@ -59,6 +62,7 @@ pub fn frame(
         Column::new("yhat".into(), yhat),
         Column::new("yhat_lo".into(), lo),
         Column::new("yhat_hi".into(), hi),
+        Column::new("method".into(), method),
     ];
     let key_type = job.input.columns[job.input.key.as_str()];
     let mut defs: Vec<ColumnDef> = [
@@ -68,6 +72,7 @@ pub fn frame(
         ("yhat", ColumnType::Float),
         ("yhat_lo", ColumnType::Float),
         ("yhat_hi", ColumnType::Float),
+        ("method", ColumnType::Text),
     ]
     .into_iter()
     .map(|(name, ty)| ColumnDef {

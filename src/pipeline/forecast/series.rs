@@ -2,9 +2,12 @@
 //! future covariates appended for the steps to forecast.
 //!
 //! Missing steps: a gap of at most `forecast.max_gap` steps is filled by linear interpolation
-//! (target and covariates); after a longer gap only the history since the gap is used. A
-//! series whose last reading is more than `max_gap` steps before the as-of time is stale and
-//! gets no forecast; so does one with fewer than `forecast.min_history` steps. Both are
+//! (target and covariates); a longer gap stays missing, so the lags and windows that fall into
+//! it are missing values (the tree models route them) and the history before it still counts.
+//! A series shorter than `forecast.min_history` gets a seasonal-naive forecast instead of the
+//! model's (`model_ok` is false) when it has at least a day of history. A series whose last
+//! reading lies more than `forecast.max_stale` steps before the as-of time is stale. Stale
+//! series, series with less than a day of values and series off the step grid are skipped:
 //! counted and reported, never a crash.
 
 use std::collections::BTreeMap;
@@ -41,6 +44,8 @@ pub struct Series {
     pub exog: Vec<Vec<f64>>,
     /// Static categorical values, one per `statics` column.
     pub statics: Vec<String>,
+    /// Long enough for the model (`forecast.min_history`); else a seasonal-naive fallback.
+    pub model_ok: bool,
 }
 
 impl Series {
@@ -141,36 +146,40 @@ pub fn build(
             ));
             continue;
         }
-        // Gap policy: interpolate short gaps, cut the history at the last long one.
-        let cut = fill_gaps(&mut ys, spec.max_gap);
+        // Gap policy: interpolate short gaps; longer ones stay missing.
+        fill_gaps(&mut ys, spec.max_gap);
         for e in ex.iter_mut() {
             fill_gaps(e, usize::MAX);
+            fill_edges(e);
         }
-        let ys = ys[cut..].to_vec();
-        let mut ex: Vec<Vec<f64>> = ex.into_iter().map(|e| e[cut..].to_vec()).collect();
-        let start_us = t0 + cut as i64 * step_us;
-        let stale_after = t_last + (spec.max_gap as i64 + 1) * step_us;
-        if stale_after <= as_of_us {
-            skipped.push((
-                name,
-                format!(
-                    "stale: last reading at {}",
-                    crate::warehouse::frame::micros_to_utc(t_last).format("%Y-%m-%d %H:%M")
-                ),
-            ));
+        let start_us = t0;
+        let stale_steps = (as_of_us - t_last).max(0) / step_us;
+        let observed = ys.iter().filter(|v| v.is_finite()).count();
+        let reason = if stale_steps > spec.max_stale as i64 {
+            Some(format!(
+                "stale: last reading at {}, more than forecast.max_stale = {} steps before as_of",
+                crate::warehouse::frame::micros_to_utc(t_last).format("%Y-%m-%d %H:%M"),
+                spec.max_stale
+            ))
+        } else if observed == 0 {
+            Some(format!(
+                "every value of {:?} is NULL",
+                job.input.target.as_str()
+            ))
+        } else if ys.len() < spec.day() {
+            Some(format!(
+                "{} steps of history, less than a day: nothing to forecast from",
+                ys.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            skipped.push((name, reason));
             continue;
         }
-        if ys.len() < spec.min_history {
-            skipped.push((
-                name,
-                format!(
-                    "{} steps of history, fewer than forecast.min_history = {}",
-                    ys.len(),
-                    spec.min_history
-                ),
-            ));
-            continue;
-        }
+        let model_ok = observed >= spec.min_history;
+        let mut ex = ex;
         // Covariates for the forecast steps: the future SQL where it has them, else the last value.
         for (j, e) in ex.iter_mut().enumerate() {
             let last = e.last().copied().unwrap_or(f64::NAN);
@@ -194,15 +203,15 @@ pub fn build(
             y: ys,
             exog: ex,
             statics,
+            model_ok,
         });
     }
     Ok((out, skipped))
 }
 
-/// Linear interpolation of runs of NaN no longer than `max_gap`; returns the index after the
-/// last longer gap (history before it is dropped). Leading NaNs are dropped too.
-fn fill_gaps(v: &mut [f64], max_gap: usize) -> usize {
-    let mut cut = 0;
+/// Linear interpolation of inner runs of NaN no longer than `max_gap`; longer runs and runs at
+/// either end stay NaN.
+fn fill_gaps(v: &mut [f64], max_gap: usize) {
     let mut i = 0;
     while i < v.len() {
         if !v[i].is_nan() {
@@ -215,7 +224,6 @@ fn fill_gaps(v: &mut [f64], max_gap: usize) -> usize {
         }
         let gap = i - start;
         if start == 0 || i == v.len() || gap > max_gap {
-            cut = cut.max(i);
             continue;
         }
         let (a, b) = (v[start - 1], v[i]);
@@ -223,7 +231,18 @@ fn fill_gaps(v: &mut [f64], max_gap: usize) -> usize {
             *slot = a + (b - a) * (k + 1) as f64 / (gap + 1) as f64;
         }
     }
-    cut.min(v.len())
+}
+
+/// Carries the first known value back and the last one forward over NaN runs at the ends
+/// (covariates only: a covariate is known wherever the target is).
+fn fill_edges(v: &mut [f64]) {
+    if let Some(first) = v.iter().position(|x| !x.is_nan()) {
+        let f = v[first];
+        v[..first].iter_mut().for_each(|x| *x = f);
+        let last = v.iter().rposition(|x| !x.is_nan()).unwrap_or(first);
+        let l = v[last];
+        v[last + 1..].iter_mut().for_each(|x| *x = l);
+    }
 }
 
 fn float_column(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, FeatureError> {
@@ -312,13 +331,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_gaps_are_interpolated_and_long_ones_cut_history() {
+    fn short_gaps_are_interpolated_and_long_ones_stay_missing() {
         let mut v = vec![1.0, f64::NAN, 3.0, 4.0];
-        assert_eq!(fill_gaps(&mut v, 1), 0);
+        fill_gaps(&mut v, 1);
         assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0]);
         let mut v = vec![1.0, f64::NAN, f64::NAN, 4.0, 5.0];
-        assert_eq!(fill_gaps(&mut v, 1), 3);
-        let mut v = vec![f64::NAN, 2.0, 3.0];
-        assert_eq!(fill_gaps(&mut v, 5), 1);
+        fill_gaps(&mut v, 1);
+        assert!(v[1].is_nan() && v[2].is_nan() && v[3] == 4.0 && v[0] == 1.0);
+        let mut v = vec![f64::NAN, 2.0, 3.0, f64::NAN];
+        fill_gaps(&mut v, 5);
+        assert!(v[0].is_nan() && v[3].is_nan());
+        fill_edges(&mut v);
+        assert_eq!(v, vec![2.0, 2.0, 3.0, 3.0]);
     }
 }

@@ -98,6 +98,9 @@ impl Kind for ScoreJob<'_> {
             baseline_weekly: None,
             top_features: top_features(&trained.importances),
             verdict: String::new(),
+            coverage: None,
+            methods: Vec::new(),
+            backtest: None,
         };
         let record = ModelRecord {
             algorithm: job.model.algorithm.name().into(),

@@ -1,0 +1,234 @@
+//! Training a forecast job, CPU-bound on the pool: fit each strategy on the rows before the
+//! backtest, run the backtest, choose the methods and calibrate the intervals, then fit the
+//! served model on every row (`forecast.refit`) for the strategy that won, only if some series
+//! will use it.
+
+use super::evaluate::{self, Method, Points};
+use super::features::{Fitted, Plan, Scale, SeriesSchema};
+use super::forecaster::Forecaster;
+use super::select::{self, Choice};
+use super::series::Series;
+use crate::config::{ForecastMethod, ForecastSpec, ModelSpec, Strategy};
+use crate::model::metrics::Metrics;
+use crate::model::{Matrix, Model, ModelError};
+
+/// Training rows aimed at for the direct strategy on small data: each target gets more origins
+/// (up to 8) until the set reaches this size.
+const DIRECT_ROWS: usize = 300_000;
+/// Fewer rows than this and no model is fitted: the seasonal naives compete alone.
+const MIN_ROWS: usize = 50;
+
+/// What training produced and measured.
+pub struct Outcome {
+    pub forecaster: Forecaster,
+    /// The published method's backtest metrics, overall and per step, next to the naives'.
+    pub metrics: Metrics,
+    pub per_step: Vec<Metrics>,
+    pub naive_day: Metrics,
+    pub naive_day_steps: Vec<Metrics>,
+    pub naive_week: Metrics,
+    pub coverage: Option<f64>,
+    pub rows_train: usize,
+    pub points: usize,
+    pub windows: usize,
+    pub choice: Choice,
+    pub importances: Option<Vec<(String, f64)>>,
+}
+
+/// The strategies the config asks to fit.
+fn strategies(spec: &ForecastSpec) -> Vec<Fitted> {
+    let model_wanted = spec
+        .candidates
+        .iter()
+        .any(|c| matches!(c, ForecastMethod::Model | ForecastMethod::Blend));
+    match (model_wanted, spec.strategy) {
+        (false, _) => vec![],
+        (true, Strategy::Auto) => vec![Fitted::Recursive, Fitted::Direct],
+        (true, Strategy::Recursive) => vec![Fitted::Recursive],
+        (true, Strategy::Direct) => vec![Fitted::Direct],
+    }
+}
+
+/// Fits `strategy` on the rows before `ends`. None when there are too few rows.
+fn fit(
+    schema: &SeriesSchema,
+    model: &ModelSpec,
+    series: &[Series],
+    scales: &[Scale],
+    ends: &[usize],
+    strategy: Fitted,
+) -> Result<Option<(Model, usize)>, ModelError> {
+    let base: usize = series
+        .iter()
+        .zip(ends)
+        .filter(|(s, _)| s.model_ok)
+        .map(|(_, e)| e.saturating_sub(schema.lookback()))
+        .sum();
+    let copies = match strategy {
+        Fitted::Recursive => 1,
+        Fitted::Direct => DIRECT_ROWS
+            .div_ceil(base.max(1))
+            .clamp(1, schema.horizon.min(8)),
+    };
+    let plan = Plan {
+        strategy,
+        copies,
+        cap: model.max_train_rows,
+        seed: model.seed,
+    };
+    let (x, y, total) = schema.training_set(series, scales, ends, plan);
+    if x.rows < MIN_ROWS {
+        tracing::warn!(
+            rows = x.rows,
+            strategy = strategy.name(),
+            "too few rows to fit a model"
+        );
+        return Ok(None);
+    }
+    tracing::info!(
+        rows = total,
+        fitted = x.rows,
+        features = x.cols,
+        series = series.len(),
+        strategy = strategy.name(),
+        "training"
+    );
+    Ok(Some((Model::fit(model, &x, &y)?, total)))
+}
+
+/// Trains, backtests and chooses. `per_series` selection by `spec.selection`.
+pub fn train(
+    schema: &SeriesSchema,
+    spec: &ForecastSpec,
+    model_spec: &ModelSpec,
+    series: &[Series],
+) -> Result<Outcome, ModelError> {
+    let h = spec.horizon;
+    let day = spec.day();
+    let origins_of: Vec<Vec<usize>> = series
+        .iter()
+        .map(|s| match s.model_ok {
+            true => evaluate::origins(
+                s.y.len(),
+                spec.backtest_windows,
+                spec.backtest_step,
+                h,
+                schema.lookback() + 1,
+            ),
+            false => Vec::new(),
+        })
+        .collect();
+    // The backtest fit sees only targets before each series' earliest origin.
+    let cut: Vec<usize> = series
+        .iter()
+        .zip(&origins_of)
+        .map(|(s, o)| o.last().copied().unwrap_or(s.y.len()))
+        .collect();
+    let scales_bt: Vec<Scale> = series
+        .iter()
+        .zip(&cut)
+        .map(|(s, &e)| schema.scale_of(s, e))
+        .collect();
+    let mut fits: Vec<(Fitted, Model, usize)> = Vec::new();
+    for strategy in strategies(spec) {
+        if let Some((m, rows)) = fit(schema, model_spec, series, &scales_bt, &cut, strategy)? {
+            fits.push((strategy, m, rows));
+        }
+    }
+    let points = {
+        let predictors: Vec<(Fitted, Box<dyn Fn(&Matrix) -> Vec<f64> + Sync + '_>)> = fits
+            .iter()
+            .map(|(f, m, _)| {
+                let p: Box<dyn Fn(&Matrix) -> Vec<f64> + Sync> = Box::new(move |x| m.predict(x));
+                (*f, p)
+            })
+            .collect();
+        let refs: Vec<(Fitted, &(dyn Fn(&Matrix) -> Vec<f64> + Sync))> =
+            predictors.iter().map(|(f, p)| (*f, p.as_ref())).collect();
+        evaluate::backtest(schema, series, &scales_bt, &origins_of, &refs, day)
+    };
+    let fitted: Vec<Fitted> = fits.iter().map(|f| f.0).collect();
+    let per_series = spec.selection == crate::config::Selection::PerSeries;
+    let choice = select::choose(&points, series.len(), &fitted, &spec.candidates, per_series);
+    let pred = select::chosen_predictions(&points, &choice);
+    let half = select::half_widths(&points, &pred, h, spec.interval);
+    let coverage = (!points.is_empty()).then(|| select::coverage(&points, &pred, &half));
+    let (metrics, per_step) = scored_or_empty(&points, &pred, h);
+    let (naive_day, naive_day_steps) = scored_or_empty(&points, &points.naive_day, h);
+    let (naive_week, _) = scored_or_empty(&points, &points.naive_week, h);
+
+    // The served model: the winning strategy, refit on every row when some series uses it.
+    let used = (0..series.len()).any(|i| series[i].model_ok && choice.method_of(i).uses_model());
+    let strategy = match choice.model {
+        Some(Method::Direct) => Fitted::Direct,
+        _ => Fitted::Recursive,
+    };
+    let scales: Vec<Scale> = series
+        .iter()
+        .map(|s| schema.scale_of(s, s.y.len()))
+        .collect();
+    let mut rows_train = 0;
+    let model = match (used, fits.into_iter().find(|f| f.0 == strategy)) {
+        (true, Some((_, backtest_fit, rows))) if !spec.refit => {
+            rows_train = rows;
+            Some(backtest_fit)
+        }
+        (true, Some(_)) => {
+            let ends: Vec<usize> = series.iter().map(|s| s.y.len()).collect();
+            match fit(schema, model_spec, series, &scales, &ends, strategy)? {
+                Some((m, rows)) => {
+                    rows_train = rows;
+                    Some(m)
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let names = schema.names(strategy);
+    let importances = model
+        .as_ref()
+        .and_then(|m| m.importances(names.len()))
+        .map(|imp| {
+            let mut v: Vec<(String, f64)> = names.iter().cloned().zip(imp).collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1));
+            v
+        });
+    let key_of = |i: usize| series[i].key.to_string();
+    let forecaster = Forecaster {
+        schema: schema.clone(),
+        strategy,
+        model,
+        default: choice.default,
+        naive: choice.naive,
+        methods: (0..series.len())
+            .filter_map(|i| choice.per_series[i].map(|m| (key_of(i), m)))
+            .collect(),
+        scales: (0..series.len()).map(|i| (key_of(i), scales[i])).collect(),
+        half_width: half,
+        interval: spec.interval,
+        day,
+    };
+    Ok(Outcome {
+        forecaster,
+        metrics,
+        per_step,
+        naive_day,
+        naive_day_steps,
+        naive_week,
+        coverage,
+        rows_train,
+        points: points.len(),
+        windows: origins_of.iter().map(Vec::len).max().unwrap_or(0),
+        choice,
+        importances,
+    })
+}
+
+fn scored_or_empty(points: &Points, pred: &[f64], h: usize) -> (Metrics, Vec<Metrics>) {
+    if points.is_empty() {
+        (Metrics::new(), vec![Metrics::new(); h])
+    } else {
+        evaluate::scored(points, pred, h)
+    }
+}
