@@ -390,7 +390,7 @@ impl Warehouse {
         }
         let missing: Vec<&ColumnDef> = columns
             .iter()
-            .filter(|c| !existing.iter().any(|e| *e == c.name))
+            .filter(|c| !existing.contains(&c.name))
             .collect();
         // Columns a later prescore added to its results tables are added to a table an earlier
         // one made; any other difference means the table is not this job's.

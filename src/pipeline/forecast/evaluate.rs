@@ -120,14 +120,14 @@ impl Points {
     }
 }
 
-/// Runs the backtest: `fits` holds each fitted strategy's model as a prediction function;
+/// Runs the backtest: `fits` holds each fitted strategy's model;
 /// `origins_of[i]` are series i's origins (empty for a series the model does not serve).
 pub fn backtest(
     schema: &SeriesSchema,
     series: &[Series],
     scales: &[Scale],
     origins_of: &[Vec<usize>],
-    fits: &[(Fitted, &(dyn Fn(&crate::model::Matrix) -> Vec<f64> + Sync))],
+    fits: &[(Fitted, &crate::model::Model)],
     day: usize,
 ) -> Points {
     let h = schema.horizon;
@@ -141,8 +141,8 @@ pub fn backtest(
         let sc: Vec<Scale> = idx.iter().map(|&i| scales[i]).collect();
         let origin_at: Vec<usize> = idx.iter().map(|&i| origins_of[i][w]).collect();
         let mut by_fit: Vec<(Fitted, Vec<Vec<f64>>)> = Vec::new();
-        for (strategy, predict) in fits {
-            let f = schema.forecast(&refs, &sc, &origin_at, *strategy, |m| predict(m));
+        for (strategy, model) in fits {
+            let f = schema.forecast(&refs, &sc, &origin_at, *strategy, |m| model.predict(m));
             by_fit.push((*strategy, f));
         }
         for (j, &i) in idx.iter().enumerate() {

@@ -9,12 +9,10 @@
 //! at the origin, and the row also carries the step ahead. The target is scaled per series
 //! ([`Scale`]) and optionally differenced against the same season one period back.
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::series::Series;
 use crate::config::{Calendar, ForecastSpec};
-use crate::model::Matrix;
 use crate::pipeline::score::features::fnv_hex;
 
 /// How the learned model reaches `horizon` steps ahead (resolved from the config's `auto`).
@@ -32,16 +30,6 @@ impl Fitted {
             Fitted::Direct => "direct",
         }
     }
-}
-
-/// How a training set is drawn: the strategy's rows, `copies` origins per target (direct),
-/// at most about `cap` rows (0: all), seeded.
-#[derive(Debug, Clone, Copy)]
-pub struct Plan {
-    pub strategy: Fitted,
-    pub copies: usize,
-    pub cap: usize,
-    pub seed: u64,
 }
 
 /// A series' standard scaling, learned on its recent training window: `z = (y - mu) / sd`.
@@ -257,218 +245,6 @@ impl SeriesSchema {
             out.push((t + 1 - origin) as f64);
         }
     }
-
-    /// The (target, origin) pairs a series trains on: every target `t` in
-    /// `[lookback, end)` with a known value. `direct` gives each target `copies` origins,
-    /// each at a step ahead drawn from `1..=horizon` (seeded by the series and `t`), so the
-    /// training set stays `copies` times the recursive one rather than `horizon` times.
-    fn pairs(
-        &self,
-        z: &[f64],
-        end: usize,
-        strategy: Fitted,
-        copies: usize,
-        salt: u64,
-    ) -> Vec<(u32, u32)> {
-        let mut out = Vec::new();
-        for t in self.lookback()..end.min(z.len()) {
-            if !z[t].is_finite() {
-                continue;
-            }
-            match strategy {
-                Fitted::Recursive => {
-                    if self.base(z, t, t).is_finite() || self.difference == 0 {
-                        out.push((t as u32, t as u32));
-                    }
-                }
-                Fitted::Direct => {
-                    for c in 0..copies {
-                        let h = 1
-                            + (mix(salt ^ (t as u64) << 8 ^ c as u64) % self.horizon as u64)
-                                as usize;
-                        let origin = (t + 1).saturating_sub(h).max(1);
-                        if self.difference == 0 || self.base(z, t, origin).is_finite() {
-                            out.push((t as u32, origin as u32));
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The training matrix of every model-eligible series `i` for targets before `ends[i]`,
-    /// scaled by `scales[i]`: with `plan.cap > 0` a seeded sample of about
-    /// `cap` rows. Returns the matrix, the targets and the row count before sampling.
-    pub fn training_set(
-        &self,
-        series: &[Series],
-        scales: &[Scale],
-        ends: &[usize],
-        plan: Plan,
-    ) -> (Matrix, Vec<f64>, usize) {
-        let Plan {
-            strategy,
-            copies,
-            cap,
-            seed,
-        } = plan;
-        let width = self.names(strategy).len();
-        let per_series: Vec<(Vec<f64>, Vec<(u32, u32)>)> = series
-            .par_iter()
-            .zip(scales.par_iter())
-            .zip(ends.par_iter())
-            .enumerate()
-            .map(|(i, ((s, sc), &e))| {
-                if !s.model_ok {
-                    return (Vec::new(), Vec::new());
-                }
-                let z = self.scaled(s, e, *sc);
-                let salt = mix(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                let pairs = self.pairs(&z, e, strategy, copies, salt);
-                (z, pairs)
-            })
-            .collect();
-        let total: usize = per_series.iter().map(|p| p.1.len()).sum();
-        // Keep each row with probability cap/total (seeded): an even sample without an index.
-        let keep = |i: usize, t: u32, c: usize| -> bool {
-            cap == 0
-                || total <= cap
-                || (mix(seed ^ (i as u64) << 32 ^ u64::from(t) ^ (c as u64) << 56) % total as u64)
-                    < cap as u64
-        };
-        let blocks: Vec<(Vec<f64>, Vec<f64>)> = per_series
-            .par_iter()
-            .zip(series.par_iter())
-            .enumerate()
-            .map(|(i, ((z, pairs), s))| {
-                let mut rows = Vec::new();
-                let mut ys = Vec::new();
-                let mut buf = Vec::with_capacity(width);
-                for (c, &(t, o)) in pairs.iter().enumerate() {
-                    if !keep(i, t, c) {
-                        continue;
-                    }
-                    let (t, o) = (t as usize, o as usize);
-                    self.row(s, z, t, o, strategy, &mut buf);
-                    rows.extend_from_slice(&buf);
-                    ys.push(z[t] - self.base(z, t, o));
-                }
-                (rows, ys)
-            })
-            .collect();
-        let n: usize = blocks.iter().map(|b| b.1.len()).sum();
-        let mut data = vec![0.0; n * width];
-        let mut y = Vec::with_capacity(n);
-        let mut r0 = 0;
-        for (rows, ys) in blocks {
-            for (i, row) in rows.chunks(width).enumerate() {
-                for (c, v) in row.iter().enumerate() {
-                    data[c * n + r0 + i] = *v;
-                }
-            }
-            r0 += ys.len();
-            y.extend(ys);
-        }
-        let x = Matrix {
-            data,
-            rows: n,
-            cols: width,
-        };
-        (x, y, total)
-    }
-
-    /// Forecasts `horizon` steps after `origins[i]` for every series `i` with the model
-    /// `predict`, in the series' own units. Recursive: all series advance one step at a time,
-    /// one batched model call per step. Direct: one call for every series and step.
-    pub fn forecast(
-        &self,
-        series: &[&Series],
-        scales: &[Scale],
-        origins: &[usize],
-        strategy: Fitted,
-        predict: impl Fn(&Matrix) -> Vec<f64>,
-    ) -> Vec<Vec<f64>> {
-        let h = self.horizon;
-        let width = self.names(strategy).len();
-        let mut buffers: Vec<Vec<f64>> = series
-            .par_iter()
-            .zip(scales.par_iter())
-            .zip(origins.par_iter())
-            .map(|((s, sc), &o)| {
-                let mut z = Vec::with_capacity(o + h);
-                z.extend(s.y[..o].iter().map(|v| sc.apply(*v)));
-                z
-            })
-            .collect();
-        let n = series.len();
-        let matrix_of = |rows: Vec<Vec<f64>>| {
-            let m = rows.len();
-            let mut data = vec![0.0; m * width];
-            for (r, row) in rows.iter().enumerate() {
-                for (c, v) in row.iter().enumerate() {
-                    data[c * m + r] = *v;
-                }
-            }
-            Matrix {
-                data,
-                rows: m,
-                cols: width,
-            }
-        };
-        match strategy {
-            Fitted::Recursive => {
-                for _ in 0..h {
-                    let rows: Vec<Vec<f64>> = series
-                        .par_iter()
-                        .zip(buffers.par_iter())
-                        .map(|(s, z)| {
-                            let mut row = Vec::with_capacity(width);
-                            self.row(s, z, z.len(), z.len(), strategy, &mut row);
-                            row
-                        })
-                        .collect();
-                    let preds = predict(&matrix_of(rows));
-                    for (z, p) in buffers.iter_mut().zip(preds) {
-                        let t = z.len();
-                        let v = p + self.base(z, t, t);
-                        z.push(v);
-                    }
-                }
-            }
-            Fitted::Direct => {
-                let rows: Vec<Vec<f64>> = series
-                    .par_iter()
-                    .zip(buffers.par_iter())
-                    .flat_map_iter(|(s, z)| {
-                        let o = z.len();
-                        (o..o + h).map(move |t| {
-                            let mut row = Vec::with_capacity(width);
-                            self.row(s, z, t, o, strategy, &mut row);
-                            row
-                        })
-                    })
-                    .collect();
-                let preds = predict(&matrix_of(rows));
-                for (z, p) in buffers.iter_mut().zip(preds.chunks(h.max(1))) {
-                    let o = z.len();
-                    let with_base: Vec<f64> = p
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| v + self.base(z, o + k, o))
-                        .collect();
-                    z.extend(with_base);
-                }
-            }
-        }
-        debug_assert_eq!(buffers.len(), n);
-        buffers
-            .into_iter()
-            .zip(scales)
-            .zip(origins)
-            .map(|((z, sc), &o)| z[o..].iter().map(|v| sc.undo(*v)).collect())
-            .collect()
-    }
 }
 
 /// A 64-bit mixer (splitmix64's finalizer): seeded, reproducible choices without an RNG.
@@ -480,11 +256,11 @@ pub fn mix(mut x: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::pipeline::forecast::series::Key;
 
-    fn schema() -> SeriesSchema {
+    pub fn schema() -> SeriesSchema {
         SeriesSchema {
             lags: vec![1, 2],
             rolling: vec![3],
@@ -498,7 +274,7 @@ mod tests {
         }
     }
 
-    fn series(y: Vec<f64>) -> Series {
+    pub fn series(y: Vec<f64>) -> Series {
         let n = y.len();
         Series {
             key: Key::Int(1),
@@ -557,94 +333,5 @@ mod tests {
         sc.row(&s, &s.y, origin, origin, Fitted::Direct, &mut row);
         sc.row(&s, &s.y, origin, origin, Fitted::Recursive, &mut rec);
         assert_eq!(&row[..rec.len()], &rec[..]);
-    }
-
-    #[test]
-    fn scaling_and_differencing_round_trip() {
-        let y: Vec<f64> = (0..100).map(|i| 50.0 + 10.0 * ((i % 24) as f64)).collect();
-        let sc = Scale::learn(&y, 100, 672);
-        for v in &y {
-            assert!((sc.undo(sc.apply(*v)) - v).abs() < 1e-9);
-        }
-        let constant = Scale::learn(&[5.0; 10], 10, 672);
-        assert_eq!(constant.sd, 1.0);
-        assert_eq!(constant.apply(5.0), 0.0);
-        // Differencing against the same hour yesterday: a model that predicts 0 reproduces
-        // seasonal naive exactly, through scaling and back.
-        let mut schema = schema();
-        schema.lags = vec![1, 24];
-        schema.rolling = vec![];
-        schema.scale = true;
-        schema.difference = 24;
-        schema.horizon = 24;
-        let s = series(y.clone());
-        let scale = schema.scale_of(&s, 100);
-        let f = schema.forecast(&[&s], &[scale], &[76], Fitted::Direct, |m| {
-            vec![0.0; m.rows]
-        });
-        let naive: Vec<f64> = (76..100).map(|t| y[t - 24]).collect();
-        for (a, b) in f[0].iter().zip(&naive) {
-            assert!((a - b).abs() < 1e-9, "{a} vs {b}");
-        }
-    }
-
-    #[test]
-    fn a_sampled_training_set_is_a_subset_of_the_full_one() {
-        let sc = schema();
-        let all: Vec<Series> = (0..4)
-            .map(|k| {
-                series(
-                    (0..(30 + 3 * k))
-                        .map(|i| (i * i) as f64 + k as f64)
-                        .collect(),
-                )
-            })
-            .collect();
-        let scales = vec![Scale::IDENTITY; 4];
-        let ends: Vec<usize> = all.iter().map(|s| s.y.len() - 2).collect();
-        let end = &ends[..];
-        let plan = |strategy, copies, cap| Plan {
-            strategy,
-            copies,
-            cap,
-            seed: 7,
-        };
-        let (full, y_full, total) =
-            sc.training_set(&all, &scales, end, plan(Fitted::Recursive, 1, 0));
-        assert_eq!(full.rows, total);
-        assert_eq!(y_full.len(), total);
-        let (part, y_part, total2) =
-            sc.training_set(&all, &scales, end, plan(Fitted::Recursive, 1, total / 3));
-        assert_eq!(total2, total);
-        assert!(part.rows < total && part.rows > 0);
-        assert!(y_part.iter().all(|v| y_full.contains(v)));
-        // Direct with two origins per target: twice the rows, every step ahead in 1..=3.
-        let (d, _, dt) = sc.training_set(&all, &scales, end, plan(Fitted::Direct, 2, 0));
-        assert_eq!(dt, 2 * total);
-        let steps = d.column(d.cols - 1);
-        assert!(steps.iter().all(|h| (1.0..=3.0).contains(h)));
-    }
-
-    #[test]
-    fn recursion_feeds_predictions_back_as_lags() {
-        let sc = SeriesSchema {
-            lags: vec![1],
-            rolling: vec![],
-            calendar: vec![],
-            exog: vec![],
-            statics: vec![],
-            step_seconds: 3600,
-            horizon: 3,
-            scale: false,
-            difference: 0,
-        };
-        let mut s = series(vec![1.0, 2.0]);
-        s.exog.clear();
-        s.statics.clear();
-        // A "model" that adds one to lag 1: the forecast must count up from the last value.
-        let f = sc.forecast(&[&s], &[Scale::IDENTITY], &[2], Fitted::Recursive, |m| {
-            m.column(0).iter().map(|v| v + 1.0).collect()
-        });
-        assert_eq!(f, vec![vec![3.0, 4.0, 5.0]]);
     }
 }

@@ -5,12 +5,14 @@
 //! stores the result as a [`Forecaster`]; serving forecasts every series from its end and
 //! writes one row per series and step (`output`).
 
+pub mod dataset;
 pub mod evaluate;
 pub mod features;
 pub mod forecaster;
 pub mod output;
 pub mod select;
 pub mod series;
+pub mod steps;
 pub mod train;
 
 use std::sync::Arc;

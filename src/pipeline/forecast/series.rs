@@ -57,8 +57,104 @@ impl Series {
 /// Why a series got no forecast.
 pub type Skipped = (String, String);
 
-/// Turns the history frame into regular series. `future` (optional) extends covariates past
-/// each series' end; missing future covariates carry the last observed value forward.
+/// The history frame's columns, decoded once.
+struct Columns<'a> {
+    /// The key of every row: integers when the key column is an integer column without NULLs.
+    keys: RowKeys,
+    times: Vec<i64>,
+    y: Vec<Option<f64>>,
+    exog: Vec<Vec<Option<f64>>>,
+    statics: Vec<&'a Column>,
+}
+
+enum RowKeys {
+    Int(Vec<i64>),
+    Text(Vec<String>),
+}
+
+impl RowKeys {
+    fn text(&self, r: usize) -> String {
+        match self {
+            RowKeys::Int(k) => k[r].to_string(),
+            RowKeys::Text(k) => k[r].clone(),
+        }
+    }
+
+    fn key(&self, r: usize) -> Key {
+        match self {
+            RowKeys::Int(k) => Key::Int(k[r]),
+            RowKeys::Text(k) => Key::Text(k[r].clone()),
+        }
+    }
+
+    fn same(&self, a: usize, b: usize) -> bool {
+        match self {
+            RowKeys::Int(k) => k[a] == k[b],
+            RowKeys::Text(k) => k[a] == k[b],
+        }
+    }
+
+    /// Row numbers ordered by (key, time); rows usually arrive in that order already, which
+    /// is checked in one pass before sorting.
+    fn order(&self, times: &[i64]) -> Vec<usize> {
+        let n = times.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        let sorted = |a: usize, b: usize| match self {
+            RowKeys::Int(k) => (k[a], times[a]) <= (k[b], times[b]),
+            RowKeys::Text(k) => (&k[a], times[a]) <= (&k[b], times[b]),
+        };
+        if !(1..n).all(|r| sorted(r - 1, r)) {
+            match self {
+                RowKeys::Int(k) => order.sort_unstable_by_key(|&r| (k[r], times[r])),
+                RowKeys::Text(k) => {
+                    order.sort_unstable_by(|&a, &b| (&k[a], times[a]).cmp(&(&k[b], times[b])))
+                }
+            }
+        }
+        order
+    }
+}
+
+fn columns<'a>(job: &Job, time: &str, df: &'a DataFrame) -> Result<Columns<'a>, FeatureError> {
+    let frame_err = |column: &str| {
+        let column = column.to_string();
+        move |source| FeatureError::Frame { column, source }
+    };
+    let key = job.input.key.as_str();
+    let key_col = df.column(key).map_err(frame_err(key))?;
+    let keys = match key_col.i64() {
+        Ok(k) if k.null_count() == 0 => RowKeys::Int(k.into_no_null_iter().collect()),
+        _ => RowKeys::Text((0..df.height()).map(|r| cell_text(key_col, r)).collect()),
+    };
+    let times = df
+        .column(time)
+        .and_then(|c| c.datetime().map(|d| d.physical().clone()))
+        .map_err(frame_err(time))?
+        .iter()
+        .map(|t| t.unwrap_or(i64::MIN))
+        .collect();
+    Ok(Columns {
+        keys,
+        times,
+        y: float_column(df, job.input.target.as_str())?,
+        exog: job
+            .features
+            .numeric
+            .iter()
+            .map(|c| float_column(df, c))
+            .collect::<Result<_, _>>()?,
+        statics: job
+            .features
+            .categorical
+            .iter()
+            .map(|c| df.column(c).map_err(frame_err(c)))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Turns the history frame into regular series, in parallel. `future` (optional) extends
+/// covariates past each series' end; missing future covariates carry the last observed value
+/// forward.
 pub fn build(
     job: &Job,
     spec: &ForecastSpec,
@@ -67,146 +163,115 @@ pub fn build(
     future: Option<&DataFrame>,
     as_of_us: i64,
 ) -> Result<(Vec<Series>, Vec<Skipped>), FeatureError> {
-    let key = job.input.key.as_str();
-    let step_us = spec.step_seconds * 1_000_000;
-    let frame_err = |column: &str| {
-        let column = column.to_string();
-        move |source| FeatureError::Frame { column, source }
-    };
-    let keys = df.column(key).map_err(frame_err(key))?;
-    let times = df
-        .column(time)
-        .and_then(|c| c.datetime().map(|d| d.physical().clone()))
-        .map_err(frame_err(time))?;
-    let y = float_column(df, job.input.target.as_str())?;
-    let exog: Vec<Vec<Option<f64>>> = job
-        .features
-        .numeric
-        .iter()
-        .map(|c| float_column(df, c))
-        .collect::<Result<_, _>>()?;
-    let statics: Vec<&Column> = job
-        .features
-        .categorical
-        .iter()
-        .map(|c| df.column(c).map_err(frame_err(c)))
-        .collect::<Result<_, _>>()?;
-
-    // Group row indices by series, ordered by time.
-    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for r in 0..df.height() {
-        groups.entry(cell_text(keys, r)).or_default().push(r);
+    use rayon::prelude::*;
+    let cols = columns(job, time, df)?;
+    let order = cols.keys.order(&cols.times);
+    // Runs of one key in `order`: one series each.
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for i in 1..=order.len() {
+        if i == order.len() || !cols.keys.same(order[start], order[i]) {
+            groups.push(&order[start..i]);
+            start = i;
+        }
     }
     let future_map = future
         .map(|f| future_covariates(job, time, f))
         .transpose()?;
-
-    let mut out = Vec::with_capacity(groups.len());
+    let built: Vec<Result<Series, Skipped>> = groups
+        .par_iter()
+        .map(|rows| one_series(job, spec, &cols, rows, future_map.as_ref(), as_of_us))
+        .collect();
+    let mut out = Vec::with_capacity(built.len());
     let mut skipped = Vec::new();
-    for (name, mut rows) in groups {
-        rows.sort_by_key(|&r| times.get(r).unwrap_or(i64::MIN));
-        let first_row = rows[0];
-        let key_value = match job.input.columns.get(key) {
-            Some(ColumnType::Int) => Key::Int(
-                keys.i64()
-                    .ok()
-                    .and_then(|c| c.get(first_row))
-                    .unwrap_or_default(),
-            ),
-            _ => Key::Text(name.clone()),
-        };
-        let t0 = times.get(rows[0]).unwrap_or_default();
-        let t_last = times
-            .get(*rows.last().expect("non-empty"))
-            .unwrap_or_default();
-        let len = ((t_last - t0) / step_us) as usize + 1;
-        let mut ys = vec![f64::NAN; len];
-        let mut ex = vec![vec![f64::NAN; len]; exog.len()];
-        let mut off_grid = None;
-        for &r in &rows {
-            let t = times.get(r).unwrap_or_default();
-            if (t - t0) % step_us != 0 {
-                off_grid = Some(t);
-                break;
-            }
-            let i = ((t - t0) / step_us) as usize;
-            ys[i] = y[r].unwrap_or(f64::NAN);
-            for (e, col) in ex.iter_mut().zip(&exog) {
-                e[i] = col[r].unwrap_or(f64::NAN);
-            }
+    for b in built {
+        match b {
+            Ok(s) => out.push(s),
+            Err(why) => skipped.push(why),
         }
-        if let Some(t) = off_grid {
-            skipped.push((
-                name,
-                format!(
-                    "timestamp {} is not on the {}s step grid",
-                    crate::warehouse::frame::micros_to_utc(t),
-                    spec.step_seconds
-                ),
-            ));
-            continue;
-        }
-        // Gap policy: interpolate short gaps; longer ones stay missing.
-        fill_gaps(&mut ys, spec.max_gap);
-        for e in ex.iter_mut() {
-            fill_gaps(e, usize::MAX);
-            fill_edges(e);
-        }
-        let start_us = t0;
-        let stale_steps = (as_of_us - t_last).max(0) / step_us;
-        let observed = ys.iter().filter(|v| v.is_finite()).count();
-        let reason = if stale_steps > spec.max_stale as i64 {
-            Some(format!(
-                "stale: last reading at {}, more than forecast.max_stale = {} steps before as_of",
-                crate::warehouse::frame::micros_to_utc(t_last).format("%Y-%m-%d %H:%M"),
-                spec.max_stale
-            ))
-        } else if observed == 0 {
-            Some(format!(
-                "every value of {:?} is NULL",
-                job.input.target.as_str()
-            ))
-        } else if ys.len() < spec.day() {
-            Some(format!(
-                "{} steps of history, less than a day: nothing to forecast from",
-                ys.len()
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            skipped.push((name, reason));
-            continue;
-        }
-        let model_ok = observed >= spec.min_history;
-        let mut ex = ex;
-        // Covariates for the forecast steps: the future SQL where it has them, else the last value.
-        for (j, e) in ex.iter_mut().enumerate() {
-            let last = e.last().copied().unwrap_or(f64::NAN);
-            for h in 1..=spec.horizon {
-                let t = t_last + h as i64 * step_us;
-                let v = future_map
-                    .as_ref()
-                    .and_then(|m| m.get(&(name.clone(), t)))
-                    .and_then(|vals| vals[j])
-                    .unwrap_or(last);
-                e.push(v);
-            }
-        }
-        let statics = statics
-            .iter()
-            .map(|c| cell_text(c, *rows.last().expect("non-empty")))
-            .collect();
-        out.push(Series {
-            key: key_value,
-            start_us,
-            y: ys,
-            exog: ex,
-            statics,
-            model_ok,
-        });
     }
     Ok((out, skipped))
+}
+
+/// One series from its rows (in time order), or why it gets no forecast.
+fn one_series(
+    job: &Job,
+    spec: &ForecastSpec,
+    cols: &Columns,
+    rows: &[usize],
+    future: Option<&FutureMap>,
+    as_of_us: i64,
+) -> Result<Series, Skipped> {
+    let step_us = spec.step_seconds * 1_000_000;
+    let (first, last) = (rows[0], rows[rows.len() - 1]);
+    let name = cols.keys.text(first);
+    let (t0, t_last) = (cols.times[first], cols.times[last]);
+    let len = ((t_last - t0) / step_us) as usize + 1;
+    let mut ys = vec![f64::NAN; len];
+    let mut ex = vec![vec![f64::NAN; len]; cols.exog.len()];
+    for &r in rows {
+        let t = cols.times[r];
+        if (t - t0) % step_us != 0 {
+            let why = format!(
+                "timestamp {} is not on the {}s step grid",
+                crate::warehouse::frame::micros_to_utc(t),
+                spec.step_seconds
+            );
+            return Err((name, why));
+        }
+        let i = ((t - t0) / step_us) as usize;
+        ys[i] = cols.y[r].unwrap_or(f64::NAN);
+        for (e, col) in ex.iter_mut().zip(&cols.exog) {
+            e[i] = col[r].unwrap_or(f64::NAN);
+        }
+    }
+    // Gap policy: interpolate short gaps; longer ones stay missing.
+    fill_gaps(&mut ys, spec.max_gap);
+    for e in ex.iter_mut() {
+        fill_gaps(e, usize::MAX);
+        fill_edges(e);
+    }
+    let stale_steps = (as_of_us - t_last).max(0) / step_us;
+    let observed = ys.iter().filter(|v| v.is_finite()).count();
+    if stale_steps > spec.max_stale as i64 {
+        let why = format!(
+            "stale: last reading at {}, more than forecast.max_stale = {} steps before as_of",
+            crate::warehouse::frame::micros_to_utc(t_last).format("%Y-%m-%d %H:%M"),
+            spec.max_stale
+        );
+        return Err((name, why));
+    }
+    if observed == 0 {
+        let why = format!("every value of {:?} is NULL", job.input.target.as_str());
+        return Err((name, why));
+    }
+    if ys.len() < spec.day() {
+        let why = format!(
+            "{} steps of history, less than a day: nothing to forecast from",
+            ys.len()
+        );
+        return Err((name, why));
+    }
+    // Covariates for the forecast steps: the future SQL where it has them, else the last value.
+    for (j, e) in ex.iter_mut().enumerate() {
+        let last_value = e.last().copied().unwrap_or(f64::NAN);
+        for h in 1..=spec.horizon {
+            let t = t_last + h as i64 * step_us;
+            let v = future
+                .and_then(|m| m.get(&(name.clone(), t)))
+                .and_then(|vals| vals[j])
+                .unwrap_or(last_value);
+            e.push(v);
+        }
+    }
+    Ok(Series {
+        key: cols.keys.key(first),
+        start_us: t0,
+        y: ys,
+        exog: ex,
+        statics: cols.statics.iter().map(|c| cell_text(c, last)).collect(),
+        model_ok: observed >= spec.min_history,
+    })
 }
 
 /// Linear interpolation of inner runs of NaN no longer than `max_gap`; longer runs and runs at

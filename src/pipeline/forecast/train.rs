@@ -3,14 +3,15 @@
 //! served model on every row (`forecast.refit`) for the strategy that won, only if some series
 //! will use it.
 
+use super::dataset::Plan;
 use super::evaluate::{self, Method, Points};
-use super::features::{Fitted, Plan, Scale, SeriesSchema};
+use super::features::{Fitted, Scale, SeriesSchema};
 use super::forecaster::Forecaster;
 use super::select::{self, Choice};
 use super::series::Series;
 use crate::config::{ForecastMethod, ForecastSpec, ModelSpec, Strategy};
 use crate::model::metrics::Metrics;
-use crate::model::{Matrix, Model, ModelError};
+use crate::model::{Model, ModelError};
 
 /// Training rows aimed at for the direct strategy on small data: each target gets more origins
 /// (up to 8) until the set reaches this size.
@@ -135,18 +136,8 @@ pub fn train(
             fits.push((strategy, m, rows));
         }
     }
-    let points = {
-        let predictors: Vec<(Fitted, Box<dyn Fn(&Matrix) -> Vec<f64> + Sync + '_>)> = fits
-            .iter()
-            .map(|(f, m, _)| {
-                let p: Box<dyn Fn(&Matrix) -> Vec<f64> + Sync> = Box::new(move |x| m.predict(x));
-                (*f, p)
-            })
-            .collect();
-        let refs: Vec<(Fitted, &(dyn Fn(&Matrix) -> Vec<f64> + Sync))> =
-            predictors.iter().map(|(f, p)| (*f, p.as_ref())).collect();
-        evaluate::backtest(schema, series, &scales_bt, &origins_of, &refs, day)
-    };
+    let refs: Vec<(Fitted, &Model)> = fits.iter().map(|(f, m, _)| (*f, m)).collect();
+    let points = evaluate::backtest(schema, series, &scales_bt, &origins_of, &refs, day);
     let fitted: Vec<Fitted> = fits.iter().map(|f| f.0).collect();
     let per_series = spec.selection == crate::config::Selection::PerSeries;
     let choice = select::choose(&points, series.len(), &fitted, &spec.candidates, per_series);
