@@ -5,11 +5,10 @@
 
 pub mod artifact;
 mod forest;
+pub mod gbdt;
 pub mod metrics;
 mod tree;
 
-use perpetual::objective::Objective;
-use perpetual::PerpetualBooster;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -85,10 +84,8 @@ pub enum Model {
         importance: Vec<f64>,
     },
     Linear(Linear),
-    Gbdt {
-        booster: Box<PerpetualBooster>,
-        task: Task,
-    },
+    /// Gradient-boosted trees (prescore's own histogram GBDT, see [`gbdt`]).
+    Gbdt(Box<gbdt::Gbdt>),
 }
 
 impl std::fmt::Debug for Model {
@@ -99,8 +96,6 @@ impl std::fmt::Debug for Model {
 
 /// Rows scored per rayon task: large enough to amortize scheduling, small enough to balance.
 const CHUNK: usize = 4096;
-/// Rows per sequential gbdt call: each call walks every tree over its rows.
-const GBDT_CHUNK: usize = 1024;
 
 /// The rows a training set of `total` rows is cut to: a seeded sample of
 /// `spec.max_train_rows` row numbers in ascending order, or None to keep every row. A caller
@@ -146,25 +141,22 @@ impl Model {
             }
             Algorithm::Linear => fit_linear(x, y),
             Algorithm::Gbdt => {
-                let objective = match spec.task {
-                    Task::Classification => Objective::LogLoss,
-                    Task::Regression => Objective::SquaredLoss,
+                let params = gbdt::GbdtParams {
+                    objective: match spec.task {
+                        Task::Classification => gbdt::Objective::LogLoss,
+                        Task::Regression => gbdt::Objective::SquaredError,
+                    },
+                    num_trees: spec.max_trees,
+                    learning_rate: spec.learning_rate,
+                    num_leaves: spec.num_leaves,
+                    max_depth: spec.max_depth,
+                    min_data_in_leaf: spec.min_samples_leaf,
+                    seed: spec.seed,
+                    ..gbdt::GbdtParams::default()
                 };
-                let mut booster = PerpetualBooster::default()
-                    .set_objective(objective)
-                    .set_budget(0.5)
-                    .set_iteration_limit(Some(spec.max_trees))
-                    .set_num_threads(Some(rayon::current_num_threads()))
-                    .set_memory_limit(Some(1.0))
-                    .set_seed(spec.seed);
-                let data = perpetual::Matrix::new(&x.data, x.rows, x.cols);
-                booster
-                    .fit(&data, y, None, None)
-                    .map_err(|e| ModelError::Fit(e.to_string()))?;
-                Ok(Model::Gbdt {
-                    booster: Box::new(booster),
-                    task: spec.task,
-                })
+                let model = gbdt::Gbdt::fit(&params, &x.data, x.rows, x.cols, y, None)
+                    .map_err(ModelError::Fit)?;
+                Ok(Model::Gbdt(Box::new(model)))
             }
         }
     }
@@ -174,42 +166,25 @@ impl Model {
             Model::DecisionTree(_) => Algorithm::DecisionTree,
             Model::Forest { .. } => Algorithm::RandomForest,
             Model::Linear(_) => Algorithm::Linear,
-            Model::Gbdt { .. } => Algorithm::Gbdt,
+            Model::Gbdt(_) => Algorithm::Gbdt,
         }
     }
 
     /// Scores every row: the positive-class probability (classification) or the value.
     /// Runs on the current rayon pool.
     pub fn predict(&self, x: &Matrix) -> Vec<f64> {
-        let mut out = vec![0.0; x.rows];
-        match self {
-            Model::Gbdt { booster, task } => {
-                // perpetual parallelises inside each tree, which costs a rayon dispatch per
-                // tree and call; chunks of rows scored sequentially, in parallel, are cheaper.
-                out.par_chunks_mut(GBDT_CHUNK)
-                    .enumerate()
-                    .for_each(|(chunk, slots)| {
-                        let start = chunk * GBDT_CHUNK;
-                        let rows: Vec<usize> = (start..start + slots.len()).collect();
-                        let sub = x.select_rows(&rows);
-                        let data = perpetual::Matrix::new(&sub.data, sub.rows, sub.cols);
-                        let pred = match task {
-                            Task::Classification => booster.predict_proba(&data, false, false),
-                            Task::Regression => booster.predict(&data, false),
-                        };
-                        slots.copy_from_slice(&pred);
-                    });
-            }
-            _ => out
-                .par_chunks_mut(CHUNK)
-                .enumerate()
-                .for_each(|(chunk, slots)| {
-                    let start = chunk * CHUNK;
-                    for (i, slot) in slots.iter_mut().enumerate() {
-                        *slot = self.predict_row(x, start + i);
-                    }
-                }),
+        if let Model::Gbdt(g) = self {
+            return g.predict(&x.data, x.rows, x.cols);
         }
+        let mut out = vec![0.0; x.rows];
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(chunk, slots)| {
+                let start = chunk * CHUNK;
+                for (i, slot) in slots.iter_mut().enumerate() {
+                    *slot = self.predict_row(x, start + i);
+                }
+            });
         out
     }
 
@@ -227,7 +202,7 @@ impl Model {
                         .map(|(c, w)| w * x.get(r, c))
                         .sum::<f64>()
             }
-            Model::Gbdt { .. } => unreachable!("gbdt predicts a whole matrix"),
+            Model::Gbdt(_) => unreachable!("gbdt predicts a whole matrix"),
         }
     }
 
@@ -235,15 +210,7 @@ impl Model {
     pub fn importances(&self, n_features: usize) -> Option<Vec<f64>> {
         let raw = match self {
             Model::DecisionTree(t) => t.importances(n_features),
-            Model::Gbdt { booster, .. } => {
-                let map = booster.calculate_feature_importance(
-                    perpetual::booster::config::ImportanceMethod::TotalGain,
-                    true,
-                );
-                (0..n_features)
-                    .map(|i| map.get(&i).copied().unwrap_or(0.0) as f64)
-                    .collect()
-            }
+            Model::Gbdt(g) => g.importances(),
             Model::Forest { importance, .. } => importance.clone(),
             Model::Linear(_) => return None,
         };

@@ -24,32 +24,26 @@ impl SeriesSchema {
     /// training set stays `copies` times the recursive one rather than `horizon` times.
     fn pairs(
         &self,
-        z: &[f64],
+        b: &[f64],
         end: usize,
         strategy: Fitted,
         copies: usize,
         salt: u64,
     ) -> Vec<(u32, u32)> {
         let mut out = Vec::new();
-        for t in self.lookback()..end.min(z.len()) {
-            if !z[t].is_finite() {
+        for t in self.lookback()..end.min(b.len()) {
+            if !b[t].is_finite() {
                 continue;
             }
             match strategy {
-                Fitted::Recursive => {
-                    if self.base(z, t, t).is_finite() || self.difference == 0 {
-                        out.push((t as u32, t as u32));
-                    }
-                }
+                Fitted::Recursive => out.push((t as u32, t as u32)),
                 Fitted::Direct => {
                     for c in 0..copies {
                         let h = 1
                             + (mix(salt ^ (t as u64) << 8 ^ c as u64) % self.horizon as u64)
                                 as usize;
                         let origin = (t + 1).saturating_sub(h).max(1);
-                        if self.difference == 0 || self.base(z, t, origin).is_finite() {
-                            out.push((t as u32, origin as u32));
-                        }
+                        out.push((t as u32, origin as u32));
                     }
                 }
             }
@@ -74,7 +68,7 @@ impl SeriesSchema {
             seed,
         } = plan;
         let width = self.names(strategy).len();
-        // Per series: its scaled buffer and the (target, origin) pairs it contributes.
+        // Per series: its feature buffer and the (target, origin) pairs it contributes.
         type Pairs = (Vec<f64>, Vec<(u32, u32)>);
         let per_series: Vec<Pairs> = series
             .par_iter()
@@ -85,10 +79,10 @@ impl SeriesSchema {
                 if !s.model_ok {
                     return (Vec::new(), Vec::new());
                 }
-                let z = self.scaled(s, e, *sc);
+                let b = self.diffed(&self.scaled(s, e, *sc));
                 let salt = mix(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                let pairs = self.pairs(&z, e, strategy, copies, salt);
-                (z, pairs)
+                let pairs = self.pairs(&b, e, strategy, copies, salt);
+                (b, pairs)
             })
             .collect();
         let total: usize = per_series.iter().map(|p| p.1.len()).sum();
@@ -103,7 +97,7 @@ impl SeriesSchema {
             .par_iter()
             .zip(series.par_iter())
             .enumerate()
-            .map(|(i, ((z, pairs), s))| {
+            .map(|(i, ((b, pairs), s))| {
                 let mut rows = Vec::new();
                 let mut ys = Vec::new();
                 let mut buf = Vec::with_capacity(width);
@@ -112,9 +106,9 @@ impl SeriesSchema {
                         continue;
                     }
                     let (t, o) = (t as usize, o as usize);
-                    self.row(s, z, t, o, strategy, &mut buf);
+                    self.row(s, b, t, o, strategy, &mut buf);
                     rows.extend_from_slice(&buf);
-                    ys.push(z[t] - self.base(z, t, o));
+                    ys.push(b[t]);
                 }
                 (rows, ys)
             })

@@ -7,7 +7,8 @@
 //! stand in for values not yet observed); with `direct` the origin is fixed and a lag that
 //! falls at or after it reads the latest known value instead (`y[origin - lag]`), windows end
 //! at the origin, and the row also carries the step ahead. The target is scaled per series
-//! ([`Scale`]) and optionally differenced against the same season one period back.
+//! ([`Scale`]); with seasonal differencing the rows and the target are read from the
+//! differenced series (`z[t] - z[t - season]`), as mlforecast does.
 
 use serde::{Deserialize, Serialize};
 
@@ -127,13 +128,8 @@ impl SeriesSchema {
 
     /// Steps of history a full feature row needs before it.
     pub fn lookback(&self) -> usize {
-        self.lags
-            .iter()
-            .chain(self.rolling.iter())
-            .copied()
-            .chain(std::iter::once(self.difference))
-            .max()
-            .unwrap_or(1)
+        let longest = self.lags.iter().chain(&self.rolling).copied().max();
+        longest.unwrap_or(1) + self.difference
     }
 
     /// A fingerprint of what the rows hold (learned levels included).
@@ -167,17 +163,24 @@ impl SeriesSchema {
             .collect()
     }
 
-    /// The value the model's output is added to: with seasonal differencing the same season one
-    /// period back, the latest such value known at `origin`; else 0.
-    pub fn base(&self, z: &[f64], t: usize, origin: usize) -> f64 {
+    /// The buffer features are read from: the scaled values, or with seasonal differencing
+    /// `d[t] = z[t] - z[t - difference]` (missing where `t < difference`). The model predicts
+    /// the buffer's next value; [`SeriesSchema::undiff`] turns it back into `z`.
+    pub fn diffed(&self, z: &[f64]) -> Vec<f64> {
         let d = self.difference;
         if d == 0 {
-            return 0.0;
+            return z.to_vec();
         }
-        let k = (t + 1 - origin).div_ceil(d).max(1);
-        match t.checked_sub(k * d) {
-            Some(i) => z[i],
-            None => f64::NAN,
+        (0..z.len())
+            .map(|t| if t >= d { z[t] - z[t - d] } else { f64::NAN })
+            .collect()
+    }
+
+    /// `z[t]` from the model's prediction `b` of the buffer at `t`, given `z[..t]`.
+    pub fn undiff(&self, z: &[f64], t: usize, b: f64) -> f64 {
+        match self.difference {
+            0 => b,
+            d => b + t.checked_sub(d).map(|i| z[i]).unwrap_or(f64::NAN),
         }
     }
 

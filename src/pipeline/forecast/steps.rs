@@ -22,14 +22,18 @@ impl SeriesSchema {
     ) -> Vec<Vec<f64>> {
         let h = self.horizon;
         let width = self.names(strategy).len();
-        let mut buffers: Vec<Vec<f64>> = series
+        // Per series: the scaled values `z` and the feature buffer `b` (differenced or not),
+        // both growing by the forecast steps.
+        let mut buffers: Vec<(Vec<f64>, Vec<f64>)> = series
             .par_iter()
             .zip(scales.par_iter())
             .zip(origins.par_iter())
             .map(|((s, sc), &o)| {
                 let mut z = Vec::with_capacity(o + h);
                 z.extend(s.y[..o].iter().map(|v| sc.apply(*v)));
-                z
+                let mut b = self.diffed(&z);
+                b.reserve(h);
+                (z, b)
             })
             .collect();
         let n = series.len();
@@ -53,17 +57,17 @@ impl SeriesSchema {
                     let rows: Vec<Vec<f64>> = series
                         .par_iter()
                         .zip(buffers.par_iter())
-                        .map(|(s, z)| {
+                        .map(|(s, (_, b))| {
                             let mut row = Vec::with_capacity(width);
-                            self.row(s, z, z.len(), z.len(), strategy, &mut row);
+                            self.row(s, b, b.len(), b.len(), strategy, &mut row);
                             row
                         })
                         .collect();
                     let preds = predict(&matrix_of(rows));
-                    for (z, p) in buffers.iter_mut().zip(preds) {
+                    for ((z, b), p) in buffers.iter_mut().zip(preds) {
                         let t = z.len();
-                        let v = p + self.base(z, t, t);
-                        z.push(v);
+                        z.push(self.undiff(z, t, p));
+                        b.push(p);
                     }
                 }
             }
@@ -71,24 +75,22 @@ impl SeriesSchema {
                 let rows: Vec<Vec<f64>> = series
                     .par_iter()
                     .zip(buffers.par_iter())
-                    .flat_map_iter(|(s, z)| {
-                        let o = z.len();
+                    .flat_map_iter(|(s, (_, b))| {
+                        let o = b.len();
                         (o..o + h).map(move |t| {
                             let mut row = Vec::with_capacity(width);
-                            self.row(s, z, t, o, strategy, &mut row);
+                            self.row(s, b, t, o, strategy, &mut row);
                             row
                         })
                     })
                     .collect();
                 let preds = predict(&matrix_of(rows));
-                for (z, p) in buffers.iter_mut().zip(preds.chunks(h.max(1))) {
-                    let o = z.len();
-                    let with_base: Vec<f64> = p
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| v + self.base(z, o + k, o))
-                        .collect();
-                    z.extend(with_base);
+                for ((z, _), p) in buffers.iter_mut().zip(preds.chunks(h.max(1))) {
+                    // In step order, so a step more than a season ahead adds to a forecast.
+                    for v in p {
+                        let t = z.len();
+                        z.push(self.undiff(z, t, *v));
+                    }
                 }
             }
         }
@@ -97,7 +99,7 @@ impl SeriesSchema {
             .into_iter()
             .zip(scales)
             .zip(origins)
-            .map(|((z, sc), &o)| z[o..].iter().map(|v| sc.undo(*v)).collect())
+            .map(|(((z, _), sc), &o)| z[o..].iter().map(|v| sc.undo(*v)).collect())
             .collect()
     }
 }
