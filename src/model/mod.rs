@@ -299,11 +299,11 @@ fn fit_linear(x: &Matrix, y: &[f64]) -> Result<Model, ModelError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    fn spec(task: Task, algorithm: Algorithm) -> ModelSpec {
+    pub fn spec(task: Task, algorithm: Algorithm) -> ModelSpec {
         ModelSpec {
             task,
             algorithm,
@@ -377,5 +377,65 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<Model>();
         check::<Matrix>();
+    }
+}
+
+/// A model stored by this version must load in the next: the committed fixture was written
+/// by `cargo test --release --lib write_the_fixture -- --ignored` and holds a small gbdt and
+/// the predictions it made. A change that breaks reading it must bump `artifact::FORMAT`
+/// (and refuse the old one with a clear message) rather than misread the champion.
+#[cfg(test)]
+mod fixture {
+    use super::*;
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/gbdt-format2.artifact"
+    );
+
+    fn data() -> (Matrix, Vec<f64>) {
+        let n = 500;
+        let x0: Vec<f64> = (0..n).map(|i| (i % 50) as f64).collect();
+        let x1: Vec<f64> = (0..n)
+            .map(|i| {
+                if i % 7 == 0 {
+                    f64::NAN
+                } else {
+                    (i % 13) as f64
+                }
+            })
+            .collect();
+        let y = (0..n).map(|i| x0[i] * 0.5 + (i % 13) as f64).collect();
+        (Matrix::from_columns(vec![x0, x1], n), y)
+    }
+
+    #[test]
+    #[ignore = "writes the fixture; run once by hand"]
+    fn write_the_fixture() {
+        let (x, y) = data();
+        let mut spec = tests::spec(Task::Regression, Algorithm::Gbdt);
+        spec.max_trees = 20;
+        let m = Model::fit(&spec, &x, &y).unwrap();
+        let mut bytes = m.to_bytes().unwrap();
+        let pred = serde_json::to_vec(&m.predict(&x)).unwrap();
+        bytes.extend_from_slice(b"\n--predictions--\n");
+        bytes.extend_from_slice(&pred);
+        std::fs::write(FIXTURE, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_stored_gbdt_from_this_format_loads_and_predicts_the_same() {
+        let raw = std::fs::read(FIXTURE).expect("the committed fixture");
+        let sep = b"\n--predictions--\n";
+        let at = raw
+            .windows(sep.len())
+            .rposition(|w| w == sep)
+            .expect("fixture predictions");
+        let model = Model::from_bytes(&raw[..at]).expect("the fixture loads");
+        let want: Vec<f64> = serde_json::from_slice(&raw[at + sep.len()..]).unwrap();
+        let (x, _) = data();
+        assert_eq!(model.predict(&x), want);
+        let h = artifact::header(&raw[..at]).unwrap();
+        assert_eq!(h.format, artifact::FORMAT);
     }
 }

@@ -31,8 +31,9 @@ impl SeriesSchema {
         salt: u64,
     ) -> Vec<(u32, u32)> {
         let mut out = Vec::new();
-        for t in self.lookback()..end.min(b.len()) {
-            if !b[t].is_finite() {
+        let end = end.min(b.len());
+        for (t, v) in b.iter().enumerate().take(end).skip(self.lookback()) {
+            if !v.is_finite() {
                 continue;
             }
             match strategy {

@@ -1,0 +1,351 @@
+//! Growing one tree leaf-wise: always split the leaf whose best split gains most, partitioning
+//! its rows in place, until `num_leaves` leaves or nothing splits.
+
+use super::*;
+
+pub(super) struct Leaf {
+    /// The leaf's rows are `indices[start..start + len]`.
+    pub(super) start: usize,
+    pub(super) len: usize,
+    pub(super) sums: GradStats,
+    pub(super) depth: usize,
+    /// The leaf's node in the tree being built.
+    pub(super) node: usize,
+    /// Index of the leaf's histogram in the pool.
+    pub(super) hist: usize,
+    pub(super) best: Option<Split>,
+    /// Output, learning rate included (set when the tree is complete).
+    pub(super) value: f64,
+}
+
+/// A grown tree: nodes with indices local to the tree (root 0), leaf values by node, and depth.
+pub(super) struct Tree {
+    pub(super) nodes: Vec<Node>,
+    pub(super) values: Vec<f64>,
+    pub(super) depth: usize,
+}
+
+/// Grows trees over one binned matrix, reusing its buffers from tree to tree.
+pub(super) struct Grower<'a> {
+    pub(super) data: &'a BinnedData,
+    pub(super) params: &'a GbdtParams,
+    pub(super) rules: SplitRules,
+    /// Row indices, grouped by leaf.
+    pub(super) indices: Vec<u32>,
+    pub(super) scratch: Vec<u32>,
+    /// One histogram per leaf; leaf `k` of a tree is given buffer `k` when it appears.
+    pub(super) hists: Vec<Vec<f64>>,
+    pub(super) leaves: Vec<Leaf>,
+    /// Layout of the histograms of the tree being grown.
+    pub(super) layout: HistLayout,
+    /// Spare histogram buffer the next root is assembled in.
+    pub(super) root_hist: Vec<f64>,
+}
+
+impl<'a> Grower<'a> {
+    pub(super) fn new(
+        data: &'a BinnedData,
+        params: &'a GbdtParams,
+        layout: HistLayout,
+    ) -> Grower<'a> {
+        let empty_hist = || vec![0.0; layout.len(data.total_bins)];
+        Grower {
+            data,
+            params,
+            rules: SplitRules::new(params),
+            indices: Vec::with_capacity(data.rows),
+            scratch: vec![0; data.rows],
+            hists: vec![empty_hist()],
+            leaves: Vec::with_capacity(params.num_leaves),
+            layout,
+            root_hist: empty_hist(),
+        }
+    }
+
+    /// Grows one tree on the gradients, adding each split's gain to `importances`.
+    pub(super) fn grow(&mut self, grad: &Gradients, importances: &mut [f64]) -> Tree {
+        self.indices.clear();
+        self.indices.extend(0..self.data.rows as u32);
+        let mut root_hist = std::mem::take(&mut self.root_hist);
+        if self.params.objective == Objective::SquaredError && !self.leaves.is_empty() {
+            self.root_from_last_tree(&mut root_hist);
+        } else {
+            build_root_histogram(self.data, &self.indices, grad, &mut root_hist);
+        }
+        // The root takes buffer 0; buffer 0's old contents become the next root's scratch.
+        std::mem::swap(&mut self.hists[0], &mut root_hist);
+        self.root_hist = root_hist;
+        self.leaves.clear();
+
+        let sums = self.feature_total(0, 0);
+        let mut root = Leaf {
+            start: 0,
+            len: self.data.rows,
+            sums,
+            depth: 0,
+            node: 0,
+            hist: 0,
+            best: None,
+            value: 0.0,
+        };
+        let mut nodes = vec![Node::leaf(0)];
+        root.best = self.find_split(&root);
+        self.leaves.push(root);
+        while self.leaves.len() < self.params.num_leaves {
+            let Some(leaf) = self.best_leaf() else { break };
+            let split = self.leaves[leaf]
+                .best
+                .expect("best_leaf returns leaves with a split");
+            importances[split.feature] += split.gain;
+            self.split_leaf(leaf, split, grad, &mut nodes);
+        }
+        let mut depth = 0;
+        let mut values = vec![0.0; nodes.len()];
+        for leaf in &mut self.leaves {
+            leaf.value = self.rules.leaf_value(leaf.sums, self.params.learning_rate);
+            values[leaf.node] = leaf.value;
+            depth = depth.max(leaf.depth);
+        }
+        Tree {
+            nodes,
+            values,
+            depth,
+        }
+    }
+
+    /// The leaf whose best split gains most (the first such leaf on ties, for determinism).
+    pub(super) fn best_leaf(&self) -> Option<usize> {
+        let mut best: Option<(usize, f64)> = None;
+        for (i, leaf) in self.leaves.iter().enumerate() {
+            if let Some(s) = leaf.best {
+                if best.is_none_or(|(_, g)| s.gain > g) {
+                    best = Some((i, s.gain));
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    pub(super) fn find_split(&self, leaf: &Leaf) -> Option<Split> {
+        let too_deep = self.params.max_depth > 0 && leaf.depth >= self.params.max_depth;
+        if too_deep || leaf.len < 2 * self.rules.min_data as usize {
+            return None;
+        }
+        self.rules
+            .best_split(self.data, self.layout, &self.hists[leaf.hist], leaf.sums)
+    }
+
+    /// Splits leaf `id`: partitions its rows, turns its node into a split node with two leaf
+    /// children, and gives both children a histogram and a best split.
+    pub(super) fn split_leaf(
+        &mut self,
+        id: usize,
+        split: Split,
+        grad: &Gradients,
+        nodes: &mut Vec<Node>,
+    ) {
+        let (start, len, depth, node, parent_hist) = {
+            let l = &self.leaves[id];
+            (l.start, l.len, l.depth, l.node, l.hist)
+        };
+        let goes_left = left_table(
+            self.data.bins[split.feature].nan_bin(),
+            split.bin,
+            split.default_left,
+        );
+        let n_left = partition(
+            &mut self.indices[start..start + len],
+            &mut self.scratch[start..start + len],
+            &self.data.columns[split.feature],
+            &goes_left,
+        );
+        debug_assert_eq!(n_left, split.left.n as usize);
+
+        let (left_node, right_node) = (nodes.len(), nodes.len() + 1);
+        nodes.push(Node::leaf(left_node));
+        nodes.push(Node::leaf(right_node));
+        let threshold = self.data.bins[split.feature].upper[split.bin];
+        nodes[node] = Node::split(split.feature, threshold, split.default_left, left_node);
+
+        // The smaller child gets a fresh histogram built from its rows; the larger one inherits
+        // the parent's buffer, minus the smaller child's histogram.
+        let fresh_hist = self.leaves.len();
+        let mut left = Leaf {
+            start,
+            len: n_left,
+            sums: split.left,
+            depth: depth + 1,
+            node: left_node,
+            hist: parent_hist,
+            best: None,
+            value: 0.0,
+        };
+        let mut right = Leaf {
+            start: start + n_left,
+            len: len - n_left,
+            sums: split.right,
+            depth: depth + 1,
+            node: right_node,
+            hist: parent_hist,
+            best: None,
+            value: 0.0,
+        };
+        let small = if left.len <= right.len {
+            &mut left
+        } else {
+            &mut right
+        };
+        small.hist = fresh_hist;
+        let small_rows = &self.indices[small.start..small.start + small.len];
+        if fresh_hist == self.hists.len() {
+            self.hists
+                .push(vec![0.0; self.layout.len(self.data.total_bins)]);
+        }
+        let (built, parent) = two_hists(&mut self.hists, fresh_hist, parent_hist);
+        build_histogram(self.data, small_rows, grad, built);
+        subtract_histogram(parent, built);
+
+        left.best = self.find_split(&left);
+        right.best = self.find_split(&right);
+        self.leaves[id] = left;
+        self.leaves.push(right);
+    }
+
+    /// A leaf's total sums, read off its histogram (every row falls in exactly one bin of each
+    /// feature, NaN included), so that they agree exactly with what the split search sees.
+    pub(super) fn feature_total(&self, hist: usize, feature: usize) -> GradStats {
+        let first = self.data.offsets[feature];
+        let bins = first..first + self.data.bins[feature].upper.len() + 1;
+        bins.map(|b| self.layout.stats(&self.hists[hist], b))
+            .fold(GradStats::default(), |a, b| a + b)
+    }
+
+    /// The rows and values of the leaves of the tree just grown.
+    pub(super) fn leaf_rows(&self) -> LeafRows<'_> {
+        LeafRows {
+            indices: &self.indices,
+            leaves: self
+                .leaves
+                .iter()
+                .map(|l| (l.start, l.len, l.value))
+                .collect(),
+        }
+    }
+
+    /// For squared error, the next tree's root histogram without a pass over the rows: a row's
+    /// gradient grows by exactly its leaf's value times its hessian (g = w (score - y), h = w), so
+    /// bin by bin, root = sum over the last tree's leaves of (g + value * h, h, n).
+    pub(super) fn root_from_last_tree(&self, out: &mut [f64]) {
+        let stride = self.layout.stride;
+        out.fill(0.0);
+        for leaf in &self.leaves {
+            let v = leaf.value;
+            for (o, b) in out
+                .chunks_exact_mut(stride)
+                .zip(self.hists[leaf.hist].chunks_exact(stride))
+            {
+                o[0] += b[0] + v * b[1]; // b[1]: h, or n when h = n
+                for k in 1..stride {
+                    o[k] += b[k];
+                }
+            }
+        }
+    }
+}
+
+/// Two distinct histograms of the pool, mutably.
+pub(super) fn two_hists(hists: &mut [Vec<f64>], a: usize, b: usize) -> (&mut [f64], &mut [f64]) {
+    assert_ne!(a, b);
+    if a < b {
+        let (lo, hi) = hists.split_at_mut(b);
+        (&mut lo[a], &mut hi[0])
+    } else {
+        let (lo, hi) = hists.split_at_mut(a);
+        (&mut hi[0], &mut lo[b])
+    }
+}
+
+/// For each bin code, whether the split sends it left: a lookup instead of a branch on NaN.
+pub(super) fn left_table(nan_bin: u8, threshold_bin: usize, default_left: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    for (b, goes_left) in table.iter_mut().enumerate() {
+        *goes_left = if b == nan_bin as usize {
+            default_left
+        } else {
+            b <= threshold_bin
+        };
+    }
+    table
+}
+
+/// Stable partition of `idx` by `goes_left[column[row]]`, in place (`scratch` is as long as `idx`);
+/// returns the number of rows sent left. Large ranges are partitioned in parallel blocks.
+pub(super) fn partition(
+    idx: &mut [u32],
+    scratch: &mut [u32],
+    column: &[u8],
+    goes_left: &[bool; 256],
+) -> usize {
+    if idx.len() < PARTITION_PAR_MIN_ROWS {
+        return partition_block(idx, scratch, column, goes_left);
+    }
+    // Each block puts its left rows at its own front and its right rows in its part of `scratch`;
+    // then the blocks' left runs are moved together, followed by their right runs.
+    let block = idx
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(PARTITION_PAR_MIN_ROWS / 4);
+    let counts: Vec<usize> = idx
+        .par_chunks_mut(block)
+        .zip(scratch.par_chunks_mut(block))
+        .map(|(idx, scratch)| partition_block_split(idx, scratch, column, goes_left))
+        .collect();
+    let mut pos = 0;
+    for (k, &n_left) in counts.iter().enumerate() {
+        // Moves only backwards (pos <= k * block), never over a block not yet moved.
+        idx.copy_within(k * block..k * block + n_left, pos);
+        pos += n_left;
+    }
+    let n_left = pos;
+    for (k, &n_left_k) in counts.iter().enumerate() {
+        let block_len = block.min(idx.len() - k * block);
+        let n_right = block_len - n_left_k;
+        idx[pos..pos + n_right].copy_from_slice(&scratch[k * block..k * block + n_right]);
+        pos += n_right;
+    }
+    n_left
+}
+
+/// Sequential stable partition in place (left rows first, then right rows).
+pub(super) fn partition_block(
+    idx: &mut [u32],
+    scratch: &mut [u32],
+    column: &[u8],
+    goes_left: &[bool; 256],
+) -> usize {
+    let n_left = partition_block_split(idx, scratch, column, goes_left);
+    let n_right = idx.len() - n_left;
+    idx[n_left..].copy_from_slice(&scratch[..n_right]);
+    n_left
+}
+
+/// Left rows to the front of `idx`, right rows to the front of `scratch`; returns the left count.
+/// Branch-free: every row is written to both places and only the matching cursor advances,
+/// because the direction is unpredictable and a mispredicted branch costs more than a store.
+pub(super) fn partition_block_split(
+    idx: &mut [u32],
+    scratch: &mut [u32],
+    column: &[u8],
+    goes_left: &[bool; 256],
+) -> usize {
+    let (mut n_left, mut n_right) = (0, 0);
+    for i in 0..idx.len() {
+        let r = idx[i];
+        let left = usize::from(goes_left[column[r as usize] as usize]);
+        idx[n_left] = r; // n_left <= i: that slot was read already
+        scratch[n_right] = r;
+        n_left += left;
+        n_right += 1 - left;
+    }
+    n_left
+}
