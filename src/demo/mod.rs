@@ -4,6 +4,7 @@
 
 pub mod churn;
 pub mod energy;
+pub mod revenue;
 
 use std::collections::HashMap;
 
@@ -30,11 +31,19 @@ pub async fn demo(a: DemoArgs) -> Result<(), Error> {
     let wh = Warehouse::connect(&url, 4).await?;
     let now = Utc::now().trunc_subsecs(0);
     println!("prescore demo: generating data into {}", redact(&url));
-    let rows = churn::seed(&wh, a.customers, a.seed, now).await?;
+    let (snapshots, profiles) = churn::seed(&wh, a.customers, a.seed, now).await?;
     println!(
-        "  {}: {rows} rows ({} customers, monthly snapshots)",
+        "  {}: {} rows ({} customers, monthly snapshots)",
         churn::TABLE,
+        snapshots.height(),
         a.customers
+    );
+    let bills = revenue::seed(&wh, &snapshots, &profiles, a.seed, now).await?;
+    drop((snapshots, profiles));
+    println!(
+        "  {}: {bills} rows ({} months of billing, with the customers who left before)",
+        revenue::TABLE,
+        revenue::MONTHS
     );
     let readings = energy::seed(&wh, a.meters, a.days, a.seed, now).await?;
     println!(
