@@ -1,7 +1,8 @@
 //! The `score` kind: one prediction per entity. Training reads the labeled history
 //! (`input.train_sql`), holds out the latest rows and fits (`train`); serving reads the rows
 //! to score (`input.score_sql`), builds the same features (`features`) and writes one row per
-//! key with its score, its label (classification) and its provenance.
+//! key with its score, its label (classification) or its prediction interval (regression,
+//! `interval`), and its provenance.
 
 pub mod features;
 pub mod interval;
