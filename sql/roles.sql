@@ -13,6 +13,8 @@ CREATE SCHEMA IF NOT EXISTS prescore AUTHORIZATION prescore_job;
 ALTER ROLE prescore_job SET search_path = prescore, public;
 GRANT USAGE ON SCHEMA prescore TO prescore_reader;
 ALTER DEFAULT PRIVILEGES FOR ROLE prescore_job IN SCHEMA prescore GRANT SELECT ON TABLES TO prescore_reader;
+-- That covers views too: create sql/views/customer_value.sql as prescore_job (it lands in
+-- this schema) and the reader may read it.
 
 -- The job reads its sources (adjust to the schemas your SQL reads).
 GRANT USAGE ON SCHEMA public TO prescore_job;

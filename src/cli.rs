@@ -168,7 +168,8 @@ pub struct DemoArgs {
     /// Only generate the data; do not run the jobs.
     #[arg(long)]
     pub seed_only: bool,
-    /// Customers in the churn dataset.
+    /// Customers in the churn dataset (customer_months); their billing history
+    /// (customer_revenue) adds the former customers who left before.
     #[arg(long, default_value_t = 50_000)]
     pub customers: usize,
     /// Meters in the energy dataset.

@@ -112,10 +112,18 @@ pub fn run_summary(r: &Report) -> String {
             out.push_str(&indent(&table(&["step", "published", "naive"], &rows)));
         }
         if let Some(c) = t.coverage {
+            let on = if t.backtest.is_some() {
+                "the backtest"
+            } else {
+                "the holdout"
+            };
             out.push_str(&format!(
-                "\n  interval coverage on the backtest: {:.1}%\n",
+                "\n  interval coverage on {on}: {:.1}%\n",
                 c * 100.0
             ));
+        }
+        if let Some(i) = &t.interval {
+            out.push_str(&format!("    ({i})\n"));
         }
         if !t.methods.is_empty() {
             let m: Vec<String> = t.methods.iter().map(|(k, n)| format!("{k} {n}")).collect();

@@ -4,6 +4,7 @@
 mod support;
 
 mod forecast;
+mod ltv;
 mod registry;
 mod reliability;
 mod spine;

@@ -335,6 +335,10 @@ pub struct Output {
     pub table: Ident,
     pub threshold: f64,
     pub write: WriteMode,
+    /// Regression score jobs: the coverage of the prediction interval (`score_lo`..`score_hi`).
+    pub interval: Option<f64>,
+    /// Regression score jobs: scores and lower bounds are never below this.
+    pub min_score: Option<f64>,
 }
 
 /// A validated job: everything the pipeline needs, checked.

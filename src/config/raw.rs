@@ -269,6 +269,13 @@ pub struct RawOutput {
     /// `upsert` (default) or `replace`.
     #[serde(default)]
     pub write: WriteMode,
+    /// Regression score jobs: the coverage of `score_lo`..`score_hi` (default 0.8).
+    #[serde(default, deserialize_with = "lenient::de_opt")]
+    pub interval: Option<f64>,
+    /// Regression score jobs: the lowest possible value of the target (e.g. 0 for revenue).
+    /// A lower prediction, or interval bound, is raised to it.
+    #[serde(default, deserialize_with = "lenient::de_opt")]
+    pub min_score: Option<f64>,
 }
 
 fn default_warehouse() -> String {
@@ -452,7 +459,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
     let (model, retrain) = validate_model(&raw.model, raw.job.kind, &mut p);
     let kind = validate_kind(&raw, base, &mut p);
     let gate = validate_gate(&raw.gate, raw.model.task, &mut p);
-    let output = validate_output(&raw.output, &mut p);
+    let output = validate_output(&raw.output, raw.job.kind, raw.model.task, &mut p);
     match (job, input, model, kind, output) {
         (Some((warehouse, retry_backoff)), Some(input), Some(model), Some(kind), Some(output))
             if p.0.is_empty() =>
@@ -927,8 +934,9 @@ fn validate_forecast(
     })
 }
 
-/// `[output]`: the results table (never one of prescore's own) and the label threshold.
-fn validate_output(o: &RawOutput, p: &mut Problems) -> Option<Output> {
+/// `[output]`: the results table (never one of prescore's own), the label threshold and the
+/// prediction interval of regression score jobs.
+fn validate_output(o: &RawOutput, kind: KindTag, task: Task, p: &mut Problems) -> Option<Output> {
     let table = p.ident("output.table", &o.table);
     if let Some(t) = &table {
         if t.base().to_ascii_lowercase().starts_with("prescore_") {
@@ -941,10 +949,46 @@ fn validate_output(o: &RawOutput, p: &mut Problems) -> Option<Output> {
     if !(0.0..=1.0).contains(&o.threshold) {
         p.push("output.threshold", "must be between 0 and 1");
     }
+    let interval = match (kind, task, o.interval) {
+        (KindTag::Score, Task::Regression, i) => Some(i.unwrap_or_else(default_interval)),
+        (_, _, None) => None,
+        (KindTag::Forecast, _, Some(_)) => {
+            p.push(
+                "output.interval",
+                "a forecast job sets its interval in forecast.interval",
+            );
+            None
+        }
+        (KindTag::Score, Task::Classification, Some(_)) => {
+            p.push(
+                "output.interval",
+                "only regression jobs have prediction intervals (a classification score is a probability)",
+            );
+            None
+        }
+    };
+    let regression_score = kind == KindTag::Score && task == Task::Regression;
+    if o.min_score.is_some() && !regression_score {
+        p.push(
+            "output.min_score",
+            "only regression score jobs have a lowest possible score",
+        );
+    }
+    if o.min_score.is_some_and(|m| !m.is_finite()) {
+        p.push("output.min_score", "must be a finite number");
+    }
+    if let Some(i) = interval.filter(|i| !(*i > 0.0 && *i < 1.0)) {
+        p.push(
+            "output.interval",
+            format!("{i} must be a coverage between 0 and 1, such as 0.8"),
+        );
+    }
     Some(Output {
         table: table?,
         threshold: o.threshold,
         write: o.write,
+        interval,
+        min_score: o.min_score.filter(|_| regression_score),
     })
 }
 
@@ -1088,6 +1132,32 @@ table = "bad;table"
         ] {
             assert!(keys.contains(&k), "missing {k} in {keys:?}");
         }
+    }
+
+    #[test]
+    fn intervals_and_min_scores_belong_to_regression_score_jobs() {
+        let dir = std::env::temp_dir();
+        let keys = |task: &str, output: &str| -> Vec<String> {
+            let text = format!(
+                "[job]\nname = \"j\"\nkind = \"score\"\n[input]\ntrain_sql = \"t.sql\"\n\
+                 score_sql = \"s.sql\"\nkey = \"id\"\ntarget = \"y\"\n\
+                 columns = {{ id = \"int\", y = \"float\" }}\n[model]\ntask = \"{task}\"\n\
+                 algorithm = \"random_forest\"\n[output]\ntable = \"t\"\n{output}"
+            );
+            let raw = parse(&text, &env()).unwrap_or_else(|_| panic!("parses"));
+            match validate(raw, &dir.join("c.toml"), &dir) {
+                Ok(_) => Vec::new(),
+                Err(p) => p.into_iter().map(|p| p.key).collect(),
+            }
+        };
+        let k = keys("classification", "interval = 0.9\nmin_score = 0");
+        assert!(k.contains(&"output.interval".to_string()), "{k:?}");
+        assert!(k.contains(&"output.min_score".to_string()), "{k:?}");
+        let k = keys("regression", "interval = 1.5\nmin_score = 0");
+        assert!(k.contains(&"output.interval".to_string()), "{k:?}");
+        assert!(!k.contains(&"output.min_score".to_string()), "{k:?}");
+        let k = keys("regression", "interval = 0.9");
+        assert!(!k.iter().any(|k| k.starts_with("output")), "{k:?}");
     }
 
     /// Property: random edits of a valid config never panic the parser or the validator;

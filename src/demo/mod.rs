@@ -1,11 +1,14 @@
 //! `prescore demo`: generates realistic data into a warehouse (the SQLite file by default)
-//! and runs the demo jobs on it with the real pipeline, printing each run's summary. The
-//! generators are seeded, so the same seed gives the same data.
+//! and runs the demo jobs on it with the real pipeline, printing each run's summary, then
+//! creates the `customer_value` view over the churn and LTV scores. The generators are
+//! seeded, so the same seed gives the same data.
 
 pub mod churn;
 pub mod energy;
+pub mod revenue;
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use chrono::{SubsecRound, Utc};
 
@@ -18,6 +21,7 @@ use crate::warehouse::{redact, Warehouse};
 /// The demo jobs, in the order they run.
 pub const JOBS: &[&str] = &[
     "configs/churn_daily.toml",
+    "configs/ltv_daily.toml",
     "configs/energy_hourly.toml",
     "configs/weather_hourly.toml",
 ];
@@ -30,11 +34,19 @@ pub async fn demo(a: DemoArgs) -> Result<(), Error> {
     let wh = Warehouse::connect(&url, 4).await?;
     let now = Utc::now().trunc_subsecs(0);
     println!("prescore demo: generating data into {}", redact(&url));
-    let rows = churn::seed(&wh, a.customers, a.seed, now).await?;
+    let (snapshots, profiles) = churn::seed(&wh, a.customers, a.seed, now).await?;
     println!(
-        "  {}: {rows} rows ({} customers, monthly snapshots)",
+        "  {}: {} rows ({} customers, monthly snapshots)",
         churn::TABLE,
+        snapshots.height(),
         a.customers
+    );
+    let bills = revenue::seed(&wh, &snapshots, &profiles, a.seed, now).await?;
+    drop((snapshots, profiles));
+    println!(
+        "  {}: {bills} rows ({} months of billing, with the customers who left before)",
+        revenue::TABLE,
+        revenue::MONTHS
     );
     let readings = energy::seed(&wh, a.meters, a.days, a.seed, now).await?;
     println!(
@@ -42,13 +54,14 @@ pub async fn demo(a: DemoArgs) -> Result<(), Error> {
         a.meters, a.days
     );
     if a.seed_only {
-        println!("seeded; run a job with: prescore run --config configs/churn_daily.toml (or energy_hourly.toml)");
+        println!("seeded; run a job with: prescore run --config configs/churn_daily.toml (or ltv_daily.toml, energy_hourly.toml, weather_hourly.toml)");
         wh.close().await;
         return Ok(());
     }
     // The configs read ${DATABASE_URL:-sqlite://prescore.db}: point them at the seeded warehouse.
     let mut env: HashMap<String, String> = std::env::vars().collect();
     env.insert("DATABASE_URL".into(), url.clone());
+    let mut published = Vec::new();
     for path in JOBS {
         let job = config::load_with_env(&a.root.join(path), &env)?;
         println!("\nrunning {path}");
@@ -58,7 +71,10 @@ pub async fn demo(a: DemoArgs) -> Result<(), Error> {
             shard: Shard::ALL,
         };
         match pipeline::run(&job, &wh, &opts).await {
-            Ok(report) => print!("{}", crate::report::run_summary(&report)),
+            Ok(report) => {
+                print!("{}", crate::report::run_summary(&report));
+                published.push(job.name.clone());
+            }
             // The gate at work, not a broken demo: on some generated data (it depends on the
             // seed and the hour it is generated at) a small job's candidate does not beat its
             // naive baseline on the holdout, so it must not serve.
@@ -71,7 +87,44 @@ pub async fn demo(a: DemoArgs) -> Result<(), Error> {
             Err(e) => return Err(e),
         }
     }
+    if ["churn_daily", "ltv_daily"]
+        .iter()
+        .all(|j| published.iter().any(|p| p == j))
+    {
+        create_customer_value(&wh, &a.root).await?;
+        println!(
+            "\ncreated the view customer_value (churn probability and LTV per customer, {VIEW}):\n    \
+             SELECT * FROM customer_value ORDER BY value_at_risk DESC LIMIT 10;"
+        );
+    }
     println!("\nrecent runs: prescore runs --warehouse {}", redact(&url));
     wh.close().await;
+    Ok(())
+}
+
+/// The view over the churn and LTV scores, relative to the demo's root.
+pub const VIEW: &str = "sql/views/customer_value.sql";
+
+/// Creates (or replaces) the `customer_value` view from [`VIEW`], in one transaction. Both
+/// results tables (`churn_scores`, `ltv_scores`) must exist.
+pub async fn create_customer_value(wh: &Warehouse, root: &Path) -> Result<(), Error> {
+    let path = root.join(VIEW);
+    let script = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Usage(format!(
+            "cannot read {} (run from the directory holding sql/, or pass --root): {e}",
+            path.display()
+        ))
+    })?;
+    // Whole-line comments dropped, the rest split at semicolons: one statement each.
+    let code: String = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut tx = wh.begin().await?;
+    for stmt in code.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        tx.execute(stmt, &[]).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }

@@ -99,8 +99,12 @@ pub struct TrainSummary {
     pub baseline_weekly: Option<Metrics>,
     pub top_features: Vec<(String, f64)>,
     pub verdict: String,
-    /// Forecasts: the share of backtest actuals inside the prediction interval.
+    /// The share of actuals inside the prediction interval: on the backtest (forecasts), or
+    /// on the half of the holdout the interval was not calibrated on (regression scores).
     pub coverage: Option<f64>,
+    /// Regression scores: how the interval was calibrated and measured.
+    #[serde(default)]
+    pub interval: Option<String>,
     /// Forecasts: how many series each method serves.
     pub methods: Vec<(String, usize)>,
     /// Forecasts: the backtest's shape and each candidate's MAE.

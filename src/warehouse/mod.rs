@@ -158,7 +158,7 @@ pub struct ColumnDef {
 }
 
 /// Results-table columns added after the first release: a table without them gets them.
-const ADDED_LATER: &[&str] = &["method"];
+const ADDED_LATER: &[&str] = &["method", "score_lo", "score_hi"];
 
 /// A connected warehouse.
 #[derive(Clone, Debug)]

@@ -172,6 +172,7 @@ impl Kind for ForecastJob<'_> {
             top_features: super::lifecycle::top_features(&out.importances),
             verdict: String::new(),
             coverage: out.coverage,
+            interval: None,
             methods: methods.clone(),
             backtest: Some(format!(
                 "{} window(s) of {h} steps, {} apart; strategy {}; candidates {}",

@@ -6,6 +6,7 @@
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::interval::Interval;
 use crate::config::{FeatureSpec, Task};
 use crate::model::Matrix;
 
@@ -36,6 +37,10 @@ pub struct FeatureSchema {
     /// (`input.max_null_fraction`), a NULL becomes the median; a NULL categorical is `other`.
     #[serde(default)]
     pub medians: Vec<f64>,
+    /// Regression: the prediction interval calibrated on the holdout, kept here so that a run
+    /// that loads this model writes the same bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
 }
 
 impl FeatureSchema {
@@ -84,6 +89,7 @@ impl FeatureSchema {
             numeric: spec.numeric.clone(),
             categorical,
             medians,
+            interval: None,
         })
     }
 
@@ -372,6 +378,7 @@ mod tests {
             numeric: vec!["x".into()],
             categorical: vec![],
             medians: vec![5.0],
+            interval: None,
         };
         let df = df!("id" => [7i64, 8], "x" => [Some(1.0), Some(f64::NAN)]).unwrap();
         let e = schema.matrix(&df, "id").unwrap_err().to_string();

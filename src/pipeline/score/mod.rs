@@ -1,9 +1,11 @@
 //! The `score` kind: one prediction per entity. Training reads the labeled history
 //! (`input.train_sql`), holds out the latest rows and fits (`train`); serving reads the rows
 //! to score (`input.score_sql`), builds the same features (`features`) and writes one row per
-//! key with its score, its label (classification) and its provenance.
+//! key with its score, its label (classification) or its prediction interval (regression,
+//! `interval`), and its provenance.
 
 pub mod features;
+pub mod interval;
 pub mod train;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::registry::{ModelRecord, StoredModel};
 use crate::warehouse::ident::Ident;
 use crate::warehouse::ColumnDef;
 use features::FeatureSchema;
+use interval::Interval;
 
 /// A score job's kind-specific config.
 pub struct ScoreJob<'a> {
@@ -77,10 +80,12 @@ impl Kind for ScoreJob<'_> {
             champion.map(
                 |c| match Model::from_bytes(c.artifact.as_deref().unwrap_or_default()) {
                     Ok(m) if c.feature_hash == trained.schema.hash() => {
+                        let mut pred = m.predict(&trained.holdout_x);
+                        interval::raise(&mut pred, job.output.min_score);
                         crate::model::metrics::evaluate(
                             job.model.task,
                             &trained.holdout_y,
-                            &m.predict(&trained.holdout_x),
+                            &pred,
                             job.output.threshold,
                         )
                     }
@@ -98,10 +103,16 @@ impl Kind for ScoreJob<'_> {
             baseline_weekly: None,
             top_features: top_features(&trained.importances),
             verdict: String::new(),
-            coverage: None,
+            coverage: trained.calibrated.as_ref().map(|c| c.measured),
+            interval: trained.calibrated.as_ref().map(|c| c.describe()),
             methods: Vec::new(),
             backtest: None,
         };
+        // The registry keeps the interval's measured coverage with the holdout metrics.
+        let mut stored_metrics = trained.metrics.clone();
+        if let Some(c) = &trained.calibrated {
+            stored_metrics.insert("coverage".into(), c.measured);
+        }
         let record = ModelRecord {
             algorithm: job.model.algorithm.name().into(),
             task: job.model.task.name().into(),
@@ -112,7 +123,7 @@ impl Kind for ScoreJob<'_> {
             train_to: trained.train_to,
             rows_train: trained.rows_train as i64,
             rows_holdout: trained.rows_holdout as i64,
-            metrics: trained.metrics.clone(),
+            metrics: stored_metrics,
             baseline: trained.baseline.clone(),
             importances: trained.importances.as_ref().map(to_json).transpose()?,
             artifact: trained.model.to_bytes()?,
@@ -189,10 +200,15 @@ impl Kind for ScoreJob<'_> {
             })
             .collect();
         let s2 = scorer.clone();
+        let min_score = job.output.min_score;
         let scores = ctx
             .time(
                 "score",
-                pool::on_pool(job.threads, move || s2.model.predict(&x)),
+                pool::on_pool(job.threads, move || {
+                    let mut scores = s2.model.predict(&x);
+                    interval::raise(&mut scores, min_score);
+                    scores
+                }),
             )
             .await?;
         crate::fault::pause("scored");
@@ -201,10 +217,13 @@ impl Kind for ScoreJob<'_> {
         metrics.push(("rows_scored".into(), String::new(), scores.len() as f64));
         metrics.push(("score_mean".into(), String::new(), mean));
         if let Some(t) = &ctx.report.trained {
+            let coverage = t.coverage.map(|c| ("coverage".to_string(), c));
             metrics.extend(
                 t.metrics
-                    .iter()
-                    .map(|(k, v)| (format!("holdout_{k}"), format!("model=v{}", t.version), *v)),
+                    .clone()
+                    .into_iter()
+                    .chain(coverage)
+                    .map(|(k, v)| (format!("holdout_{k}"), format!("model=v{}", t.version), v)),
             );
         }
         let key_col = df
@@ -213,7 +232,17 @@ impl Kind for ScoreJob<'_> {
             .clone();
         // The input is no longer needed (the key column is shared with the output frame).
         drop(df);
-        let (frame, columns) = output_frame(job, key_col, &scores, version, ctx.run_id, opts)?;
+        let (frame, columns) = output_frame(
+            job,
+            key_col,
+            &scores,
+            scorer.schema.interval.as_ref(),
+            Provenance {
+                version,
+                run_id: ctx.run_id,
+                as_of: opts.as_of,
+            },
+        )?;
         Ok(Output {
             columns,
             key: vec![job.input.key.to_string()],
@@ -223,14 +252,22 @@ impl Kind for ScoreJob<'_> {
     }
 }
 
-/// Key, score, label (classification) and provenance, one row per entity.
+/// Which model scored the rows, in which run, as of when.
+struct Provenance<'a> {
+    version: i64,
+    run_id: &'a str,
+    as_of: chrono::DateTime<chrono::Utc>,
+}
+
+/// Key, score, label (classification) or interval bounds (regression; NULL when the model
+/// has no interval, e.g. one trained before intervals existed) and provenance, one row per
+/// entity.
 fn output_frame(
     job: &Job,
     key_col: Column,
     scores: &[f64],
-    version: i64,
-    run_id: &str,
-    opts: &super::Options,
+    interval: Option<&Interval>,
+    prov: Provenance<'_>,
 ) -> Result<(DataFrame, Vec<ColumnDef>), Error> {
     let key = job.input.key.as_str();
     let n = scores.len();
@@ -245,18 +282,38 @@ fn output_frame(
             ty: ColumnType::Float,
         },
     ];
-    if job.model.task == Task::Classification {
-        let labels: Vec<i64> = scores
-            .iter()
-            .map(|s| i64::from(*s >= job.output.threshold))
-            .collect();
-        columns.push(Column::new("label".into(), labels));
-        defs.push(ColumnDef {
-            name: "label".into(),
-            ty: ColumnType::Int,
-        });
+    match job.model.task {
+        Task::Classification => {
+            let labels: Vec<i64> = scores
+                .iter()
+                .map(|s| i64::from(*s >= job.output.threshold))
+                .collect();
+            columns.push(Column::new("label".into(), labels));
+            defs.push(ColumnDef {
+                name: "label".into(),
+                ty: ColumnType::Int,
+            });
+        }
+        Task::Regression => {
+            let min = job.output.min_score;
+            let bounds: Vec<Option<(f64, f64)>> = scores
+                .iter()
+                .map(|s| interval.map(|i| i.bounds(*s, min)))
+                .collect();
+            let lo: Vec<Option<f64>> = bounds.iter().map(|b| b.map(|b| b.0)).collect();
+            let hi: Vec<Option<f64>> = bounds.iter().map(|b| b.map(|b| b.1)).collect();
+            columns.push(Column::new("score_lo".into(), lo));
+            columns.push(Column::new("score_hi".into(), hi));
+            for name in ["score_lo", "score_hi"] {
+                defs.push(ColumnDef {
+                    name: name.into(),
+                    ty: ColumnType::Float,
+                });
+            }
+        }
     }
-    let (prov, prov_defs) = publish::provenance(n, version, run_id, opts.as_of, "scored_at");
+    let (prov, prov_defs) =
+        publish::provenance(n, prov.version, prov.run_id, prov.as_of, "scored_at");
     columns.extend(prov);
     defs.extend(prov_defs);
     let frame = DataFrame::new(n, columns).map_err(|e| Error::internal("the output frame", e))?;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use polars::prelude::*;
 
 use super::features::{self, FeatureSchema};
+use super::interval::{self, Calibrated};
 use crate::config::Job;
 use crate::model::metrics::{self, Metrics};
 use crate::model::{Matrix, Model};
@@ -24,6 +25,8 @@ pub struct Trained {
     /// The holdout, kept so the gate can score the champion on the same rows.
     pub holdout_x: Matrix,
     pub holdout_y: Vec<f64>,
+    /// Regression: the prediction interval (also in `schema.interval`) and its coverage.
+    pub calibrated: Option<Calibrated>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +41,7 @@ pub enum TrainError {
 
 /// Trains a `score` job's model on the training frame. CPU-bound: call from `spawn_blocking`.
 pub fn train(job: &Job, df: &DataFrame) -> Result<Trained, TrainError> {
-    let schema = FeatureSchema::learn(&job.features, df)?;
+    let mut schema = FeatureSchema::learn(&job.features, df)?;
     let y = features::target(df, job.input.target.as_str(), job.model.task)?;
     let times = job
         .kind
@@ -78,7 +81,8 @@ pub fn train(job: &Job, df: &DataFrame) -> Result<Trained, TrainError> {
         "training"
     );
     let model = Model::fit(&job.model, &x_fit, &y_fit)?;
-    let pred = model.predict(&x_hold);
+    let mut pred = model.predict(&x_hold);
+    interval::raise(&mut pred, job.output.min_score);
     let threshold = job.output.threshold;
     let metrics = metrics::evaluate(job.model.task, &y_hold, &pred, threshold);
     // The naive baseline: the base rate (classification) or the mean (regression).
@@ -89,6 +93,17 @@ pub fn train(job: &Job, df: &DataFrame) -> Result<Trained, TrainError> {
         &vec![constant; y_hold.len()],
         threshold,
     );
+    let calibrated = job.output.interval.and_then(|coverage| {
+        // Half of the holdout calibrates, the other half measures (split by key, so that an
+        // entity's rows stay together).
+        let keys = df.column(key).ok()?;
+        let sides: Vec<bool> = hold_idx
+            .iter()
+            .map(|&i| interval::calibrates(&crate::warehouse::frame::cell_text(keys, i)))
+            .collect();
+        interval::calibrate(&y_hold, &pred, &sides, coverage, job.output.min_score)
+    });
+    schema.interval = calibrated.as_ref().map(|c| c.interval);
     let names = schema.names();
     let importances = model
         .importances(names.len())
@@ -112,6 +127,7 @@ pub fn train(job: &Job, df: &DataFrame) -> Result<Trained, TrainError> {
         importances,
         holdout_x: x_hold,
         holdout_y: y_hold,
+        calibrated,
     })
 }
 
