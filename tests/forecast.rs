@@ -2,6 +2,8 @@
 //! a model that beats seasonal naive on a fixed seeded dataset, reruns that replace their
 //! rows, and later runs that overwrite overlapping target times.
 
+use chrono::DurationRound;
+
 use crate::support::*;
 
 const ENERGY: &str = "configs/energy_hourly.toml";
@@ -131,4 +133,278 @@ async fn loading_the_champion_forecasts_without_training() {
     let o = prescore(&["score", "--config", other.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("lags"), "{}", text(&o));
+}
+
+/// Hourly series written straight into an `observations` table, for forecast tests that need
+/// a known shape: (series, values), the last value at `end`.
+async fn observations(
+    db: &Db,
+    series: &[(&str, Vec<Option<f64>>)],
+    end: chrono::DateTime<chrono::Utc>,
+) {
+    use polars::prelude::*;
+    use prescore::warehouse::{ColumnDef, ColumnType, WriteMode};
+    let (mut keys, mut ts, mut vals) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, values) in series {
+        let n = values.len() as i64;
+        for (i, v) in values.iter().enumerate() {
+            if let Some(v) = v {
+                keys.push(name.to_string());
+                ts.push((end - chrono::Duration::hours(n - 1 - i as i64)).timestamp_micros());
+                vals.push(*v);
+            }
+        }
+    }
+    let n = keys.len();
+    let frame = DataFrame::new(
+        n,
+        vec![
+            Column::new("series_id".into(), keys),
+            Int64Chunked::from_vec("ts".into(), ts)
+                .into_datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC))
+                .into_column(),
+            Column::new("value".into(), vals),
+        ],
+    )
+    .unwrap();
+    let wh = connect(db).await;
+    let table = prescore::warehouse::ident::Ident::new("observations").unwrap();
+    let defs = [
+        ("series_id", ColumnType::Text),
+        ("ts", ColumnType::Timestamp),
+        ("value", ColumnType::Float),
+    ]
+    .map(|(name, ty)| ColumnDef {
+        name: name.into(),
+        ty,
+    });
+    wh.ensure_table(&table, &defs, &["series_id", "ts"], false)
+        .await
+        .unwrap();
+    let mut tx = wh.begin().await.unwrap();
+    tx.write(&table, &["series_id", "ts"], &frame, WriteMode::Replace)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    wh.close().await;
+}
+
+/// A univariate hourly job over `observations`.
+fn observations_job(db: &Db, extra_forecast: &str) -> std::path::PathBuf {
+    let sql = sql_file(
+        db,
+        "observations.sql",
+        "SELECT series_id, ts, value FROM observations WHERE ts <= :as_of",
+    );
+    let text = format!(
+        r#"
+[job]
+name = "obs"
+kind = "forecast"
+warehouse = "{url}"
+[input]
+train_sql = "{sql}"
+key = "series_id"
+time = "ts"
+target = "value"
+min_rows = 10
+[input.columns]
+series_id = "text"
+ts = "timestamp"
+value = "float"
+[forecast]
+horizon = 24
+lags = [1, 2, 3, 24, 168]
+rolling = [24]
+min_history = 336
+{extra_forecast}
+[model]
+task = "regression"
+algorithm = "gbdt"
+[gate]
+must_beat = ["baseline"]
+[output]
+table = "obs_forecasts"
+"#,
+        url = db.url
+    );
+    let path = db.dir.path().join("obs.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A deterministic pseudo-random number in [-0.5, 0.5) from a seed and an index.
+fn noise(seed: u64, i: usize) -> f64 {
+    let mut x =
+        seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 29;
+    (x % 10_000) as f64 / 10_000.0 - 0.5
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn selection_picks_the_method_that_is_best_for_each_series() {
+    for db in backends("selection") {
+        let end = chrono::Utc::now()
+            .duration_trunc(chrono::Duration::hours(1))
+            .unwrap()
+            - chrono::Duration::hours(1);
+        let n = 24 * 42;
+        // The same day every day: yesterday at this hour is exact.
+        let periodic = |phase: f64| -> Vec<Option<f64>> {
+            (0..n)
+                .map(|i| Some(10.0 + 5.0 * ((i % 24) as f64 / 24.0 * 6.283 + phase).sin()))
+                .collect()
+        };
+        // A slow random walk without any daily shape: the last hours say most, yesterday little.
+        let walk = |seed: u64| -> Vec<Option<f64>> {
+            let mut v = 100.0;
+            (0..n)
+                .map(|i| {
+                    v += 2.0 * noise(seed, i) + 0.3 * (i as f64 / 37.0).sin();
+                    Some(v)
+                })
+                .collect()
+        };
+        observations(
+            &db,
+            &[
+                ("periodic_a", periodic(0.0)),
+                ("periodic_b", periodic(1.0)),
+                ("walk_a", walk(1)),
+                ("walk_b", walk(2)),
+                ("walk_c", walk(3)),
+            ],
+            end,
+        )
+        .await;
+        let cfg = observations_job(&db, "");
+        let as_of = end.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let o = prescore(
+            &["run", "--config", cfg.to_str().unwrap(), "--as-of", &as_of],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let methods = rows(
+            &db,
+            "SELECT series_id, MIN(method), MAX(method) FROM obs_forecasts GROUP BY series_id ORDER BY series_id",
+        )
+        .await;
+        for r in &methods {
+            assert_eq!(r[1], r[2], "{}: one method per series: {r:?}", db.name);
+            let want_naive = r[0].starts_with("periodic");
+            assert_eq!(
+                r[1] == "naive24",
+                want_naive,
+                "{}: {} got {}",
+                db.name,
+                r[0],
+                r[1]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_gappy_and_stale_series_still_get_the_best_forecast_available() {
+    for db in backends("fallbacks") {
+        let end = chrono::Utc::now()
+            .duration_trunc(chrono::Duration::hours(1))
+            .unwrap()
+            - chrono::Duration::hours(1);
+        let daily =
+            |i: usize, seed: u64| 20.0 + 8.0 * ((i % 24) as f64 / 3.8).sin() + noise(seed, i);
+        let n = 24 * 30;
+        let good: Vec<Option<f64>> = (0..n).map(|i| Some(daily(i, 1))).collect();
+        // A 60-hour hole in the middle: the history before it still counts.
+        let gappy: Vec<Option<f64>> = (0..n)
+            .map(|i| (!(300..360).contains(&i)).then(|| daily(i, 2)))
+            .collect();
+        // 100 hours: too short for the model (min_history 336), long enough for yesterday.
+        let short: Vec<Option<f64>> = (0..n)
+            .map(|i| (i >= n - 100).then(|| daily(i, 3)))
+            .collect();
+        // Stopped 10 hours ago: within max_stale (24), forecast from its end.
+        let stale: Vec<Option<f64>> = (0..n).map(|i| (i < n - 10).then(|| daily(i, 4))).collect();
+        // Stopped three days ago, and one with 10 hours in all: nothing usable.
+        let dead: Vec<Option<f64>> = (0..n).map(|i| (i < n - 72).then(|| daily(i, 5))).collect();
+        let tiny: Vec<Option<f64>> = (0..n).map(|i| (i >= n - 10).then(|| daily(i, 6))).collect();
+        observations(
+            &db,
+            &[
+                ("good", good),
+                ("gappy", gappy),
+                ("short", short),
+                ("stale", stale),
+                ("dead", dead),
+                ("tiny", tiny),
+            ],
+            end,
+        )
+        .await;
+        let cfg = observations_job(&db, "");
+        let as_of = end.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let o = prescore(
+            &["run", "--config", cfg.to_str().unwrap(), "--as-of", &as_of],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("skipped           2"), "{}: {out}", db.name);
+        let got = rows(
+            &db,
+            "SELECT series_id, COUNT(*), MIN(method), MAX(method), MIN(yhat_hi - yhat_lo) FROM obs_forecasts GROUP BY series_id ORDER BY series_id",
+        )
+        .await;
+        let names: Vec<&str> = got.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(names, ["gappy", "good", "short", "stale"], "{}", db.name);
+        for r in &got {
+            assert_eq!(r[1], "24", "{}: {r:?}", db.name);
+            let width: f64 = r[4].parse().unwrap();
+            assert!(width > 0.0, "{}: an interval for every row: {r:?}", db.name);
+        }
+        let short = got.iter().find(|r| r[0] == "short").unwrap();
+        assert_eq!(
+            (short[2].as_str(), short[3].as_str()),
+            ("naive24", "naive24"),
+            "{}",
+            db.name
+        );
+        // Counted in the ledger's metrics too.
+        let m = rows(
+            &db,
+            "SELECT value FROM prescore_metrics WHERE name = 'series_skipped'",
+        )
+        .await;
+        assert_eq!(m[0][0].parse::<f64>().unwrap(), 2.0, "{}", db.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_weather_job_passes_its_gate_on_every_seed() {
+    for s in ["1", "2", "3", "4", "5"] {
+        let db = sqlite();
+        seed(
+            &db,
+            &[
+                "--customers",
+                "100",
+                "--meters",
+                "10",
+                "--days",
+                "42",
+                "--seed",
+                s,
+            ],
+        );
+        let cfg = config(&db, "configs/weather_hourly.toml", &[]);
+        let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "seed {s}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("gate: passed"),
+            "seed {s}: {}",
+            text(&o)
+        );
+    }
 }
