@@ -254,7 +254,11 @@ async fn selection_picks_the_method_that_is_best_for_each_series() {
         // The same day every day: yesterday at this hour is exact.
         let periodic = |phase: f64| -> Vec<Option<f64>> {
             (0..n)
-                .map(|i| Some(10.0 + 5.0 * ((i % 24) as f64 / 24.0 * 6.283 + phase).sin()))
+                .map(|i| {
+                    Some(
+                        10.0 + 5.0 * ((i % 24) as f64 / 24.0 * std::f64::consts::TAU + phase).sin(),
+                    )
+                })
                 .collect()
         };
         // A slow random walk without any daily shape: the last hours say most, yesterday little.

@@ -279,6 +279,28 @@ pub enum ForecastMethod {
     Blend,
 }
 
+/// Whether the model predicts the series or its change since the same step a season back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Differencing {
+    /// The backtest tries both (a season of one day) and keeps the better.
+    Auto,
+    Off,
+    /// Differencing by this many steps.
+    Season(usize),
+}
+
+impl Differencing {
+    /// The differencing lags to fit: one, or for `auto` none and a day.
+    pub fn choices(self, day: usize) -> Vec<usize> {
+        match self {
+            Differencing::Auto => vec![0, day],
+            Differencing::Off => vec![0],
+            Differencing::Season(d) => vec![d],
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct ForecastSpec {
     pub horizon: usize,
@@ -297,8 +319,8 @@ pub struct ForecastSpec {
     pub backtest_step: usize,
     /// Per-series standard scaling of the target, learned on the training window.
     pub scale: bool,
-    /// Seasonal differencing: the model predicts y(t) - y(t - difference); 0 = off.
-    pub difference: usize,
+    /// Seasonal differencing: the model predicts y(t) - y(t - season).
+    pub difference: Differencing,
     /// A series whose last reading is at most this many steps before as_of is forecast from
     /// its end; older ones are skipped as stale.
     pub max_stale: usize,

@@ -229,9 +229,10 @@ pub struct RawForecast {
     /// so one model serves series of any size and level.
     #[serde(default = "default_true", deserialize_with = "lenient::de")]
     pub scale: bool,
-    /// Seasonal differencing: the model predicts y(t) - y(t - difference) (0: off).
-    #[serde(default, deserialize_with = "lenient::de")]
-    pub difference: usize,
+    /// Seasonal differencing: `auto` (the backtest decides, with a season of a day), 0 (off),
+    /// or the season in steps: the model predicts y(t) - y(t - season).
+    #[serde(default = "default_difference")]
+    pub difference: toml::Value,
     /// Steps a series' last reading may lie before as_of and still be forecast from its end
     /// (default: the horizon).
     #[serde(default, deserialize_with = "lenient::de_opt")]
@@ -343,6 +344,9 @@ fn default_max_gap() -> usize {
 }
 fn default_interval() -> f64 {
     0.8
+}
+fn default_difference() -> toml::Value {
+    toml::Value::String("auto".into())
 }
 fn default_strategy() -> Strategy {
     Strategy::Auto
@@ -907,8 +911,27 @@ fn validate_forecast(
     if backtest_step == 0 {
         p.push("forecast.backtest_step", "must be at least 1 step");
     }
-    if f.difference > 10_000 {
-        p.push("forecast.difference", "must be at most 10000 steps");
+    let difference = match &f.difference {
+        toml::Value::String(v) if v.trim() == "auto" => Some(Differencing::Auto),
+        toml::Value::Integer(0) => Some(Differencing::Off),
+        toml::Value::Integer(n) if (1..=10_000).contains(n) => {
+            Some(Differencing::Season(*n as usize))
+        }
+        toml::Value::String(v) => match v.trim().parse::<usize>() {
+            Ok(0) => Some(Differencing::Off),
+            Ok(n) if n <= 10_000 => Some(Differencing::Season(n)),
+            _ => None,
+        },
+        _ => None,
+    };
+    if difference.is_none() {
+        p.push(
+            "forecast.difference",
+            format!(
+                "{}: use \"auto\", 0 (off) or a season of 1 to 10000 steps",
+                f.difference
+            ),
+        );
     }
     if candidates.is_empty() {
         p.push("model.candidates", "give at least one candidate method");
@@ -928,7 +951,7 @@ fn validate_forecast(
         backtest_windows: f.backtest_windows,
         backtest_step,
         scale: f.scale,
-        difference: f.difference,
+        difference: difference?,
         max_stale: f.max_stale.unwrap_or(f.horizon),
         refit: f.refit,
     })

@@ -83,18 +83,23 @@ pub fn origins(
 }
 
 /// Every forecast point of the backtest: which series and step, the actual, and each
-/// method's prediction (NaN where a method was not run).
+/// fitted model variant's and each seasonal naive's prediction.
 #[derive(Debug, Default, Clone)]
 pub struct Points {
     pub series: Vec<u32>,
     pub step: Vec<u16>,
     pub actual: Vec<f64>,
-    /// The series' scale at the backtest, to pool residuals across series.
-    pub sd: Vec<f64>,
-    pub recursive: Vec<f64>,
-    pub direct: Vec<f64>,
+    /// Per fitted model variant (in the order of `backtest`'s `fits`), its predictions.
+    pub models: Vec<Vec<f64>>,
     pub naive_day: Vec<f64>,
     pub naive_week: Vec<f64>,
+}
+
+/// Which model variant the model-based methods read, and which naive a blend mixes in.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick {
+    pub model: Option<usize>,
+    pub naive: Method,
 }
 
 impl Points {
@@ -106,33 +111,41 @@ impl Points {
         self.actual.is_empty()
     }
 
-    /// A method's prediction at point `i`; the blend mixes `model` and `naive`.
-    pub fn pred(&self, m: Method, i: usize, model: Method, naive: Method) -> f64 {
+    /// A method's prediction at point `i`: NaN for a model method without a model.
+    pub fn pred(&self, m: Method, i: usize, pick: Pick) -> f64 {
+        let model = || pick.model.map(|v| self.models[v][i]).unwrap_or(f64::NAN);
         match m {
-            Method::Recursive => self.recursive[i],
-            Method::Direct => self.direct[i],
+            Method::Recursive | Method::Direct => model(),
             Method::NaiveDay => self.naive_day[i],
             Method::NaiveWeek => self.naive_week[i],
-            Method::Blend => {
-                0.5 * (self.pred(model, i, model, naive) + self.pred(naive, i, model, naive))
-            }
+            Method::Blend => 0.5 * (model() + self.pred(pick.naive, i, pick)),
         }
     }
 }
 
-/// Runs the backtest: `fits` holds each fitted strategy's model;
+/// One fitted model variant: its schema (differencing), strategy and model.
+pub struct Fit<'a> {
+    pub schema: &'a SeriesSchema,
+    pub strategy: Fitted,
+    pub model: &'a crate::model::Model,
+}
+
+/// Runs the backtest: every fitted variant and both seasonal naives at every window.
 /// `origins_of[i]` are series i's origins (empty for a series the model does not serve).
 pub fn backtest(
-    schema: &SeriesSchema,
     series: &[Series],
     scales: &[Scale],
     origins_of: &[Vec<usize>],
-    fits: &[(Fitted, &crate::model::Model)],
+    fits: &[Fit],
+    horizon: usize,
     day: usize,
 ) -> Points {
-    let h = schema.horizon;
+    let h = horizon;
     let windows = origins_of.iter().map(Vec::len).max().unwrap_or(0);
-    let mut p = Points::default();
+    let mut p = Points {
+        models: vec![Vec::new(); fits.len()],
+        ..Default::default()
+    };
     for w in 0..windows {
         let idx: Vec<usize> = (0..series.len())
             .filter(|&i| origins_of[i].len() > w)
@@ -140,11 +153,13 @@ pub fn backtest(
         let refs: Vec<&Series> = idx.iter().map(|&i| &series[i]).collect();
         let sc: Vec<Scale> = idx.iter().map(|&i| scales[i]).collect();
         let origin_at: Vec<usize> = idx.iter().map(|&i| origins_of[i][w]).collect();
-        let mut by_fit: Vec<(Fitted, Vec<Vec<f64>>)> = Vec::new();
-        for (strategy, model) in fits {
-            let f = schema.forecast(&refs, &sc, &origin_at, *strategy, |m| model.predict(m));
-            by_fit.push((*strategy, f));
-        }
+        let by_fit: Vec<Vec<Vec<f64>>> = fits
+            .iter()
+            .map(|f| {
+                f.schema
+                    .forecast(&refs, &sc, &origin_at, f.strategy, |m| f.model.predict(m))
+            })
+            .collect();
         for (j, &i) in idx.iter().enumerate() {
             let s = &series[i];
             let o = origin_at[j];
@@ -156,16 +171,9 @@ pub fn backtest(
                 p.series.push(i as u32);
                 p.step.push(k as u16);
                 p.actual.push(actual);
-                p.sd.push(scales[i].sd);
-                let of = |f: Fitted| {
-                    by_fit
-                        .iter()
-                        .find(|(g, _)| *g == f)
-                        .map(|(_, v)| v[j][k])
-                        .unwrap_or(f64::NAN)
-                };
-                p.recursive.push(of(Fitted::Recursive));
-                p.direct.push(of(Fitted::Direct));
+                for (v, f) in by_fit.iter().enumerate() {
+                    p.models[v].push(f[j][k]);
+                }
                 p.naive_day.push(seasonal_naive(&s.y, o, k + 1, day));
                 p.naive_week.push(seasonal_naive(&s.y, o, k + 1, 7 * day));
             }

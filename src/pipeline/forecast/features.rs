@@ -103,7 +103,8 @@ impl SeriesSchema {
             step_seconds: spec.step_seconds,
             horizon: spec.horizon,
             scale: spec.scale,
-            difference: spec.difference,
+            // Set per fitted variant (`forecast.difference` may let the backtest choose).
+            difference: 0,
         }
     }
 

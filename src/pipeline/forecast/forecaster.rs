@@ -26,7 +26,12 @@ pub struct Forecaster {
     pub methods: HashMap<String, Method>,
     /// Per-series scaling learned on the training window, by key.
     pub scales: HashMap<String, Scale>,
-    /// Interval half-widths per step, in units of the series' scale.
+    /// Per-series typical backtest error (MAE of its published forecast), by key: the unit
+    /// of its interval.
+    pub errors: HashMap<String, f64>,
+    /// A series without its own: this many of its scale's standard deviations.
+    pub error_ratio: f64,
+    /// Interval half-widths per step, in units of the series' typical error.
     pub half_width: Vec<f64>,
     pub interval: f64,
     /// Steps per day: the seasonal-naive period.
@@ -114,8 +119,12 @@ impl Forecaster {
                     (m, _) => naive(m),
                 };
                 let half = if s.model_ok {
-                    let sd = scales[i].sd;
-                    self.half_width.iter().map(|q| q * sd).collect()
+                    let unit = self
+                        .errors
+                        .get(&s.key.to_string())
+                        .copied()
+                        .unwrap_or(self.error_ratio * scales[i].sd);
+                    self.half_width.iter().map(|q| q * unit).collect()
                 } else {
                     vec![own_half_width(&s.y, self.day, self.interval); h]
                 };

@@ -175,10 +175,14 @@ impl Kind for ForecastJob<'_> {
             interval: None,
             methods: methods.clone(),
             backtest: Some(format!(
-                "{} window(s) of {h} steps, {} apart; strategy {}; candidates {}",
+                "{} window(s) of {h} steps, {} apart; model {}{}; candidates {}",
                 out.windows,
                 self.spec.backtest_step,
                 f.strategy.name(),
+                match f.schema.difference {
+                    0 => String::new(),
+                    d => format!(" on differences over {d} steps"),
+                },
                 out.choice
                     .mae
                     .iter()
@@ -309,11 +313,14 @@ impl ForecastJob<'_> {
             || stored.step_seconds != spec.step_seconds
             || stored.horizon != spec.horizon
             || stored.scale != spec.scale
-            || stored.difference != spec.difference
+            || !spec
+                .difference
+                .choices(spec.day())
+                .contains(&stored.difference)
         {
             return Err(format!(
-                "it was trained with lags {:?}, rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {}; the config now asks for lags {:?}, rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {}",
-                stored.lags, stored.rolling, stored.calendar, stored.exog, cats, stored.horizon, stored.scale, stored.difference, spec.lags, spec.rolling, spec.calendar, job.features.numeric, want, spec.horizon, spec.scale, spec.difference
+                "it was trained with lags {:?}, rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {}; the config now asks for lags {:?}, rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {:?}",
+                stored.lags, stored.rolling, stored.calendar, stored.exog, cats, stored.horizon, stored.scale, stored.difference, spec.lags, spec.rolling, spec.calendar, job.features.numeric, want, spec.horizon, spec.scale, spec.difference.choices(spec.day())
             ));
         }
         Ok(())

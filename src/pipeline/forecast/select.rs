@@ -6,20 +6,21 @@
 //! horizon step: quantiles of the chosen method's absolute backtest residuals, each divided by
 //! its series' scale so that series of every size pool their evidence.
 
-use super::evaluate::{Method, Points};
+use super::evaluate::{Method, Pick, Points};
 use super::features::Fitted;
 use crate::config::ForecastMethod;
 
 /// What the backtest chose.
 #[derive(Debug, Clone)]
 pub struct Choice {
-    /// The better model strategy, if a model was fitted.
-    pub model: Option<Method>,
+    /// The best fitted model variant (index into the backtest's fits) and its method, if a
+    /// model was fitted.
+    pub model: Option<(usize, Method)>,
     /// The better seasonal naive.
     pub naive: Method,
     /// The job's winner: what a series without its own evidence gets.
     pub default: Method,
-    /// Per series (by index): its own winner, when selection is per series and it has points.
+    /// Per series (by index): its method, when selection is per series and it has points.
     pub per_series: Vec<Option<Method>>,
     /// Backtest MAE of every candidate, for the summary.
     pub mae: Vec<(Method, f64)>,
@@ -33,13 +34,20 @@ impl Choice {
             .flatten()
             .unwrap_or(self.default)
     }
+
+    pub fn pick(&self) -> Pick {
+        Pick {
+            model: self.model.map(|(v, _)| v),
+            naive: self.naive,
+        }
+    }
 }
 
 /// How much better (relative MAE) a series' own best method must be than the job's winner,
 /// on the series' own backtest points, for the series to switch to it.
 const SWITCH_MARGIN: f64 = 0.05;
 
-/// The candidates the config allows, given the strategies that were fitted.
+/// The candidates the config allows, given the model the backtest chose.
 fn candidates(allowed: &[ForecastMethod], model: Option<Method>) -> Vec<Method> {
     let mut out = Vec::new();
     for c in allowed {
@@ -57,84 +65,78 @@ fn candidates(allowed: &[ForecastMethod], model: Option<Method>) -> Vec<Method> 
     out
 }
 
-fn mae_of(
-    points: &Points,
-    idx: impl Iterator<Item = usize>,
-    m: Method,
-    model: Method,
-    naive: Method,
-) -> f64 {
-    let (mut sum, mut n) = (0.0, 0usize);
-    for i in idx {
-        let p = points.pred(m, i, model, naive);
-        if p.is_finite() {
-            sum += (points.actual[i] - p).abs();
-            n += 1;
-        } else {
-            // A method that cannot forecast a point loses it outright.
+/// Mean absolute error of method `m` over the points `idx`; infinite when it cannot forecast
+/// one of them (a method that cannot forecast a point loses it outright).
+fn mae_of(points: &Points, idx: &[usize], m: Method, pick: Pick) -> f64 {
+    let mut sum = 0.0;
+    for &i in idx {
+        let p = points.pred(m, i, pick);
+        if !p.is_finite() {
             return f64::INFINITY;
         }
+        sum += (points.actual[i] - p).abs();
     }
-    if n == 0 {
+    if idx.is_empty() {
         f64::INFINITY
     } else {
-        sum / n as f64
+        sum / idx.len() as f64
     }
 }
 
-/// Picks the methods from the backtest points.
+fn lowest(scored: impl Iterator<Item = (Method, f64)>) -> Option<(Method, f64)> {
+    scored.min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// Picks the model variant, the naive, the job's method and each series' from the backtest.
+/// `variants[v]` is the strategy of fitted variant `v`.
 pub fn choose(
     points: &Points,
     n_series: usize,
-    fitted: &[Fitted],
+    variants: &[Fitted],
     allowed: &[ForecastMethod],
     per_series: bool,
 ) -> Choice {
-    let all = || 0..points.len();
-    let lowest = |ms: &[Method], model: Method, naive: Method, idx: &dyn Fn() -> Vec<usize>| {
-        ms.iter()
-            .map(|m| (*m, mae_of(points, idx().into_iter(), *m, model, naive)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
+    let all: Vec<usize> = (0..points.len()).collect();
+    let no_model = Pick {
+        model: None,
+        naive: Method::NaiveDay,
     };
-    let every = || all().collect::<Vec<_>>();
     let naive = lowest(
-        &[Method::NaiveDay, Method::NaiveWeek],
-        Method::NaiveDay,
-        Method::NaiveDay,
-        &every,
+        [Method::NaiveDay, Method::NaiveWeek]
+            .into_iter()
+            .map(|m| (m, mae_of(points, &all, m, no_model))),
     )
     .map(|(m, _)| m)
     .unwrap_or(Method::NaiveDay);
-    let model_methods: Vec<Method> = fitted.iter().map(|f| Method::of(*f)).collect();
-    let model = lowest(&model_methods, Method::Recursive, naive, &every)
+    let model = (0..variants.len())
+        .map(|v| {
+            let pick = Pick {
+                model: Some(v),
+                naive,
+            };
+            (v, mae_of(points, &all, Method::Recursive, pick))
+        })
         .filter(|(_, mae)| mae.is_finite())
-        .map(|(m, _)| m);
-    let model_or_naive = model.unwrap_or(naive);
-    let cands = candidates(allowed, model);
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(v, _)| (v, Method::of(variants[v])));
+    let pick = Pick {
+        model: model.map(|(v, _)| v),
+        naive,
+    };
+    let cands = candidates(allowed, model.map(|(_, m)| m));
     let mae: Vec<(Method, f64)> = cands
         .iter()
-        .map(|m| (*m, mae_of(points, all(), *m, model_or_naive, naive)))
+        .map(|m| (*m, mae_of(points, &all, *m, pick)))
         .collect();
-    let default = mae
-        .iter()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(m, _)| *m)
-        .unwrap_or(naive);
+    let default = lowest(mae.iter().copied()).map(|(m, _)| m).unwrap_or(naive);
     let mut chosen = vec![None; n_series];
     if per_series {
-        let mut by_series: Vec<Vec<usize>> = vec![Vec::new(); n_series];
-        for (i, &s) in points.series.iter().enumerate() {
-            by_series[s as usize].push(i);
-        }
-        for (s, idx) in by_series.iter().enumerate() {
+        for (s, idx) in by_series(points, n_series).iter().enumerate() {
             if idx.is_empty() {
                 continue;
             }
-            let score = |m: Method| mae_of(points, idx.iter().copied(), m, model_or_naive, naive);
-            let own = cands
-                .iter()
-                .map(|m| (*m, score(*m)))
-                .min_by(|a, b| a.1.total_cmp(&b.1));
+            let score = |m: Method| mae_of(points, idx, m, pick);
+            let own = lowest(cands.iter().map(|m| (*m, score(*m))));
             // A series leaves the job's winner only for a clear gain on its own points: with
             // a few windows per series, the smallest of several noisy MAEs flatters its method.
             let job_mae = score(default);
@@ -154,13 +156,38 @@ pub fn choose(
     }
 }
 
+/// The backtest points of each series.
+pub fn by_series(points: &Points, n_series: usize) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); n_series];
+    for (i, &s) in points.series.iter().enumerate() {
+        out[s as usize].push(i);
+    }
+    out
+}
+
 /// The chosen method's prediction at every backtest point.
 pub fn chosen_predictions(points: &Points, choice: &Choice) -> Vec<f64> {
-    let model = choice.model.unwrap_or(choice.naive);
     (0..points.len())
         .map(|i| {
             let m = choice.method_of(points.series[i] as usize);
-            points.pred(m, i, model, choice.naive)
+            points.pred(m, i, choice.pick())
+        })
+        .collect()
+}
+
+/// Each series' typical error: the mean absolute error of its published backtest forecast
+/// (None for a series without points). Intervals are in these units, so a series that is hard
+/// to forecast gets a wider interval than an easy one of the same size.
+pub fn error_scales(points: &Points, pred: &[f64], n_series: usize) -> Vec<Option<f64>> {
+    by_series(points, n_series)
+        .iter()
+        .map(|idx| {
+            (!idx.is_empty()).then(|| {
+                idx.iter()
+                    .map(|&i| (points.actual[i] - pred[i]).abs())
+                    .sum::<f64>()
+                    / idx.len() as f64
+            })
         })
         .collect()
 }
@@ -169,13 +196,19 @@ pub fn chosen_predictions(points: &Points, choice: &Choice) -> Vec<f64> {
 /// there are this many.
 const MIN_POOL: usize = 200;
 
-/// Split-conformal half-widths per step, in units of each series' scale: the
-/// ceil((n+1)·coverage)-th smallest scaled absolute residual of the step (pooled with its
-/// neighbours when it has fewer than `MIN_POOL`).
-pub fn half_widths(points: &Points, pred: &[f64], horizon: usize, coverage: f64) -> Vec<f64> {
+/// Split-conformal half-widths per step, in units of each point's `norm` (its series' error
+/// scale): the ceil((n+1)·coverage)-th smallest normalized absolute residual of the step
+/// (pooled with its neighbours when it has fewer than `MIN_POOL`).
+pub fn half_widths(
+    points: &Points,
+    pred: &[f64],
+    norm: &[f64],
+    horizon: usize,
+    coverage: f64,
+) -> Vec<f64> {
     let mut by_step: Vec<Vec<f64>> = vec![Vec::new(); horizon];
     for i in 0..points.len() {
-        let r = (points.actual[i] - pred[i]).abs() / points.sd[i];
+        let r = (points.actual[i] - pred[i]).abs() / norm[i];
         if r.is_finite() {
             by_step[points.step[i] as usize].push(r);
         }
@@ -211,11 +244,9 @@ pub fn conformal(values: &mut [f64], coverage: f64) -> f64 {
 }
 
 /// The share of backtest actuals inside the interval.
-pub fn coverage(points: &Points, pred: &[f64], half: &[f64]) -> f64 {
+pub fn coverage(points: &Points, pred: &[f64], norm: &[f64], half: &[f64]) -> f64 {
     let inside = (0..points.len())
-        .filter(|&i| {
-            (points.actual[i] - pred[i]).abs() <= half[points.step[i] as usize] * points.sd[i]
-        })
+        .filter(|&i| (points.actual[i] - pred[i]).abs() <= half[points.step[i] as usize] * norm[i])
         .count();
     inside as f64 / points.len().max(1) as f64
 }
@@ -226,14 +257,16 @@ mod tests {
 
     /// Two series: on the first the day-ago value is exact, on the second a model is.
     fn points() -> Points {
-        let mut p = Points::default();
+        let mut p = Points {
+            models: vec![Vec::new(), Vec::new()],
+            ..Default::default()
+        };
         for s in 0..2u32 {
             for k in 0..24u16 {
                 let actual = 10.0 + f64::from(k);
                 p.series.push(s);
                 p.step.push(k);
                 p.actual.push(actual);
-                p.sd.push(1.0);
                 let (naive, model) = if s == 0 {
                     (actual, actual + 1.0)
                 } else {
@@ -241,8 +274,8 @@ mod tests {
                 };
                 p.naive_day.push(naive);
                 p.naive_week.push(actual + 5.0);
-                p.recursive.push(model);
-                p.direct.push(model + 0.25);
+                p.models[0].push(model);
+                p.models[1].push(model + 0.25);
             }
         }
         p
@@ -258,7 +291,7 @@ mod tests {
         ];
         let fitted = [Fitted::Recursive, Fitted::Direct];
         let c = choose(&points(), 2, &fitted, &all, true);
-        assert_eq!(c.model, Some(Method::Recursive), "the better strategy");
+        assert_eq!(c.model, Some((0, Method::Recursive)), "the better variant");
         assert_eq!(c.naive, Method::NaiveDay);
         assert_eq!(c.method_of(0), Method::NaiveDay, "naive is exact there");
         assert_eq!(c.method_of(1), Method::Recursive);
@@ -289,13 +322,13 @@ mod tests {
             p.series.push(0);
             p.step.push(((i / 10) % 4) as u16);
             p.actual.push(f64::from(i % 10));
-            p.sd.push(2.0);
         }
         let pred = vec![0.0; 1000];
-        let half = half_widths(&p, &pred, 4, 0.8);
-        // |residual| / sd is 0, 0.5, ..., 4.5 evenly: the 80% quantile is 4.0.
+        let norm = vec![2.0; 1000];
+        let half = half_widths(&p, &pred, &norm, 4, 0.8);
+        // |residual| / norm is 0, 0.5, ..., 4.5 evenly: the 80% quantile is 4.0.
         assert!(half.iter().all(|h| (*h - 4.0).abs() < 1e-12), "{half:?}");
-        let cov = coverage(&p, &pred, &half);
+        let cov = coverage(&p, &pred, &norm, &half);
         assert!((cov - 0.9).abs() < 1e-9, "{cov}");
         assert_eq!(conformal(&mut [], 0.8), 0.0);
     }

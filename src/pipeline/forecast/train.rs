@@ -4,7 +4,7 @@
 //! will use it.
 
 use super::dataset::Plan;
-use super::evaluate::{self, Method, Points};
+use super::evaluate::{self, Points};
 use super::features::{Fitted, Scale, SeriesSchema};
 use super::forecaster::Forecaster;
 use super::select::{self, Choice};
@@ -97,6 +97,18 @@ fn fit(
     Ok(Some((Model::fit(model, &x, &y)?, total)))
 }
 
+/// Fewest rows a backtest fit trains on before it is sampled down: the backtest compares
+/// variants and methods, and a sample of this size ranks them as the full data would while
+/// keeping four variants affordable on large jobs. The served model trains on every row.
+const BACKTEST_ROWS: usize = 300_000;
+
+/// A model variant the backtest tries: a strategy and a differencing lag.
+struct Variant {
+    schema: SeriesSchema,
+    strategy: Fitted,
+    model: Model,
+}
+
 /// Trains, backtests and chooses. `per_series` selection by `spec.selection`.
 pub fn train(
     schema: &SeriesSchema,
@@ -106,6 +118,16 @@ pub fn train(
 ) -> Result<Outcome, ModelError> {
     let h = spec.horizon;
     let day = spec.day();
+    let schemas: Vec<SeriesSchema> = spec
+        .difference
+        .choices(day)
+        .into_iter()
+        .map(|d| SeriesSchema {
+            difference: d,
+            ..schema.clone()
+        })
+        .collect();
+    let lookback = schemas.iter().map(|s| s.lookback()).max().unwrap_or(1);
     let origins_of: Vec<Vec<usize>> = series
         .iter()
         .map(|s| match s.model_ok {
@@ -114,12 +136,12 @@ pub fn train(
                 spec.backtest_windows,
                 spec.backtest_step,
                 h,
-                schema.lookback() + 1,
+                lookback + 1,
             ),
             false => Vec::new(),
         })
         .collect();
-    // The backtest fit sees only targets before each series' earliest origin.
+    // The backtest fits see only targets before each series' earliest origin.
     let cut: Vec<usize> = series
         .iter()
         .zip(&origins_of)
@@ -130,43 +152,82 @@ pub fn train(
         .zip(&cut)
         .map(|(s, &e)| schema.scale_of(s, e))
         .collect();
-    let mut fits: Vec<(Fitted, Model, usize)> = Vec::new();
-    for strategy in strategies(spec) {
-        if let Some((m, rows)) = fit(schema, model_spec, series, &scales_bt, &cut, strategy)? {
-            fits.push((strategy, m, rows));
+    let backtest_spec = ModelSpec {
+        max_train_rows: match model_spec.max_train_rows {
+            0 => BACKTEST_ROWS,
+            n => n.min(BACKTEST_ROWS),
+        },
+        ..model_spec.clone()
+    };
+    let mut variants: Vec<Variant> = Vec::new();
+    for sc in &schemas {
+        for strategy in strategies(spec) {
+            if let Some((m, _)) = fit(sc, &backtest_spec, series, &scales_bt, &cut, strategy)? {
+                variants.push(Variant {
+                    schema: sc.clone(),
+                    strategy,
+                    model: m,
+                });
+            }
         }
     }
-    let refs: Vec<(Fitted, &Model)> = fits.iter().map(|(f, m, _)| (*f, m)).collect();
-    let points = evaluate::backtest(schema, series, &scales_bt, &origins_of, &refs, day);
-    let fitted: Vec<Fitted> = fits.iter().map(|f| f.0).collect();
+    let fits: Vec<evaluate::Fit> = variants
+        .iter()
+        .map(|v| evaluate::Fit {
+            schema: &v.schema,
+            strategy: v.strategy,
+            model: &v.model,
+        })
+        .collect();
+    let points = evaluate::backtest(series, &scales_bt, &origins_of, &fits, h, day);
+    let strategies_fitted: Vec<Fitted> = variants.iter().map(|v| v.strategy).collect();
     let per_series = spec.selection == crate::config::Selection::PerSeries;
-    let choice = select::choose(&points, series.len(), &fitted, &spec.candidates, per_series);
+    let choice = select::choose(
+        &points,
+        series.len(),
+        &strategies_fitted,
+        &spec.candidates,
+        per_series,
+    );
     let pred = select::chosen_predictions(&points, &choice);
-    let half = select::half_widths(&points, &pred, h, spec.interval);
-    let coverage = (!points.is_empty()).then(|| select::coverage(&points, &pred, &half));
+    let errors = select::error_scales(&points, &pred, series.len());
+    // Series whose backtest forecast was exact still get an interval scaled like the rest.
+    let ratios: Vec<f64> = errors
+        .iter()
+        .zip(&scales_bt)
+        .filter_map(|(e, sc)| e.map(|e| e / sc.sd))
+        .filter(|r| *r > 0.0)
+        .collect();
+    let error_ratio = median(ratios).unwrap_or(1.0);
+    let norm_of = |i: usize| {
+        errors[i]
+            .filter(|e| *e > 0.0)
+            .unwrap_or(error_ratio * scales_bt[i].sd)
+    };
+    let norm: Vec<f64> = points.series.iter().map(|&s| norm_of(s as usize)).collect();
+    let half = select::half_widths(&points, &pred, &norm, h, spec.interval);
+    let coverage = (!points.is_empty()).then(|| select::coverage(&points, &pred, &norm, &half));
     let (metrics, per_step) = scored_or_empty(&points, &pred, h);
     let (naive_day, naive_day_steps) = scored_or_empty(&points, &points.naive_day, h);
     let (naive_week, _) = scored_or_empty(&points, &points.naive_week, h);
 
-    // The served model: the winning strategy, refit on every row when some series uses it.
+    // The served model: the winning variant, refit on every row when some series uses it.
     let used = (0..series.len()).any(|i| series[i].model_ok && choice.method_of(i).uses_model());
-    let strategy = match choice.model {
-        Some(Method::Direct) => Fitted::Direct,
-        _ => Fitted::Recursive,
+    let winner = choice.model.map(|(v, _)| v);
+    let (schema, strategy) = match winner {
+        Some(v) => (variants[v].schema.clone(), variants[v].strategy),
+        None => (schemas[0].clone(), Fitted::Recursive),
     };
     let scales: Vec<Scale> = series
         .iter()
         .map(|s| schema.scale_of(s, s.y.len()))
         .collect();
     let mut rows_train = 0;
-    let model = match (used, fits.into_iter().find(|f| f.0 == strategy)) {
-        (true, Some((_, backtest_fit, rows))) if !spec.refit => {
-            rows_train = rows;
-            Some(backtest_fit)
-        }
+    let model = match (used, winner) {
+        (true, Some(v)) if !spec.refit => Some(variants.swap_remove(v).model),
         (true, Some(_)) => {
             let ends: Vec<usize> = series.iter().map(|s| s.y.len()).collect();
-            match fit(schema, model_spec, series, &scales, &ends, strategy)? {
+            match fit(&schema, model_spec, series, &scales, &ends, strategy)? {
                 Some((m, rows)) => {
                     rows_train = rows;
                     Some(m)
@@ -187,7 +248,7 @@ pub fn train(
         });
     let key_of = |i: usize| series[i].key.to_string();
     let forecaster = Forecaster {
-        schema: schema.clone(),
+        schema,
         strategy,
         model,
         default: choice.default,
@@ -196,6 +257,10 @@ pub fn train(
             .filter_map(|i| choice.per_series[i].map(|m| (key_of(i), m)))
             .collect(),
         scales: (0..series.len()).map(|i| (key_of(i), scales[i])).collect(),
+        errors: (0..series.len())
+            .filter_map(|i| errors[i].filter(|e| *e > 0.0).map(|e| (key_of(i), e)))
+            .collect(),
+        error_ratio,
         half_width: half,
         interval: spec.interval,
         day,
@@ -214,6 +279,14 @@ pub fn train(
         choice,
         importances,
     })
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
 }
 
 fn scored_or_empty(points: &Points, pred: &[f64], h: usize) -> (Metrics, Vec<Metrics>) {
