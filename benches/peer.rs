@@ -138,8 +138,8 @@ async fn prescore_holdout(url: &str) -> Res<(f64, f64)> {
         .fetch(
             "SELECT avg(abs(f.yhat - r.kwh)), avg(abs(d.kwh - r.kwh)) \
              FROM peer_forecasts f \
-             JOIN raw.meter_readings r ON r.meter_id = f.meter_id AND r.ts = f.target_ts \
-             JOIN raw.meter_readings d ON d.meter_id = f.meter_id AND d.ts = f.target_ts - interval '168 hours' \
+             JOIN raw.meter_readings r ON r.meter_id = f.series_id AND r.ts = f.target_ts \
+             JOIN raw.meter_readings d ON d.meter_id = f.series_id AND d.ts = f.target_ts - interval '168 hours' \
              WHERE f.as_of = $1::timestamptz",
             &[prescore::warehouse::Value::text(CUTOFF)],
         )

@@ -326,6 +326,8 @@ pub struct ForecastSpec {
     pub max_stale: usize,
     /// Refit the served model on every row after the backtest (else serve the backtest's fit).
     pub refit: bool,
+    /// Rows each backtest fit samples (the served model trains on every row).
+    pub backtest_rows: usize,
 }
 
 impl ForecastSpec {

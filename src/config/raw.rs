@@ -240,6 +240,10 @@ pub struct RawForecast {
     /// Refit the served model on all rows after the backtest.
     #[serde(default = "default_true", deserialize_with = "lenient::de")]
     pub refit: bool,
+    /// Rows each backtest fit samples: enough to rank the variants and methods, few enough
+    /// that trying four variants stays cheap on large jobs.
+    #[serde(default = "default_backtest_rows", deserialize_with = "lenient::de")]
+    pub backtest_rows: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -347,6 +351,9 @@ fn default_interval() -> f64 {
 }
 fn default_difference() -> toml::Value {
     toml::Value::String("auto".into())
+}
+fn default_backtest_rows() -> usize {
+    100_000
 }
 fn default_strategy() -> Strategy {
     Strategy::Auto
@@ -954,6 +961,7 @@ fn validate_forecast(
         difference: difference?,
         max_stale: f.max_stale.unwrap_or(f.horizon),
         refit: f.refit,
+        backtest_rows: f.backtest_rows.max(1_000),
     })
 }
 

@@ -52,6 +52,37 @@ impl Matrix {
         &self.data[c * self.rows..(c + 1) * self.rows]
     }
 
+    /// A matrix of `rows` rows, row `r` written by `fill(r, buf)` into a cleared buffer that
+    /// must end up `cols` long. Rows are filled in parallel into one row-major block, then
+    /// transposed column by column: no allocation per row.
+    pub fn build(rows: usize, cols: usize, fill: impl Fn(usize, &mut Vec<f64>) + Sync) -> Matrix {
+        let mut row_major = vec![0.0; rows * cols];
+        if cols > 0 {
+            row_major
+                .par_chunks_mut(cols * ROWS_PER_TASK)
+                .enumerate()
+                .for_each_init(
+                    || Vec::with_capacity(cols),
+                    |buf, (chunk, block)| {
+                        for (i, slot) in block.chunks_mut(cols).enumerate() {
+                            buf.clear();
+                            fill(chunk * ROWS_PER_TASK + i, buf);
+                            slot.copy_from_slice(buf);
+                        }
+                    },
+                );
+        }
+        let mut data = vec![0.0; rows * cols];
+        if rows > 0 {
+            data.par_chunks_mut(rows).enumerate().for_each(|(c, col)| {
+                for (r, v) in col.iter_mut().enumerate() {
+                    *v = row_major[r * cols + c];
+                }
+            });
+        }
+        Matrix { data, rows, cols }
+    }
+
     /// The rows at `idx`, in that order.
     pub fn select_rows(&self, idx: &[usize]) -> Matrix {
         let mut data = Vec::with_capacity(idx.len() * self.cols);
@@ -96,6 +127,8 @@ impl std::fmt::Debug for Model {
 
 /// Rows scored per rayon task: large enough to amortize scheduling, small enough to balance.
 const CHUNK: usize = 4096;
+/// Rows built per rayon task by [`Matrix::build`].
+const ROWS_PER_TASK: usize = 1024;
 
 /// The rows a training set of `total` rows is cut to: a seeded sample of
 /// `spec.max_train_rows` row numbers in ascending order, or None to keep every row. A caller

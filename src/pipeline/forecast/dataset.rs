@@ -94,44 +94,34 @@ impl SeriesSchema {
                 || (mix(seed ^ (i as u64) << 32 ^ u64::from(t) ^ (c as u64) << 56) % total as u64)
                     < cap as u64
         };
-        let blocks: Vec<(Vec<f64>, Vec<f64>)> = per_series
-            .par_iter()
-            .zip(series.par_iter())
+        // The kept rows, in series order: (series, target, origin).
+        let kept: Vec<(u32, u32, u32)> = per_series
+            .iter()
             .enumerate()
-            .map(|(i, ((b, pairs), s))| {
-                let mut rows = Vec::new();
-                let mut ys = Vec::new();
-                let mut buf = Vec::with_capacity(width);
-                for (c, &(t, o)) in pairs.iter().enumerate() {
-                    if !keep(i, t, c) {
-                        continue;
-                    }
-                    let (t, o) = (t as usize, o as usize);
-                    self.row(s, b, t, o, strategy, &mut buf);
-                    rows.extend_from_slice(&buf);
-                    ys.push(b[t]);
-                }
-                (rows, ys)
+            .flat_map(|(i, (_, pairs))| {
+                pairs
+                    .iter()
+                    .enumerate()
+                    .filter(move |(c, &(t, _))| keep(i, t, *c))
+                    .map(move |(_, &(t, o))| (i as u32, t, o))
             })
             .collect();
-        let n: usize = blocks.iter().map(|b| b.1.len()).sum();
-        let mut data = vec![0.0; n * width];
-        let mut y = Vec::with_capacity(n);
-        let mut r0 = 0;
-        for (rows, ys) in blocks {
-            for (i, row) in rows.chunks(width).enumerate() {
-                for (c, v) in row.iter().enumerate() {
-                    data[c * n + r0 + i] = *v;
-                }
-            }
-            r0 += ys.len();
-            y.extend(ys);
-        }
-        let x = Matrix {
-            data,
-            rows: n,
-            cols: width,
-        };
+        let x = Matrix::build(kept.len(), width, |r, row| {
+            let (i, t, o) = kept[r];
+            let b = &per_series[i as usize].0;
+            self.row(
+                &series[i as usize],
+                b,
+                t as usize,
+                o as usize,
+                strategy,
+                row,
+            );
+        });
+        let y = kept
+            .iter()
+            .map(|&(i, t, _)| per_series[i as usize].0[t as usize])
+            .collect();
         (x, y, total)
     }
 }

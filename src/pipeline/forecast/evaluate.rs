@@ -87,6 +87,8 @@ pub fn origins(
 #[derive(Debug, Default, Clone)]
 pub struct Points {
     pub series: Vec<u32>,
+    /// The backtest window (0 = the latest).
+    pub window: Vec<u8>,
     pub step: Vec<u16>,
     pub actual: Vec<f64>,
     /// Per fitted model variant (in the order of `backtest`'s `fits`), its predictions.
@@ -169,6 +171,7 @@ pub fn backtest(
                     continue;
                 };
                 p.series.push(i as u32);
+                p.window.push(w.min(255) as u8);
                 p.step.push(k as u16);
                 p.actual.push(actual);
                 for (v, f) in by_fit.iter().enumerate() {

@@ -37,33 +37,14 @@ impl SeriesSchema {
             })
             .collect();
         let n = series.len();
-        let matrix_of = |rows: Vec<Vec<f64>>| {
-            let m = rows.len();
-            let mut data = vec![0.0; m * width];
-            for (r, row) in rows.iter().enumerate() {
-                for (c, v) in row.iter().enumerate() {
-                    data[c * m + r] = *v;
-                }
-            }
-            Matrix {
-                data,
-                rows: m,
-                cols: width,
-            }
-        };
         match strategy {
             Fitted::Recursive => {
                 for _ in 0..h {
-                    let rows: Vec<Vec<f64>> = series
-                        .par_iter()
-                        .zip(buffers.par_iter())
-                        .map(|(s, (_, b))| {
-                            let mut row = Vec::with_capacity(width);
-                            self.row(s, b, b.len(), b.len(), strategy, &mut row);
-                            row
-                        })
-                        .collect();
-                    let preds = predict(&matrix_of(rows));
+                    let x = Matrix::build(n, width, |r, row| {
+                        let b = &buffers[r].1;
+                        self.row(series[r], b, b.len(), b.len(), strategy, row);
+                    });
+                    let preds = predict(&x);
                     for ((z, b), p) in buffers.iter_mut().zip(preds) {
                         let t = z.len();
                         z.push(self.undiff(z, t, p));
@@ -72,19 +53,13 @@ impl SeriesSchema {
                 }
             }
             Fitted::Direct => {
-                let rows: Vec<Vec<f64>> = series
-                    .par_iter()
-                    .zip(buffers.par_iter())
-                    .flat_map_iter(|(s, (_, b))| {
-                        let o = b.len();
-                        (o..o + h).map(move |t| {
-                            let mut row = Vec::with_capacity(width);
-                            self.row(s, b, t, o, strategy, &mut row);
-                            row
-                        })
-                    })
-                    .collect();
-                let preds = predict(&matrix_of(rows));
+                let x = Matrix::build(n * h, width, |r, row| {
+                    let (i, k) = (r / h, r % h);
+                    let b = &buffers[i].1;
+                    let o = b.len();
+                    self.row(series[i], b, o + k, o, strategy, row);
+                });
+                let preds = predict(&x);
                 for ((z, _), p) in buffers.iter_mut().zip(preds.chunks(h.max(1))) {
                     // In step order, so a step more than a season ahead adds to a forecast.
                     for v in p {

@@ -77,7 +77,9 @@ fn fit(
         cap: model.max_train_rows,
         seed: model.seed,
     };
+    let started = std::time::Instant::now();
     let (x, y, total) = schema.training_set(series, scales, ends, plan);
+    let built = started.elapsed().as_secs_f64();
     if x.rows < MIN_ROWS {
         tracing::warn!(
             rows = x.rows,
@@ -94,13 +96,17 @@ fn fit(
         strategy = strategy.name(),
         "training"
     );
-    Ok(Some((Model::fit(model, &x, &y)?, total)))
+    let fitted = Model::fit(model, &x, &y)?;
+    tracing::debug!(
+        build_s = built,
+        fit_s = started.elapsed().as_secs_f64() - built,
+        "fitted"
+    );
+    Ok(Some((fitted, total)))
 }
 
-/// Fewest rows a backtest fit trains on before it is sampled down: the backtest compares
-/// variants and methods, and a sample of this size ranks them as the full data would while
-/// keeping four variants affordable on large jobs. The served model trains on every row.
-const BACKTEST_ROWS: usize = 300_000;
+/// Above this many series, model variants are compared on an even sample of this many.
+const VARIANT_SAMPLE_SERIES: usize = 2_000;
 
 /// A model variant the backtest tries: a strategy and a differencing lag.
 struct Variant {
@@ -152,10 +158,13 @@ pub fn train(
         .zip(&cut)
         .map(|(s, &e)| schema.scale_of(s, e))
         .collect();
+    // The backtest fits compare variants and methods; a sample ranks them as the full data
+    // would, and keeps four variants affordable on large jobs. The served model trains on
+    // every row.
     let backtest_spec = ModelSpec {
         max_train_rows: match model_spec.max_train_rows {
-            0 => BACKTEST_ROWS,
-            n => n.min(BACKTEST_ROWS),
+            0 => spec.backtest_rows,
+            n => n.min(spec.backtest_rows),
         },
         ..model_spec.clone()
     };
@@ -171,15 +180,34 @@ pub fn train(
             }
         }
     }
-    let fits: Vec<evaluate::Fit> = variants
-        .iter()
-        .map(|v| evaluate::Fit {
-            schema: &v.schema,
-            strategy: v.strategy,
-            model: &v.model,
-        })
-        .collect();
-    let points = evaluate::backtest(series, &scales_bt, &origins_of, &fits, h, day);
+    // Many series: the variants compete on an even sample of them, and only the winner is
+    // backtested on every series (for the per-series choice and the intervals).
+    if variants.len() > 1 && series.len() > VARIANT_SAMPLE_SERIES {
+        let every = series.len().div_ceil(VARIANT_SAMPLE_SERIES);
+        let sampled: Vec<Vec<usize>> = origins_of
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                if i % every == 0 {
+                    o.clone()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let points = evaluate::backtest(series, &scales_bt, &sampled, &fits_of(&variants), h, day);
+        let best = (0..variants.len()).min_by(|&a, &b| {
+            mae(&points, &points.models[a]).total_cmp(&mae(&points, &points.models[b]))
+        });
+        if let Some(best) = best {
+            tracing::debug!(
+                variant = best,
+                "the variants compared on a sample of series"
+            );
+            variants = vec![variants.swap_remove(best)];
+        }
+    }
+    let points = evaluate::backtest(series, &scales_bt, &origins_of, &fits_of(&variants), h, day);
     let strategies_fitted: Vec<Fitted> = variants.iter().map(|v| v.strategy).collect();
     let per_series = spec.selection == crate::config::Selection::PerSeries;
     let choice = select::choose(
@@ -204,7 +232,7 @@ pub fn train(
             .filter(|e| *e > 0.0)
             .unwrap_or(error_ratio * scales_bt[i].sd)
     };
-    let norm: Vec<f64> = points.series.iter().map(|&s| norm_of(s as usize)).collect();
+    let norm = select::cross_fitted_scales(&points, &pred, series.len(), norm_of);
     let half = select::half_widths(&points, &pred, &norm, h, spec.interval);
     let coverage = (!points.is_empty()).then(|| select::coverage(&points, &pred, &norm, &half));
     let (metrics, per_step) = scored_or_empty(&points, &pred, h);
@@ -279,6 +307,34 @@ pub fn train(
         choice,
         importances,
     })
+}
+
+fn fits_of(variants: &[Variant]) -> Vec<evaluate::Fit<'_>> {
+    variants
+        .iter()
+        .map(|v| evaluate::Fit {
+            schema: &v.schema,
+            strategy: v.strategy,
+            model: &v.model,
+        })
+        .collect()
+}
+
+/// Mean absolute error of predictions at the backtest points (NaN counts as infinitely bad).
+fn mae(points: &Points, pred: &[f64]) -> f64 {
+    let sum: f64 = points
+        .actual
+        .iter()
+        .zip(pred)
+        .map(|(a, p)| {
+            if p.is_finite() {
+                (a - p).abs()
+            } else {
+                f64::INFINITY
+            }
+        })
+        .sum();
+    sum / points.len().max(1) as f64
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
