@@ -5,6 +5,7 @@ mod support;
 
 mod forecast;
 mod ltv;
+mod monitoring;
 mod registry;
 mod reliability;
 mod spine;

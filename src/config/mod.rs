@@ -363,6 +363,8 @@ pub struct Output {
     pub interval: Option<f64>,
     /// Regression score jobs: scores and lower bounds are never below this.
     pub min_score: Option<f64>,
+    /// Keep every published row in `<table>_history` for this long (None: no history).
+    pub keep_history: Option<Duration>,
 }
 
 /// A validated job: everything the pipeline needs, checked.

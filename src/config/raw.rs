@@ -281,6 +281,11 @@ pub struct RawOutput {
     /// A lower prediction, or interval bound, is raised to it.
     #[serde(default, deserialize_with = "lenient::de_opt")]
     pub min_score: Option<f64>,
+    /// Keep every published row in `<table>_history`, keyed by the row's key and `as_of`, for
+    /// this long (`"90d"`); `"0"` keeps none. Default: 90 days for forecasts, none for score
+    /// jobs.
+    #[serde(default)]
+    pub keep_history: Option<String>,
 }
 
 fn default_warehouse() -> String {
@@ -1014,12 +1019,28 @@ fn validate_output(o: &RawOutput, kind: KindTag, task: Task, p: &mut Problems) -
             format!("{i} must be a coverage between 0 and 1, such as 0.8"),
         );
     }
+    let keep_history = match (o.keep_history.as_deref().map(str::trim), kind) {
+        (None, KindTag::Forecast) => Some(Duration::from_secs(90 * 86_400)),
+        (None, KindTag::Score) | (Some("0" | "off" | "none"), _) => None,
+        (Some(text), _) => p.duration("output.keep_history", text),
+    };
+    if let (Some(t), Some(_)) = (&table, keep_history) {
+        if Ident::new(&format!("{t}_history")).is_err() {
+            p.push(
+                "output.keep_history",
+                format!(
+                    "the history table {t}_history would not be a valid name: shorten output.table"
+                ),
+            );
+        }
+    }
     Some(Output {
         table: table?,
         threshold: o.threshold,
         write: o.write,
         interval,
         min_score: o.min_score.filter(|_| regression_score),
+        keep_history,
     })
 }
 

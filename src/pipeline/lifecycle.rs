@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::ledger::{self, Status};
 use crate::model::metrics::Metrics;
 use crate::registry::{self, ModelRecord, StoredModel};
+use crate::warehouse::ident::Ident;
 use crate::warehouse::ColumnDef;
 
 /// A freshly trained model, evaluated, before the gate.
@@ -132,10 +133,16 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
     };
     ctx.report.model_version = Some(version);
     let output = kind.serve(ctx, data, serving, version).await?;
+    let history = ctx.job.output.keep_history.map(|keep| {
+        let name = format!("{}_history", ctx.job.output.table);
+        (Ident::new(&name).expect("validated with the config"), keep)
+    });
     let publication = Publication {
         job: &ctx.job.name,
         run_id: ctx.run_id,
+        as_of: ctx.opts.as_of,
         table: &ctx.job.output.table,
+        history,
         columns: output.columns,
         key: output.key.iter().map(String::as_str).collect(),
         frame: output.frame,

@@ -1,6 +1,7 @@
-//! Stage 7, publish: one transaction writes the predictions into the results table, promotes
-//! the model if the gate passed, records the run's metrics and marks the ledger row
-//! `succeeded`. Until the commit, readers see the previous predictions exactly as they were
+//! Stage 7, publish: one transaction writes the predictions into the results table (a row is
+//! only replaced by one at least as new, so a backfill never overwrites fresher predictions)
+//! and appends them to the job's history table, promotes the model if the gate passed,
+//! records the run's metrics and marks the ledger row `succeeded`. Until the commit, readers see the previous predictions exactly as they were
 //! (with `write = "replace"` on PostgreSQL they wait for the commit instead); a crash anywhere
 //! before it changes nothing.
 
@@ -16,7 +17,10 @@ use crate::warehouse::{ColumnDef, ColumnType, Value, Warehouse, WarehouseError, 
 pub struct Publication<'a> {
     pub job: &'a str,
     pub run_id: &'a str,
+    pub as_of: DateTime<Utc>,
     pub table: &'a Ident,
+    /// `<table>_history` and how long it keeps rows, when the job keeps history.
+    pub history: Option<(Ident, std::time::Duration)>,
     pub columns: Vec<ColumnDef>,
     pub key: Vec<&'a str>,
     pub frame: DataFrame,
@@ -36,8 +40,34 @@ pub async fn publish(
 ) -> Result<u64, WarehouseError> {
     wh.ensure_table(p.table, &p.columns, &p.key, p.write == WriteMode::Upsert)
         .await?;
+    let history_key: Vec<&str> = p.key.iter().copied().chain(["as_of"]).collect();
+    if let Some((h, _)) = &p.history {
+        wh.ensure_table(h, &p.columns, &history_key, false).await?;
+    }
     let mut tx = wh.begin().await?;
-    let written = tx.write(p.table, &p.key, &p.frame, p.write).await?;
+    let written = if backfill_of_replaced(&mut tx, &p).await? {
+        tracing::warn!(
+            "a backfill of a job that writes with replace: its rows go to the history only, \
+             the results table keeps the fresher run's rows"
+        );
+        0
+    } else {
+        // A row is replaced only by one at least as new: a backfill fills gaps, never
+        // overwrites a fresher prediction.
+        let newer_by = (p.write == WriteMode::Upsert).then_some("as_of");
+        tx.write_newer(p.table, &p.key, &p.frame, p.write, newer_by)
+            .await?
+    };
+    if let Some((h, keep)) = &p.history {
+        tx.write(h, &history_key, &p.frame, WriteMode::Upsert)
+            .await?;
+        let cutoff = p.as_of - chrono::Duration::from_std(*keep).unwrap_or(chrono::Duration::MAX);
+        tx.execute(
+            &format!("DELETE FROM {} WHERE as_of < $1", h.quoted()),
+            &[Value::Ts(Some(cutoff))],
+        )
+        .await?;
+    }
     crate::fault::pause("commit");
     if let Some((version, reason)) = &p.promote {
         registry::promote_in(&mut tx, p.job, *version, reason).await?;
@@ -61,6 +91,23 @@ pub async fn publish(
     tx.commit().await?;
     tracing::info!(rows = written, "published");
     Ok(written)
+}
+
+/// Whether this run replaces a table that already holds rows of a later `as_of`.
+async fn backfill_of_replaced(
+    tx: &mut crate::warehouse::Tx,
+    p: &Publication<'_>,
+) -> Result<bool, WarehouseError> {
+    if p.write != WriteMode::Replace {
+        return Ok(false);
+    }
+    let rows = tx
+        .fetch(
+            &format!("SELECT COUNT(*) FROM {} WHERE as_of > $1", p.table.quoted()),
+            &[Value::Ts(Some(p.as_of))],
+        )
+        .await?;
+    Ok(rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0) > 0)
 }
 
 /// model_version, run_id, as_of and the publish time (`time_name`): the provenance of every

@@ -545,6 +545,19 @@ impl Tx {
         frame: &DataFrame,
         mode: WriteMode,
     ) -> Result<u64, WarehouseError> {
+        self.write_newer(table, key, frame, mode, None).await
+    }
+
+    /// [`Tx::write`], where with `newer_by = Some(column)` an existing row is replaced only by
+    /// a row whose `column` is at least as new (a backfill never overwrites a fresher row).
+    pub async fn write_newer(
+        &mut self,
+        table: &Ident,
+        key: &[&str],
+        frame: &DataFrame,
+        mode: WriteMode,
+        newer_by: Option<&str>,
+    ) -> Result<u64, WarehouseError> {
         let names: Vec<String> = frame
             .get_column_names()
             .iter()
@@ -566,13 +579,20 @@ impl Tx {
             .map(|n| format!("\"{n}\" = excluded.\"{n}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let conflict = format!(
+        let mut conflict = format!(
             "ON CONFLICT ({}) DO UPDATE SET {updates}",
             key.iter()
                 .map(|k| format!("\"{k}\""))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if let Some(c) = newer_by {
+            // Both dialects name the existing row by its table's (unqualified) name.
+            conflict.push_str(&format!(
+                " WHERE \"{}\".\"{c}\" <= excluded.\"{c}\"",
+                table.base()
+            ));
+        }
         match self {
             Tx::Sqlite(tx) => sqlite::write(tx, table, &quoted, &cols, &conflict, mode).await,
             Tx::Postgres(tx) => postgres::write(tx, table, &quoted, &cols, &conflict, mode).await,
