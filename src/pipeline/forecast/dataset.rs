@@ -19,7 +19,7 @@ pub struct Plan {
 
 impl SeriesSchema {
     /// The (target, origin) pairs a series trains on: every target `t` in
-    /// `[lookback, end)` with a known value. `direct` gives each target `copies` origins,
+    /// `[first_target, end)` with a known value. `direct` gives each target `copies` origins,
     /// each at a step ahead drawn from `1..=horizon` (seeded by the series and `t`), so the
     /// training set stays `copies` times the recursive one rather than `horizon` times.
     fn pairs(
@@ -32,7 +32,7 @@ impl SeriesSchema {
     ) -> Vec<(u32, u32)> {
         let mut out = Vec::new();
         let end = end.min(b.len());
-        for (t, v) in b.iter().enumerate().take(end).skip(self.lookback()) {
+        for (t, v) in b.iter().enumerate().take(end).skip(self.first_target()) {
             if !v.is_finite() {
                 continue;
             }

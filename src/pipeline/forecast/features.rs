@@ -133,6 +133,14 @@ impl SeriesSchema {
         longest.unwrap_or(1) + self.difference
     }
 
+    /// The first step a training row may predict: its shortest lag is known. Longer lags and
+    /// windows that reach before the series' start are missing (NaN), which the trees route
+    /// on their own, so a short series still teaches its first weeks (a weekday seen only
+    /// before the longest lag is available is otherwise never seen at all).
+    pub fn first_target(&self) -> usize {
+        self.lags.iter().copied().min().unwrap_or(1) + self.difference
+    }
+
     /// A fingerprint of what the rows hold (learned levels included).
     pub fn hash(&self) -> String {
         let mut key = self.names(Fitted::Direct).join("\u{1f}");

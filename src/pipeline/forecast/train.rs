@@ -63,7 +63,7 @@ fn fit(
         .iter()
         .zip(ends)
         .filter(|(s, _)| s.model_ok)
-        .map(|(_, e)| e.saturating_sub(schema.lookback()))
+        .map(|(_, e)| e.saturating_sub(schema.first_target()))
         .sum();
     let copies = match strategy {
         Fitted::Recursive => 1,
