@@ -119,7 +119,7 @@ async fn check(a: CheckArgs) -> Result<(), Error> {
         )),
         config::JobKind::Forecast { .. } => {}
     }
-    let binds = pipeline::read::params(as_of);
+    let binds = pipeline::read::params(as_of, pipeline::Shard::ALL);
     let mut failed = None;
     for (sql, contract) in files {
         let path = &sql.path;

@@ -164,7 +164,7 @@ async fn ltv_training_reads_no_label_that_was_not_known_at_as_of() {
         // four months' are not.
         let known = latest.checked_sub_months(Months::new(4)).unwrap();
         let as_of = known + Duration::days(10);
-        let params = prescore::pipeline::read::params(as_of);
+        let params = prescore::pipeline::read::params(as_of, prescore::pipeline::Shard::ALL);
         let train_sql = &job.input.train_sql.text;
         let before = wh
             .read_frame(train_sql, &params, &job.input.columns)

@@ -8,4 +8,5 @@ mod ltv;
 mod monitoring;
 mod registry;
 mod reliability;
+mod sharding;
 mod spine;

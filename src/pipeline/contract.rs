@@ -41,6 +41,14 @@ pub enum ContractError {
         what: &'static str,
         per: String,
     },
+    #[error("{what} returned key {key} (row {row}), which belongs to shard {owner}, not to this shard {shard}: the SQL's split must match prescore's (`key % :shard_count = :shard_index`)")]
+    WrongShard {
+        what: &'static str,
+        key: String,
+        row: usize,
+        shard: String,
+        owner: u32,
+    },
     #[error("only {now} entities to score, fewer than {ratio:.0}% of the {before} the last successful run scored (input.min_entities_ratio): refusing to publish a partial result")]
     SuddenDrop { now: usize, before: i64, ratio: f64 },
 }

@@ -24,6 +24,9 @@ pub mod pool;
 pub mod publish;
 pub mod read;
 pub mod score;
+pub mod shard;
+
+pub use shard::Shard;
 
 use chrono::{DateTime, Utc};
 
@@ -52,28 +55,6 @@ impl Mode {
             Mode::Train => "train",
             Mode::Score => "score",
         }
-    }
-}
-
-/// `--shard k/N`: this process handles the entities whose stable key hash is k modulo N.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
-impl Shard {
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
-
-    pub fn label(&self) -> String {
-        format!("{}/{}", self.index, self.count)
-    }
-
-    pub fn owns(&self, key: &str) -> bool {
-        self.count <= 1
-            || u64::from_str_radix(&score::features::fnv_hex(key), 16).unwrap_or(0)
-                % u64::from(self.count)
-                == u64::from(self.index)
     }
 }
 

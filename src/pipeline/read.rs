@@ -7,12 +7,17 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use polars::prelude::DataFrame;
 
+use super::Shard;
 use crate::config::{ColumnType, Job};
 use crate::warehouse::{retry, Value, Warehouse, WarehouseError};
 
 /// The values bound to a job's named parameters.
-pub fn params(as_of: DateTime<Utc>) -> BTreeMap<&'static str, Value> {
-    BTreeMap::from([("as_of", Value::Ts(Some(as_of)))])
+pub fn params(as_of: DateTime<Utc>, shard: Shard) -> BTreeMap<&'static str, Value> {
+    BTreeMap::from([
+        ("as_of", Value::Ts(Some(as_of))),
+        ("shard_index", Value::Int(Some(i64::from(shard.index)))),
+        ("shard_count", Value::Int(Some(i64::from(shard.count)))),
+    ])
 }
 
 /// Reads `sql`, expecting the columns of `contract`.
@@ -24,8 +29,9 @@ pub async fn read(
     what: &str,
     contract: &BTreeMap<String, ColumnType>,
     as_of: DateTime<Utc>,
+    shard: Shard,
 ) -> Result<DataFrame, WarehouseError> {
-    let params = params(as_of);
+    let params = params(as_of, shard);
     tracing::info!("running {what}");
     let df = retry(what, job.retry_attempts, job.retry_backoff, || {
         wh.read_frame(sql, &params, contract)

@@ -4,10 +4,24 @@
 //! casts are left alone.
 
 /// The parameters prescore binds, and what each means.
-pub const KNOWN: &[(&str, &str)] = &[(
-    "as_of",
-    "the run's as-of time (UTC): read only what was known then",
-)];
+pub const KNOWN: &[(&str, &str)] = &[
+    (
+        "as_of",
+        "the run's as-of time (UTC): read only what was known then",
+    ),
+    (
+        "shard_index",
+        "this process's shard, 0..shard_count (0 when unsharded): read only its entities",
+    ),
+    ("shard_count", "the number of shards (1 when unsharded)"),
+];
+
+/// Whether `sql` reads one of the shard parameters: the SQL splits the entities itself.
+pub fn uses_shard(sql: &str) -> bool {
+    placeholders(sql)
+        .iter()
+        .any(|(_, _, p)| matches!(p, Placeholder::Named("shard_index" | "shard_count")))
+}
 
 /// SQL with `:name` replaced by `$1, $2, …`, and the names in the order of their numbers.
 #[derive(Debug, Clone, PartialEq)]

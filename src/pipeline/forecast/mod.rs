@@ -50,10 +50,20 @@ impl Kind for ForecastJob<'_> {
         let history = ctx
             .time(
                 "read",
-                read::read(job, wh, sql, what, &job.input.columns, opts.as_of),
+                read::read(
+                    job,
+                    wh,
+                    sql,
+                    what,
+                    &job.input.columns,
+                    opts.as_of,
+                    opts.shard,
+                ),
             )
             .await?;
         ctx.report.rows_read = history.height();
+        // Only this shard's series are built (and, with the split in the SQL, read).
+        let history = opts.shard.split(history, key, sql, what)?;
         let future = match self.future_sql {
             Some(sql) => {
                 let contract = series::future_contract(job, time);
@@ -61,11 +71,11 @@ impl Kind for ForecastJob<'_> {
                 let f = ctx
                     .time(
                         "read",
-                        read::read(job, wh, &sql.text, what, &contract, opts.as_of),
+                        read::read(job, wh, &sql.text, what, &contract, opts.as_of, opts.shard),
                     )
                     .await?;
                 ctx.report.rows_read += f.height();
-                Some(f)
+                Some(opts.shard.split(f, key, &sql.text, what)?)
             }
             None => None,
         };
@@ -75,7 +85,7 @@ impl Kind for ForecastJob<'_> {
         .await?;
         let (owned, spec, time) = (job.clone(), self.spec.clone(), time.to_string());
         let as_of_us = opts.as_of.timestamp_micros();
-        let (mut all, skipped) = ctx
+        let (all, skipped) = ctx
             .time(
                 "features",
                 pool::on_pool(job.threads, move || {
@@ -83,9 +93,6 @@ impl Kind for ForecastJob<'_> {
                 }),
             )
             .await??;
-        if opts.shard.count > 1 {
-            all.retain(|s| opts.shard.owns(&s.key.to_string()));
-        }
         if let Some((key, why)) = skipped.first() {
             tracing::warn!(skipped = skipped.len(), example = %format!("{key}: {why}"), "series without a forecast");
         }

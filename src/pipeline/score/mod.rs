@@ -58,7 +58,7 @@ impl Kind for ScoreJob<'_> {
         let df = ctx
             .time(
                 "read",
-                read::read(job, wh, sql, what, &job.input.columns, as_of),
+                read::read(job, wh, sql, what, &job.input.columns, as_of, Shard::ALL),
             )
             .await?;
         ctx.report.rows_read += df.height();
@@ -174,13 +174,12 @@ impl Kind for ScoreJob<'_> {
                     what,
                     &contract_cols,
                     opts.as_of,
+                    opts.shard,
                 ),
             )
             .await?;
         ctx.report.rows_read += df.height();
-        if opts.shard.count > 1 {
-            df = shard_filter(&df, key, opts.shard)?;
-        }
+        df = opts.shard.split(df, key, &self.score_sql.text, what)?;
         let before = ledger::last_scored(wh, &job.name, &opts.shard.label()).await?;
         ctx.time("contract", async {
             contract::check(job, &df, what, &[key], opts.as_of)?;
@@ -340,18 +339,4 @@ fn check_schema(job: &Job, schema: &FeatureSchema, version: i64) -> Result<(), E
         });
     }
     Ok(())
-}
-
-fn shard_filter(df: &DataFrame, key: &str, shard: Shard) -> Result<DataFrame, Error> {
-    let col = df
-        .column(key)
-        .map_err(|e| Error::internal("the key column", e))?;
-    let mask: BooleanChunked = (0..df.height())
-        .map(|r| {
-            let k = crate::warehouse::frame::cell_text(col, r);
-            Some(shard.owns(&k))
-        })
-        .collect();
-    df.filter(&mask)
-        .map_err(|e| Error::internal("the shard filter", e))
 }
