@@ -83,7 +83,9 @@ async fn three_shards_read_a_third_each_and_publish_what_one_process_does() {
         .await[0][0]
             .parse()
             .unwrap();
-        rows(&db, "DELETE FROM energy_forecasts").await;
+        // Fresh tables: the shards create them and publish into them at the same time.
+        rows(&db, "DROP TABLE energy_forecasts").await;
+        rows(&db, "DROP TABLE energy_forecasts_history").await;
 
         // Three shard processes; started together where the warehouse takes concurrent writers.
         let run = |k: usize| {

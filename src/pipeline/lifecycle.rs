@@ -143,6 +143,7 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
         as_of: ctx.opts.as_of,
         table: &ctx.job.output.table,
         history,
+        sharded: ctx.opts.shard.count > 1,
         columns: output.columns,
         key: output.key.iter().map(String::as_str).collect(),
         frame: output.frame,

@@ -11,7 +11,7 @@ use polars::prelude::*;
 use crate::ledger::{self, RunStats, Status};
 use crate::registry;
 use crate::warehouse::ident::Ident;
-use crate::warehouse::{ColumnDef, ColumnType, Value, Warehouse, WarehouseError, WriteMode};
+use crate::warehouse::{ColumnDef, ColumnType, Guard, Value, Warehouse, WarehouseError, WriteMode};
 
 /// Everything one publish writes.
 pub struct Publication<'a> {
@@ -21,6 +21,8 @@ pub struct Publication<'a> {
     pub table: &'a Ident,
     /// `<table>_history` and how long it keeps rows, when the job keeps history.
     pub history: Option<(Ident, std::time::Duration)>,
+    /// Other shards of the job publish into the same tables at the same time.
+    pub sharded: bool,
     pub columns: Vec<ColumnDef>,
     pub key: Vec<&'a str>,
     pub frame: DataFrame,
@@ -54,12 +56,19 @@ pub async fn publish(
     } else {
         // A row is replaced only by one at least as new: a backfill fills gaps, never
         // overwrites a fresher prediction.
-        let newer_by = (p.write == WriteMode::Upsert).then_some("as_of");
-        tx.write_newer(p.table, &p.key, &p.frame, p.write, newer_by)
+        let guard = Guard {
+            newer_by: (p.write == WriteMode::Upsert).then_some("as_of"),
+            concurrent: p.sharded,
+        };
+        tx.write_with(p.table, &p.key, &p.frame, p.write, guard)
             .await?
     };
     if let Some((h, keep)) = &p.history {
-        tx.write(h, &history_key, &p.frame, WriteMode::Upsert)
+        let guard = Guard {
+            newer_by: None,
+            concurrent: p.sharded,
+        };
+        tx.write_with(h, &history_key, &p.frame, WriteMode::Upsert, guard)
             .await?;
         let cutoff = p.as_of - chrono::Duration::from_std(*keep).unwrap_or(chrono::Duration::MAX);
         tx.execute(

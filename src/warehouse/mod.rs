@@ -59,6 +59,19 @@ impl WarehouseError {
         move |source| WarehouseError::Query { context, source }
     }
 
+    /// The database's SQLSTATE (PostgreSQL) or result code (SQLite), when it gave one.
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            WarehouseError::Connect { source, .. } | WarehouseError::Query { source, .. } => {
+                match source {
+                    sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Connection drops, pool time-outs, server restarts, serialization failures and a busy
     /// SQLite file are transient; everything else (syntax, constraints, permissions) is not.
     pub fn is_transient(&self) -> bool {
@@ -378,14 +391,23 @@ impl Warehouse {
         if existing.is_empty() {
             // IF NOT EXISTS for a concurrent creator; checked first so that the usual case
             // does not log the server's "already exists" notice.
-            self.execute(
-                &format!(
-                    "CREATE TABLE IF NOT EXISTS {} ({cols}, PRIMARY KEY ({pk})){storage}",
-                    table.quoted()
-                ),
-                &[],
-            )
-            .await?;
+            let created = self
+                .execute(
+                    &format!(
+                        "CREATE TABLE IF NOT EXISTS {} ({cols}, PRIMARY KEY ({pk})){storage}",
+                        table.quoted()
+                    ),
+                    &[],
+                )
+                .await;
+            // Two shards creating the table at once: PostgreSQL's IF NOT EXISTS can still
+            // fail the second with a unique violation on its catalog; the table is there.
+            match created {
+                Err(e) if e.sqlstate().as_deref() == Some("23505") => {
+                    tracing::debug!(table = %table, "created concurrently by another run");
+                }
+                other => other.map(drop)?,
+            }
             existing = self.table_columns(table).await?;
         }
         let missing: Vec<&ColumnDef> = columns
@@ -507,6 +529,18 @@ impl JobLock {
     }
 }
 
+/// How a keyed write treats the rows already there.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Guard<'a> {
+    /// An existing row is replaced only by a row whose `newer_by` column is at least as new
+    /// (a backfill never overwrites a fresher row).
+    pub newer_by: Option<&'a str>,
+    /// Other writers (the job's other shards) write disjoint keys of the same table at the
+    /// same time: PostgreSQL then takes no table lock (and so skips the empty-table `COPY`),
+    /// row locks keep the upserts apart.
+    pub concurrent: bool,
+}
+
 /// An open transaction: everything a publish writes commits together or not at all.
 pub enum Tx {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
@@ -545,19 +579,24 @@ impl Tx {
         frame: &DataFrame,
         mode: WriteMode,
     ) -> Result<u64, WarehouseError> {
-        self.write_newer(table, key, frame, mode, None).await
+        self.write_with(table, key, frame, mode, Guard::default())
+            .await
     }
 
-    /// [`Tx::write`], where with `newer_by = Some(column)` an existing row is replaced only by
-    /// a row whose `column` is at least as new (a backfill never overwrites a fresher row).
-    pub async fn write_newer(
+    /// [`Tx::write`] with a [`Guard`]: which existing rows may be replaced, and whether other
+    /// writers (shards) write the same table at the same time.
+    pub async fn write_with(
         &mut self,
         table: &Ident,
         key: &[&str],
         frame: &DataFrame,
         mode: WriteMode,
-        newer_by: Option<&str>,
+        guard: Guard<'_>,
     ) -> Result<u64, WarehouseError> {
+        let Guard {
+            newer_by,
+            concurrent,
+        } = guard;
         let names: Vec<String> = frame
             .get_column_names()
             .iter()
@@ -595,7 +634,17 @@ impl Tx {
         }
         match self {
             Tx::Sqlite(tx) => sqlite::write(tx, table, &quoted, &cols, &conflict, mode).await,
-            Tx::Postgres(tx) => postgres::write(tx, table, &quoted, &cols, &conflict, mode).await,
+            Tx::Postgres(tx) => {
+                let w = postgres::Write {
+                    table,
+                    quoted: &quoted,
+                    cols: &cols,
+                    conflict: &conflict,
+                    mode,
+                    concurrent,
+                };
+                postgres::write(tx, w).await
+            }
         }
     }
 

@@ -333,14 +333,28 @@ pub(super) fn pg_type(t: ColumnType) -> &'static str {
     }
 }
 
+/// One keyed write into a results table (see [`super::Tx::write_with`]).
+pub(super) struct Write<'a> {
+    pub table: &'a Ident,
+    pub quoted: &'a [String],
+    pub cols: &'a [ColumnView],
+    pub conflict: &'a str,
+    pub mode: WriteMode,
+    pub concurrent: bool,
+}
+
 pub(super) async fn write(
     tx: &mut sqlx::Transaction<'static, Postgres>,
-    table: &Ident,
-    quoted: &[String],
-    cols: &[ColumnView],
-    conflict: &str,
-    mode: WriteMode,
+    w: Write<'_>,
 ) -> Result<u64, WarehouseError> {
+    let Write {
+        table,
+        quoted,
+        cols,
+        conflict,
+        mode,
+        concurrent,
+    } = w;
     let target = table.quoted();
     let col_list = quoted.join(", ");
     let started = std::time::Instant::now();
@@ -349,6 +363,8 @@ pub(super) async fn write(
             execute(&mut **tx, &format!("TRUNCATE {target}"), &[]).await?;
             true
         }
+        // Shards write disjoint keys at once: no table lock, row locks keep them apart.
+        WriteMode::Upsert if concurrent => false,
         WriteMode::Upsert => {
             // Writers wait (readers do not), so the table stays empty between the check and
             // the COPY.
