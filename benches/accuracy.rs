@@ -346,6 +346,7 @@ async fn measure(ds: &Dataset, origins: usize) -> Res<Measured> {
             mode: Mode::Run,
             as_of: origin,
             shard: Shard::ALL,
+            group: None,
         };
         let report = match pipeline::run(&ds.job, &wh, &opts).await {
             Ok(r) => r,

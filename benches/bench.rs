@@ -398,6 +398,7 @@ async fn child(spec: &str) -> Res<()> {
         mode: if spec.train { Mode::Run } else { Mode::Score },
         as_of: spec.as_of,
         shard: Shard::ALL,
+        group: None,
     };
     let t = Instant::now();
     // On a task of its own, so a panic in a stage is reported like an error.

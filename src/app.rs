@@ -5,7 +5,9 @@ use std::path::Path;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
-use crate::cli::{CheckArgs, Command, ModelsAction, ModelsArgs, RunArgs, RunsArgs, Target};
+use crate::cli::{
+    CheckArgs, Command, ModelsAction, ModelsArgs, RunArgs, RunsArgs, StatusArgs, Target,
+};
 use crate::config::{self, Job};
 use crate::error::Error;
 use crate::pipeline::{self, Mode, Options, Shard};
@@ -21,6 +23,7 @@ pub async fn dispatch(command: Command) -> Result<(), Error> {
         Command::Check(a) => check(a).await,
         Command::Runs(a) => runs(a).await,
         Command::Models(a) => models(a).await,
+        Command::Status(a) => status(a).await,
         Command::Demo(a) => crate::demo::demo(a).await,
     }
 }
@@ -81,6 +84,7 @@ async fn run(a: RunArgs, mode: Mode) -> Result<(), Error> {
         mode,
         as_of: as_of(a.as_of),
         shard: shard(a.shard)?,
+        group: a.run_group,
     };
     let result = pipeline::run(&job, &wh, &opts).await;
     wh.close().await;
@@ -220,8 +224,43 @@ async fn runs(a: RunsArgs) -> Result<(), Error> {
     } else {
         println!("{}", report::table(&shown, &body));
     }
+    if let Some(job) = &name {
+        let ids: Vec<String> = rows.iter().map(|r| r[0].display()).collect();
+        for g in ledger::groups_of(&wh, job, &ids).await? {
+            println!("group {}: {}", g.group, g.summary());
+        }
+    }
     wh.close().await;
     Ok(())
+}
+
+/// Exit 0 only when every shard of the group succeeded.
+async fn status(a: StatusArgs) -> Result<(), Error> {
+    let job = config::load(&a.config)?;
+    let wh = connect(&job).await?;
+    wh.migrate().await?;
+    let group = match (a.run_group, a.as_of) {
+        (Some(g), _) => g,
+        (None, Some(t)) => ledger::group_of(t),
+        (None, None) => unreachable!("clap requires --as-of or --run-group"),
+    };
+    let found = ledger::group_status(&wh, &job.name, &group).await;
+    wh.close().await;
+    match found? {
+        None => Err(Error::Incomplete(format!(
+            "job {}: no run of group {group} is recorded",
+            job.name
+        ))),
+        Some(s) if s.complete() => {
+            println!("job {}, group {group}: {}", job.name, s.summary());
+            Ok(())
+        }
+        Some(s) => Err(Error::Incomplete(format!(
+            "job {}, group {group}: {}",
+            job.name,
+            s.summary()
+        ))),
+    }
 }
 
 async fn models(a: ModelsArgs) -> Result<(), Error> {

@@ -74,6 +74,14 @@ crontab:\n  15 * * * * cd /srv/prescore && DATABASE_URL=postgres://etl@wh/db pre
         after_help = "Examples:\n  prescore runs --config configs/churn_daily.toml\n  prescore runs --warehouse sqlite://prescore.db --limit 50"
     )]
     Runs(RunsArgs),
+    /// Whether a logical run (every shard of one scheduled run) succeeded: exit 0 only when
+    /// each shard's latest run of the group succeeded, 6 otherwise. For a downstream step
+    /// (a dashboard refresh, an Airflow sensor) to wait on.
+    #[command(
+        after_help = "Examples:\n  prescore status --config configs/energy_hourly.toml --as-of 2026-11-30T06:00:00Z\n  \
+prescore status --config configs/energy_hourly.toml --run-group energy-hourly-29412360"
+    )]
+    Status(StatusArgs),
     /// List, inspect, promote and roll back models in the registry (prescore_models).
     Models(ModelsArgs),
     /// Generate realistic demo data into a warehouse and run the demo jobs on it.
@@ -107,6 +115,24 @@ pub struct RunArgs {
     /// Defaults to $JOB_COMPLETION_INDEX of $PRESCORE_SHARDS when both are set.
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
+    /// The logical run this process is part of, shared by all its shards (`prescore status`
+    /// checks the group). Defaults to the as-of time: give every shard the same `--as-of`, or
+    /// the same group (Kubernetes: the Job's name).
+    #[arg(long, value_name = "ID", env = "PRESCORE_RUN_GROUP")]
+    pub run_group: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// Job config (TOML).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The group's as-of time (the default group of runs given this `--as-of`).
+    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of, required_unless_present = "run_group")]
+    pub as_of: Option<DateTime<Utc>>,
+    /// The group, as the runs were given it with `--run-group` / $PRESCORE_RUN_GROUP.
+    #[arg(long, value_name = "ID", env = "PRESCORE_RUN_GROUP")]
+    pub run_group: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

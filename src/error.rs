@@ -17,6 +17,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_CONTRACT: u8 = 3;
 pub const EXIT_GATED: u8 = 4;
 pub const EXIT_RUNNING: u8 = 5;
+pub const EXIT_INCOMPLETE: u8 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +43,9 @@ pub enum Error {
     AwaitingPromotion { version: i64 },
     #[error("{0}")]
     Usage(String),
+    /// `prescore status`: the logical run is not complete.
+    #[error("{0}")]
+    Incomplete(String),
     /// A bug or an unexpected library failure, not the user's input.
     #[error("internal error in {context}: {message} (nothing was published; please report this)")]
     Internal { context: String, message: String },
@@ -59,6 +63,7 @@ impl Error {
             Error::Registry(_) | Error::SchemaMismatch { .. } => EXIT_FAILED,
             Error::Gated { .. } | Error::AwaitingPromotion { .. } => EXIT_GATED,
             Error::Internal { .. } => EXIT_FAILED,
+            Error::Incomplete(_) => EXIT_INCOMPLETE,
         }
     }
 

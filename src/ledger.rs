@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::pipeline::Shard;
 use crate::warehouse::{Tx, Value, Warehouse, WarehouseError};
 
 /// How a run ended.
@@ -214,4 +215,146 @@ pub async fn recent(
         ],
     )
     .await
+}
+
+/// The group of a run that was not given one: its as-of time, which the shards of one
+/// scheduled run share when they are given the same `--as-of`.
+pub fn group_of(as_of: DateTime<Utc>) -> String {
+    as_of.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Records that `run_id` is shard `shard` of the logical run `group`.
+pub async fn join_group(
+    wh: &Warehouse,
+    run_id: &str,
+    job: &str,
+    group: &str,
+    shard: Shard,
+) -> Result<(), WarehouseError> {
+    wh.execute(
+        "INSERT INTO prescore_run_groups (run_id, job, run_group, shard_index, shard_count) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            Value::text(run_id),
+            Value::text(job),
+            Value::text(group),
+            Value::Int(Some(i64::from(shard.index))),
+            Value::Int(Some(i64::from(shard.count))),
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The latest run of each shard of one logical run.
+#[derive(Debug, Clone)]
+pub struct GroupStatus {
+    pub group: String,
+    /// How many shards the group has (as its latest runs were started).
+    pub count: u32,
+    /// Per shard index that ran: its latest run id, status and error.
+    pub shards: Vec<(u32, String, String, Option<String>)>,
+}
+
+impl GroupStatus {
+    pub fn succeeded(&self) -> usize {
+        self.shards.iter().filter(|s| s.2 == "succeeded").count()
+    }
+
+    /// Every shard ran, and each one's latest run succeeded.
+    pub fn complete(&self) -> bool {
+        self.succeeded() == self.count as usize
+    }
+
+    /// "3 of 4 shards succeeded (shard 2/4 failed: …; shard 3/4 never ran)".
+    pub fn summary(&self) -> String {
+        let mut problems: Vec<String> = Vec::new();
+        for i in 0..self.count {
+            match self.shards.iter().find(|s| s.0 == i) {
+                None => problems.push(format!("shard {i}/{} never ran", self.count)),
+                Some((_, run, status, error)) if status != "succeeded" => problems.push(format!(
+                    "shard {i}/{} {status} (run {run}{})",
+                    self.count,
+                    error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                )),
+                Some(_) => {}
+            }
+        }
+        let head = format!("{} of {} shards succeeded", self.succeeded(), self.count);
+        match problems.is_empty() {
+            true => head,
+            false => format!("{head} ({})", problems.join("; ")),
+        }
+    }
+}
+
+/// The status of `job`'s logical run `group`, or None when no run of it was recorded.
+pub async fn group_status(
+    wh: &Warehouse,
+    job: &str,
+    group: &str,
+) -> Result<Option<GroupStatus>, WarehouseError> {
+    let rows = wh
+        .fetch(
+            "SELECT g.shard_index, g.shard_count, r.run_id, r.status, r.error \
+             FROM prescore_run_groups g JOIN prescore_runs r ON r.run_id = g.run_id \
+             WHERE g.job = $1 AND g.run_group = $2 ORDER BY r.started_at, r.run_id",
+            &[Value::text(job), Value::text(group)],
+        )
+        .await?;
+    let mut status = GroupStatus {
+        group: group.to_string(),
+        count: 0,
+        shards: Vec::new(),
+    };
+    for r in rows {
+        let index = r[0].as_i64().unwrap_or(0) as u32;
+        status.count = r[1].as_i64().unwrap_or(1) as u32;
+        let run = (
+            index,
+            r[2].display(),
+            r[3].display(),
+            r[4].as_str().map(str::to_string),
+        );
+        // Later runs of a shard replace earlier ones (a retried shard).
+        status.shards.retain(|s| s.0 != index);
+        status.shards.push(run);
+    }
+    status.shards.sort_by_key(|s| s.0);
+    Ok((!status.shards.is_empty()).then_some(status))
+}
+
+/// The sharded groups among `runs` (run ids), newest first, with their status.
+pub async fn groups_of(
+    wh: &Warehouse,
+    job: &str,
+    runs: &[String],
+) -> Result<Vec<GroupStatus>, WarehouseError> {
+    let rows = wh
+        .fetch(
+            "SELECT run_id, run_group, shard_count FROM prescore_run_groups WHERE job = $1",
+            &[Value::text(job)],
+        )
+        .await?;
+    let mut groups: Vec<String> = Vec::new();
+    for run in runs {
+        let found = rows
+            .iter()
+            .find(|r| r[0].as_str() == Some(run.as_str()) && r[2].as_i64().unwrap_or(1) > 1);
+        if let Some(g) = found.and_then(|r| r[1].as_str()) {
+            if !groups.iter().any(|x| x == g) {
+                groups.push(g.to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        if let Some(s) = group_status(wh, job, &g).await? {
+            out.push(s);
+        }
+    }
+    Ok(out)
 }

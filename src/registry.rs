@@ -14,7 +14,7 @@ pub enum RegistryError {
     Warehouse(#[from] WarehouseError),
     #[error("job {job} has no model version {version}")]
     NoSuchVersion { job: String, version: i64 },
-    #[error("job {job} has no champion model yet: run `prescore run` (or `train`) first")]
+    #[error("job {job} has no champion model yet: train one first with `prescore train` (or an unsharded `prescore run`); sharded runs only load the champion")]
     NoChampion { job: String },
     #[error("job {job} has no earlier model to roll back to")]
     NothingToRollBack { job: String },

@@ -172,3 +172,70 @@ async fn sql_whose_split_disagrees_with_the_shard_is_refused_and_changes_nothing
         assert_eq!(rows(&db, FORECASTS).await, before, "{}", db.name);
     }
 }
+
+const CHURN: &str = "configs/churn_daily.toml";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_is_complete_only_when_every_shard_succeeded_and_shards_need_a_champion() {
+    for db in backends("shard_group") {
+        seed_churn(&db, 600);
+        let cfg = config(&db, CHURN, &[]);
+        let c = cfg.to_str().unwrap();
+        let shard = |k: usize| {
+            let s = format!("{k}/3");
+            prescore(
+                &[
+                    "score",
+                    "--config",
+                    c,
+                    "--shard",
+                    &s,
+                    "--run-group",
+                    "nightly-7",
+                ],
+                &[],
+            )
+        };
+        // Before any champion: a clear failure that says to train first.
+        let o = shard(0);
+        assert_eq!(o.status.code(), Some(1), "{}: {}", db.name, text(&o));
+        assert!(
+            text(&o).contains("prescore train"),
+            "{}: {}",
+            db.name,
+            text(&o)
+        );
+
+        let o = prescore(&["train", "--config", c], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        for k in 0..2 {
+            let o = shard(k);
+            assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        }
+        let status = || prescore(&["status", "--config", c, "--run-group", "nightly-7"], &[]);
+        let o = status();
+        assert_eq!(o.status.code(), Some(6), "{}: {}", db.name, text(&o));
+        assert!(
+            text(&o).contains("2 of 3 shards succeeded")
+                && text(&o).contains("shard 2/3 never ran"),
+            "{}: {}",
+            db.name,
+            text(&o)
+        );
+        let o = prescore(&["runs", "--config", c], &[]);
+        assert!(
+            text(&o).contains("group nightly-7: 2 of 3 shards succeeded"),
+            "{}: {}",
+            db.name,
+            text(&o)
+        );
+        let o = shard(2);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let o = status();
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        assert!(text(&o).contains("3 of 3 shards succeeded"), "{}", text(&o));
+        // A group nobody ran is not complete either.
+        let o = prescore(&["status", "--config", c, "--run-group", "nightly-8"], &[]);
+        assert_eq!(o.status.code(), Some(6), "{}: {}", db.name, text(&o));
+    }
+}

@@ -20,6 +20,17 @@ CREATE TABLE IF NOT EXISTS prescore_runs (
 );
 CREATE INDEX IF NOT EXISTS prescore_runs_job ON prescore_runs (job, started_at);
 
+-- Which logical run each run belongs to: the shards of one scheduled run share a group (the
+-- as-of time unless the orchestrator names it), which `prescore status` checks as a whole.
+CREATE TABLE IF NOT EXISTS prescore_run_groups (
+    run_id      TEXT PRIMARY KEY,
+    job         TEXT NOT NULL,
+    run_group   TEXT NOT NULL,
+    shard_index INTEGER NOT NULL,
+    shard_count INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS prescore_run_groups_group ON prescore_run_groups (job, run_group);
+
 CREATE TABLE IF NOT EXISTS prescore_models (
     job               TEXT NOT NULL,
     version           BIGINT NOT NULL,

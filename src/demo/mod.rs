@@ -69,6 +69,7 @@ pub async fn demo(a: DemoArgs) -> Result<(), Error> {
             mode: Mode::Run,
             as_of: now,
             shard: Shard::ALL,
+            group: None,
         };
         match pipeline::run(&job, &wh, &opts).await {
             Ok(report) => {

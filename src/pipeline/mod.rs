@@ -63,6 +63,8 @@ pub struct Options {
     pub mode: Mode,
     pub as_of: DateTime<Utc>,
     pub shard: Shard,
+    /// The logical run this one belongs to (`--run-group`); None: its as-of time.
+    pub group: Option<String>,
 }
 
 /// What a training produced, for the summary.
@@ -169,6 +171,11 @@ pub async fn run(job: &Job, wh: &Warehouse, opts: &Options) -> Result<Report, Er
             tracing::warn!(runs = stale, "marked runs of a dead process as abandoned");
         }
         ledger::start(wh, &run_id, &job.name, &shard, opts.mode.name(), opts.as_of).await?;
+        if opts.mode != Mode::Train {
+            // A training run publishes nothing: it is no shard of a scheduled run.
+            let group = opts.group.clone().unwrap_or_else(|| ledger::group_of(opts.as_of));
+            ledger::join_group(wh, &run_id, &job.name, &group, opts.shard).await?;
+        }
         let span = tracing::info_span!("run", job = %job.name, run_id = %run_id, as_of = %opts.as_of.format("%Y-%m-%dT%H:%M:%SZ"));
         let mut ctx = RunContext::new(job, wh, opts, &run_id, Report::new(job, &run_id));
         let r = tracing::Instrument::instrument(lifecycle::run(&mut ctx), span).await;
