@@ -70,7 +70,7 @@ fn shard(given: Option<Shard>) -> Result<Shard, Error> {
 async fn init(t: Target) -> Result<(), Error> {
     let (wh, _) = connect_target(&t).await?;
     wh.migrate().await?;
-    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_metrics, prescore_locks)", wh.dialect().name());
+    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_model_events, prescore_metrics, prescore_locks)", wh.dialect().name());
     Ok(())
 }
 
@@ -328,6 +328,7 @@ async fn models_action(
             if let Some(i) = m.importances {
                 println!("  importances   {i}");
             }
+            print_history(wh, &job.name, *version).await?;
         }
         ModelsAction::Promote { version } => {
             registry::promote(wh, &job.name, *version).await?;
@@ -343,6 +344,34 @@ async fn models_action(
                 job.name
             );
         }
+    }
+    Ok(())
+}
+
+/// `models show V`: the model's events, oldest first.
+async fn print_history(wh: &Warehouse, job: &str, version: i64) -> Result<(), Error> {
+    let events = registry::events::history(wh, job, Some(version)).await?;
+    println!("  history");
+    if events.is_empty() {
+        println!("    (none recorded: the model predates prescore_model_events)");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = events
+        .into_iter()
+        .map(|e| {
+            vec![
+                e.at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default(),
+                e.event,
+                e.command,
+                e.run_id.unwrap_or_else(|| "by hand".into()),
+                e.reason.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let table = report::table(&["at", "event", "command", "run", "reason"], &rows);
+    for line in table.lines() {
+        println!("    {line}");
     }
     Ok(())
 }

@@ -45,7 +45,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create prescore's own tables (ledger, registry, metrics, locks). `run` does this too.
+    /// Create prescore's own tables (ledger, registry, model history, metrics, locks). `run`
+    /// does this too.
     #[command(after_help = "Example:\n  prescore init --config configs/churn_daily.toml")]
     Init(Target),
     /// The cron entrypoint: train when the retrain policy says so, gate, score every entity and
@@ -145,7 +146,8 @@ pub enum ModelsAction {
     /// Every model of the job, newest first, with status and holdout metrics.
     #[command(after_help = "Example:\n  prescore models list --config configs/churn_daily.toml")]
     List,
-    /// One model in full: params, features, metrics, importances, status history.
+    /// One model in full: params, features, metrics, importances, and its history (trained,
+    /// promoted, retired, rolled back: when, by which command or run, and why).
     #[command(after_help = "Example:\n  prescore models show 3 --config configs/churn_daily.toml")]
     Show { version: i64 },
     /// Make a version the champion (retiring the current one).
@@ -153,7 +155,8 @@ pub enum ModelsAction {
         after_help = "Example:\n  prescore models promote 3 --config configs/churn_daily.toml"
     )]
     Promote { version: i64 },
-    /// Retire the champion and bring back the previous one.
+    /// Take the champion out of service and bring back the model that served before it (from
+    /// the model history, prescore_model_events).
     #[command(
         after_help = "Example:\n  prescore models rollback --config configs/churn_daily.toml"
     )]
