@@ -12,12 +12,15 @@ use crate::pipeline::{self, Mode, Options, Shard};
 use crate::warehouse::{params, redact, Warehouse};
 use crate::{ledger, registry, report};
 
-pub async fn dispatch(command: Command) -> Result<(), Error> {
+mod metrics;
+
+/// Runs a subcommand; `metrics_file` is `--metrics-file` (used by run, train and score).
+pub async fn dispatch(command: Command, metrics_file: Option<&Path>) -> Result<(), Error> {
     match command {
         Command::Init(t) => init(t).await,
-        Command::Run(a) => run(a, Mode::Run).await,
-        Command::Train(a) => run(a, Mode::Train).await,
-        Command::Score(a) => run(a, Mode::Score).await,
+        Command::Run(a) => run(a, Mode::Run, metrics_file).await,
+        Command::Train(a) => run(a, Mode::Train, metrics_file).await,
+        Command::Score(a) => run(a, Mode::Score, metrics_file).await,
         Command::Check(a) => check(a).await,
         Command::Runs(a) => runs(a).await,
         Command::Models(a) => models(a).await,
@@ -74,17 +77,38 @@ async fn init(t: Target) -> Result<(), Error> {
     Ok(())
 }
 
-async fn run(a: RunArgs, mode: Mode) -> Result<(), Error> {
-    let job = config::load(&a.config)?;
-    let wh = connect(&job).await?;
+async fn run(a: RunArgs, mode: Mode, metrics_file: Option<&Path>) -> Result<(), Error> {
+    let job = match config::load(&a.config) {
+        Ok(job) => job,
+        Err(e) => {
+            let e = Error::from(e);
+            if let Some(path) = metrics_file {
+                metrics::config_failed(path, &e);
+            }
+            return Err(e);
+        }
+    };
     let opts = Options {
         mode,
         as_of: as_of(a.as_of),
         shard: shard(a.shard)?,
     };
-    let result = pipeline::run(&job, &wh, &opts).await;
+    let wh = match connect(&job).await {
+        Ok(wh) => wh,
+        Err(e) => {
+            if let Some(path) = metrics_file {
+                metrics::write(path, &job, None, None, Err(&e)).await;
+            }
+            return Err(e);
+        }
+    };
+    let (report, result) = pipeline::run_reported(&job, &wh, &opts).await;
+    if let Some(path) = metrics_file {
+        let outcome = result.as_ref().map(|_| ());
+        metrics::write(path, &job, Some(&wh), Some(&report), outcome).await;
+    }
     wh.close().await;
-    let report = result?;
+    result?;
     print!("{}", report::run_summary(&report));
     Ok(())
 }

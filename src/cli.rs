@@ -33,6 +33,16 @@ pub struct Cli {
     /// Only warnings and errors in the logs.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// `run`, `train` and `score`: at the end of every run (failed and gated ones too), write
+    /// Prometheus metrics for node_exporter's textfile collector to this file, atomically.
+    /// Use one file per job, e.g. /var/lib/node_exporter/textfile/prescore_churn_daily.prom.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "PRESCORE_METRICS_FILE"
+    )]
+    pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

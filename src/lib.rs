@@ -5,7 +5,8 @@
 //!
 //! Reading order for a newcomer: `config` (what a job declares) → `warehouse` (the one seam to
 //! SQLite and PostgreSQL) → `pipeline` (the stages, numbered in run order) → `model` →
-//! `ledger` and `registry` (the tables prescore owns) → `app` and `cli` (the commands).
+//! `ledger` and `registry` (the tables prescore owns) → `app` and `cli` (the commands), with
+//! `report` (what people read) and `textfile` (what Prometheus reads).
 
 pub mod app;
 pub mod cli;
@@ -18,4 +19,5 @@ pub mod model;
 pub mod pipeline;
 pub mod registry;
 pub mod report;
+pub mod textfile;
 pub mod warehouse;

@@ -20,7 +20,10 @@ fn main() -> ExitCode {
             return ExitCode::from(prescore::error::EXIT_FAILED);
         }
     };
-    match runtime.block_on(prescore::app::dispatch(cli.command)) {
+    match runtime.block_on(prescore::app::dispatch(
+        cli.command,
+        cli.metrics_file.as_deref(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();

@@ -87,3 +87,129 @@ async fn rollback_restores_the_model_that_served_before_and_the_history_says_so(
         assert!(shown.contains("rolled back to v1"), "{shown}");
     }
 }
+
+/// The value of one series (name with its labels, as written) in a metrics file.
+fn metric(file: &str, series: &str) -> Option<f64> {
+    file.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_file_is_written_after_every_run_failed_and_gated_ones_too() {
+    for db in backends("metricsfile") {
+        seed_churn(&db, 1500);
+        let prom = db.dir.path().join("prescore_churn.prom");
+        let p = prom.to_str().unwrap();
+        let good = config(&db, CHURN, &[]);
+        let o = prescore(
+            &[
+                "run",
+                "--config",
+                good.to_str().unwrap(),
+                "--metrics-file",
+                p,
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let file = std::fs::read_to_string(&prom).unwrap();
+        let job = "job=\"churn_daily\"";
+        let status = |s: &str| format!("prescore_run_status{{{job},status=\"{s}\"}}");
+        let success = format!("prescore_last_success_timestamp_seconds{{{job}}}");
+        assert_eq!(metric(&file, &status("succeeded")), Some(1.0), "{file}");
+        assert!(
+            metric(&file, &format!("prescore_rows{{{job},kind=\"read\"}}")) > Some(0.0),
+            "{file}"
+        );
+        assert!(
+            metric(
+                &file,
+                &format!("prescore_stage_seconds{{{job},stage=\"publish\"}}")
+            )
+            .is_some(),
+            "{file}"
+        );
+        assert_eq!(
+            metric(&file, &format!("prescore_gate_passed{{{job}}}")),
+            Some(1.0),
+            "{file}"
+        );
+        assert!(
+            file.contains("# TYPE prescore_run_status gauge\n"),
+            "{file}"
+        );
+        let succeeded_at = metric(&file, &success).unwrap();
+        assert!(succeeded_at > 1.7e9, "{file}");
+
+        // A broken contract (the scoring SQL lost a column): exit 3, a file all the same, and
+        // the last success carried over from the file it replaces.
+        let missing = sql_file(
+            &db,
+            "score.sql",
+            "SELECT customer_id, plan, region FROM customer_months",
+        );
+        let broken = config(
+            &db,
+            CHURN,
+            &[(&format!("{ROOT}/sql/churn_daily/score.sql"), &missing)],
+        );
+        let b = broken.to_str().unwrap();
+        let o = prescore(&["score", "--config", b, "--metrics-file", p], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}: {}", db.name, text(&o));
+        let file = std::fs::read_to_string(&prom).unwrap();
+        assert_eq!(metric(&file, &status("failed")), Some(1.0), "{file}");
+        assert_eq!(metric(&file, &status("succeeded")), Some(0.0), "{file}");
+        assert_eq!(
+            metric(&file, &format!("prescore_run_exit_code{{{job}}}")),
+            Some(3.0),
+            "{file}"
+        );
+        assert_eq!(metric(&file, &success), Some(succeeded_at), "{file}");
+
+        // Without the old file the ledger still knows when the job last succeeded.
+        std::fs::remove_file(&prom).unwrap();
+        let o = prescore(&["score", "--config", b, "--metrics-file", p], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        let file = std::fs::read_to_string(&prom).unwrap();
+        let from_ledger = metric(&file, &success).unwrap();
+        assert!(from_ledger > 1.7e9 && from_ledger <= succeeded_at, "{file}");
+
+        // A gated run says so, with the gate's verdict.
+        let strict = config(
+            &db,
+            CHURN,
+            &[("require = [\"auc >= 0.6\"]", "require = [\"auc >= 0.999\"]")],
+        );
+        let o = prescore(
+            &[
+                "run",
+                "--config",
+                strict.to_str().unwrap(),
+                "--metrics-file",
+                p,
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        let file = std::fs::read_to_string(&prom).unwrap();
+        assert_eq!(metric(&file, &status("gated")), Some(1.0), "{file}");
+        assert_eq!(
+            metric(&file, &format!("prescore_gate_passed{{{job}}}")),
+            Some(0.0),
+            "{file}"
+        );
+        assert_eq!(metric(&file, &success), Some(succeeded_at), "{file}");
+        let leftovers = std::fs::read_dir(db.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0, "a temporary metrics file was left behind");
+    }
+}
