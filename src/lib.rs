@@ -17,6 +17,7 @@ pub mod fault;
 pub mod ledger;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod textfile;

@@ -213,3 +213,30 @@ async fn the_metrics_file_is_written_after_every_run_failed_and_gated_ones_too()
         assert_eq!(leftovers, 0, "a temporary metrics file was left behind");
     }
 }
+
+#[test]
+fn a_terminal_sees_a_spinner_for_each_long_stage() {
+    let db = sqlite();
+    seed_churn(&db, 1500);
+    let cfg = config(&db, CHURN, &[]);
+    // `script` gives the run a terminal; without it (not util-linux) there is nothing to test.
+    let cmd = format!("{BIN} run --config {}", cfg.display());
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("DATABASE_URL")
+        .output();
+    let Some(o) = o.ok().filter(|o| o.status.code().is_some()) else {
+        eprintln!("SKIPPING the terminal half: no `script` command");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{shown}");
+    for stage in ["read", "train", "score", "publish"] {
+        assert!(
+            shown.contains(&format!(" {stage} ")),
+            "no spinner for {stage}:\n{shown}"
+        );
+    }
+    assert!(shown.contains("finished"), "{shown}");
+}
