@@ -14,12 +14,15 @@ use crate::pipeline::{self, Mode, Options, Shard};
 use crate::warehouse::{params, redact, Warehouse};
 use crate::{ledger, registry, report};
 
-pub async fn dispatch(command: Command) -> Result<(), Error> {
+mod metrics;
+
+/// Runs a subcommand; `metrics_file` is `--metrics-file` (used by run, train and score).
+pub async fn dispatch(command: Command, metrics_file: Option<&Path>) -> Result<(), Error> {
     match command {
         Command::Init(t) => init(t).await,
-        Command::Run(a) => run(a, Mode::Run).await,
-        Command::Train(a) => run(a, Mode::Train).await,
-        Command::Score(a) => run(a, Mode::Score).await,
+        Command::Run(a) => run(a, Mode::Run, metrics_file).await,
+        Command::Train(a) => run(a, Mode::Train, metrics_file).await,
+        Command::Score(a) => run(a, Mode::Score, metrics_file).await,
         Command::Check(a) => check(a).await,
         Command::Runs(a) => runs(a).await,
         Command::Models(a) => models(a).await,
@@ -73,22 +76,43 @@ fn shard(given: Option<Shard>) -> Result<Shard, Error> {
 async fn init(t: Target) -> Result<(), Error> {
     let (wh, _) = connect_target(&t).await?;
     wh.migrate().await?;
-    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_metrics, prescore_locks)", wh.dialect().name());
+    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_model_events, prescore_metrics, prescore_locks)", wh.dialect().name());
     Ok(())
 }
 
-async fn run(a: RunArgs, mode: Mode) -> Result<(), Error> {
-    let job = config::load(&a.config)?;
-    let wh = connect(&job).await?;
+async fn run(a: RunArgs, mode: Mode, metrics_file: Option<&Path>) -> Result<(), Error> {
+    let job = match config::load(&a.config) {
+        Ok(job) => job,
+        Err(e) => {
+            let e = Error::from(e);
+            if let Some(path) = metrics_file {
+                metrics::config_failed(path, &e);
+            }
+            return Err(e);
+        }
+    };
     let opts = Options {
         mode,
         as_of: as_of(a.as_of),
         shard: shard(a.shard)?,
         group: a.run_group,
     };
-    let result = pipeline::run(&job, &wh, &opts).await;
+    let wh = match connect(&job).await {
+        Ok(wh) => wh,
+        Err(e) => {
+            if let Some(path) = metrics_file {
+                metrics::write(path, &job, None, None, Err(&e)).await;
+            }
+            return Err(e);
+        }
+    };
+    let (report, result) = pipeline::run_reported(&job, &wh, &opts).await;
+    if let Some(path) = metrics_file {
+        let outcome = result.as_ref().map(|_| ());
+        metrics::write(path, &job, Some(&wh), Some(&report), outcome).await;
+    }
     wh.close().await;
-    let report = result?;
+    result?;
     print!("{}", report::run_summary(&report));
     Ok(())
 }
@@ -367,6 +391,7 @@ async fn models_action(
             if let Some(i) = m.importances {
                 println!("  importances   {i}");
             }
+            print_history(wh, &job.name, *version).await?;
         }
         ModelsAction::Promote { version } => {
             registry::promote(wh, &job.name, *version).await?;
@@ -382,6 +407,34 @@ async fn models_action(
                 job.name
             );
         }
+    }
+    Ok(())
+}
+
+/// `models show V`: the model's events, oldest first.
+async fn print_history(wh: &Warehouse, job: &str, version: i64) -> Result<(), Error> {
+    let events = registry::events::history(wh, job, Some(version)).await?;
+    println!("  history");
+    if events.is_empty() {
+        println!("    (none recorded: the model predates prescore_model_events)");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = events
+        .into_iter()
+        .map(|e| {
+            vec![
+                e.at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default(),
+                e.event,
+                e.command,
+                e.run_id.unwrap_or_else(|| "by hand".into()),
+                e.reason.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let table = report::table(&["at", "event", "command", "run", "reason"], &rows);
+    for line in table.lines() {
+        println!("    {line}");
     }
     Ok(())
 }

@@ -33,6 +33,16 @@ pub struct Cli {
     /// Only warnings and errors in the logs.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// `run`, `train` and `score`: at the end of every run (failed and gated ones too), write
+    /// Prometheus metrics for node_exporter's textfile collector to this file, atomically.
+    /// Use one file per job, e.g. /var/lib/node_exporter/textfile/prescore_churn_daily.prom.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "PRESCORE_METRICS_FILE"
+    )]
+    pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -45,7 +55,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create prescore's own tables (ledger, registry, metrics, locks). `run` does this too.
+    /// Create prescore's own tables (ledger, registry, model history, metrics, locks). `run`
+    /// does this too.
     #[command(after_help = "Example:\n  prescore init --config configs/churn_daily.toml")]
     Init(Target),
     /// The cron entrypoint: train when the retrain policy says so, gate, score every entity and
@@ -171,7 +182,8 @@ pub enum ModelsAction {
     /// Every model of the job, newest first, with status and holdout metrics.
     #[command(after_help = "Example:\n  prescore models list --config configs/churn_daily.toml")]
     List,
-    /// One model in full: params, features, metrics, importances, status history.
+    /// One model in full: params, features, metrics, importances, and its history (trained,
+    /// promoted, retired, rolled back: when, by which command or run, and why).
     #[command(after_help = "Example:\n  prescore models show 3 --config configs/churn_daily.toml")]
     Show { version: i64 },
     /// Make a version the champion (retiring the current one).
@@ -179,7 +191,8 @@ pub enum ModelsAction {
         after_help = "Example:\n  prescore models promote 3 --config configs/churn_daily.toml"
     )]
     Promote { version: i64 },
-    /// Retire the champion and bring back the previous one.
+    /// Take the champion out of service and bring back the model that served before it (from
+    /// the model history, prescore_model_events).
     #[command(
         after_help = "Example:\n  prescore models rollback --config configs/churn_daily.toml"
     )]

@@ -61,6 +61,20 @@ impl RunStats {
     }
 }
 
+/// When the job's latest successful run finished, if it ever succeeded.
+pub async fn last_success(
+    wh: &Warehouse,
+    job: &str,
+) -> Result<Option<DateTime<Utc>>, WarehouseError> {
+    let rows = wh
+        .fetch(
+            "SELECT MAX(finished_at) FROM prescore_runs WHERE job = $1 AND status = 'succeeded'",
+            &[Value::text(job)],
+        )
+        .await?;
+    Ok(rows.first().and_then(|r| r[0].as_ts()))
+}
+
 /// Records a `running` row.
 pub async fn start(
     wh: &Warehouse,

@@ -5,7 +5,8 @@
 //!
 //! Reading order for a newcomer: `config` (what a job declares) → `warehouse` (the one seam to
 //! SQLite and PostgreSQL) → `pipeline` (the stages, numbered in run order) → `model` →
-//! `ledger` and `registry` (the tables prescore owns) → `app` and `cli` (the commands).
+//! `ledger` and `registry` (the tables prescore owns) → `app` and `cli` (the commands), with
+//! `report` (what people read) and `textfile` (what Prometheus reads).
 
 pub mod app;
 pub mod cli;
@@ -16,6 +17,8 @@ pub mod fault;
 pub mod ledger;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
 pub mod registry;
 pub mod report;
+pub mod textfile;
 pub mod warehouse;

@@ -20,7 +20,10 @@ fn main() -> ExitCode {
             return ExitCode::from(prescore::error::EXIT_FAILED);
         }
     };
-    match runtime.block_on(prescore::app::dispatch(cli.command)) {
+    match runtime.block_on(prescore::app::dispatch(
+        cli.command,
+        cli.metrics_file.as_deref(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();
@@ -41,9 +44,13 @@ fn init_tracing(cli: &Cli) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{default},sqlx=warn")));
+    let json = cli.log_format == LogFormat::Json;
+    if prescore::progress::wanted(json, cli.quiet) {
+        prescore::progress::enable();
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| prescore::progress::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.log_format {
         LogFormat::Json => builder.json().with_current_span(true).init(),

@@ -1,7 +1,12 @@
 //! The model registry, `prescore_models`: every trained model with its params, feature schema
 //! and hash, training window, holdout metrics next to its baseline's, importances, serialized
 //! artifact, and a status (candidate, champion, retired, rejected) with when and why it last
-//! changed. A partial unique index keeps at most one champion per job.
+//! changed. A partial unique index keeps at most one champion per job. Every change is also
+//! appended to `prescore_model_events` (see [`events`]) in the same transaction.
+
+pub mod events;
+
+pub use events::{Actor, Event};
 
 use chrono::{DateTime, Utc};
 
@@ -103,16 +108,17 @@ fn parse(row: Vec<Value>, with_artifact: bool) -> StoredModel {
     m
 }
 
-/// Registers a candidate and returns its version. Callers hold the job lock, so versions do
-/// not race.
+/// Registers a candidate and returns its version, with its `trained` event. Callers hold the
+/// job lock, so versions do not race.
 pub async fn insert_candidate(
     wh: &Warehouse,
     job: &str,
-    run_id: &str,
+    by: Actor<'_>,
     as_of: DateTime<Utc>,
     m: &ModelRecord,
 ) -> Result<i64, WarehouseError> {
-    let next = wh
+    let mut tx = wh.begin().await?;
+    let next = tx
         .fetch(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM prescore_models WHERE job = $1",
             &[Value::text(job)],
@@ -120,7 +126,7 @@ pub async fn insert_candidate(
         .await?;
     let version = next.first().and_then(|r| r[0].as_i64()).unwrap_or(1);
     let now = Utc::now();
-    wh.execute(
+    tx.execute(
         "INSERT INTO prescore_models (job, version, algorithm, task, params, features, feature_hash, \
          trained_at, as_of, train_from, train_to, rows_train, rows_holdout, metrics, baseline, \
          importances, artifact, status, status_reason, status_changed_at, run_id) \
@@ -145,10 +151,13 @@ pub async fn insert_candidate(
             Value::Text(m.importances.clone()),
             Value::Bytes(Some(m.artifact.clone())),
             Value::Ts(Some(now)),
-            Value::text(run_id),
+            Value::Text(by.run_id.map(str::to_string)),
         ],
     )
     .await?;
+    let reason = format!("{} on {} rows", m.algorithm, m.rows_train);
+    events::record(&mut tx, job, version, Event::Trained, &reason, by).await?;
+    tx.commit().await?;
     Ok(version)
 }
 
@@ -195,7 +204,8 @@ pub async fn list(wh: &Warehouse, job: &str) -> Result<Vec<StoredModel>, Warehou
     Ok(rows.into_iter().map(|r| parse(r, false)).collect())
 }
 
-/// Marks a model rejected (or any other status) with a reason.
+/// Sets a model's status and reason without an event (a candidate that passed the gate and
+/// waits for a person).
 pub async fn set_status(
     wh: &Warehouse,
     job: &str,
@@ -203,7 +213,19 @@ pub async fn set_status(
     status: &str,
     reason: &str,
 ) -> Result<(), WarehouseError> {
-    wh.execute(
+    let mut tx = wh.begin().await?;
+    set_status_in(&mut tx, job, version, status, reason).await?;
+    tx.commit().await
+}
+
+async fn set_status_in(
+    tx: &mut Tx,
+    job: &str,
+    version: i64,
+    status: &str,
+    reason: &str,
+) -> Result<(), WarehouseError> {
+    tx.execute(
         "UPDATE prescore_models SET status = $1, status_reason = $2, status_changed_at = $3 \
          WHERE job = $4 AND version = $5",
         &[
@@ -218,32 +240,45 @@ pub async fn set_status(
     .map(|_| ())
 }
 
-/// Makes `version` the champion and retires the previous one, inside `tx`.
+/// Marks a candidate rejected by the gate, with its `rejected` event.
+pub async fn reject(
+    wh: &Warehouse,
+    job: &str,
+    version: i64,
+    reason: &str,
+    by: Actor<'_>,
+) -> Result<(), WarehouseError> {
+    let mut tx = wh.begin().await?;
+    set_status_in(&mut tx, job, version, "rejected", reason).await?;
+    events::record(&mut tx, job, version, Event::Rejected, reason, by).await?;
+    tx.commit().await
+}
+
+/// Makes `version` the champion and retires the previous one, inside `tx`, recording a
+/// `retired` event for the one replaced and a `promoted` event for `version`.
 pub async fn promote_in(
     tx: &mut Tx,
     job: &str,
     version: i64,
     reason: &str,
+    by: Actor<'_>,
 ) -> Result<(), WarehouseError> {
-    let now = Value::Ts(Some(Utc::now()));
-    tx.execute(
-        "UPDATE prescore_models SET status = 'retired', status_reason = $1, status_changed_at = $2 \
-         WHERE job = $3 AND status = 'champion' AND version <> $4",
-        &[
-            Value::text(format!("replaced by v{version}")),
-            now.clone(),
-            Value::text(job),
-            Value::Int(Some(version)),
-        ],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE prescore_models SET status = 'champion', status_reason = $1, status_changed_at = $2 \
-         WHERE job = $3 AND version = $4",
-        &[Value::text(reason), now, Value::text(job), Value::Int(Some(version))],
-    )
-    .await
-    .map(|_| ())
+    let replaced: Vec<i64> = tx
+        .fetch(
+            "SELECT version FROM prescore_models WHERE job = $1 AND status = 'champion' AND version <> $2",
+            &[Value::text(job), Value::Int(Some(version))],
+        )
+        .await?
+        .iter()
+        .filter_map(|r| r[0].as_i64())
+        .collect();
+    let why = format!("replaced by v{version}");
+    for old in replaced {
+        set_status_in(tx, job, old, "retired", &why).await?;
+        events::record(tx, job, old, Event::Retired, &why, by).await?;
+    }
+    set_status_in(tx, job, version, "champion", reason).await?;
+    events::record(tx, job, version, Event::Promoted, reason, by).await
 }
 
 /// `prescore models promote`: a person makes a version the champion.
@@ -257,48 +292,66 @@ pub async fn promote(wh: &Warehouse, job: &str, version: i64) -> Result<(), Regi
         });
     }
     let mut tx = wh.begin().await?;
-    promote_in(&mut tx, job, version, "promoted by hand").await?;
+    promote_in(
+        &mut tx,
+        job,
+        version,
+        "promoted by hand",
+        Actor::by_hand("models promote"),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// `prescore models rollback`: retire the champion and bring back the newest earlier version
-/// that was a champion (now retired). Returns (old, new) versions.
+/// `prescore models rollback`: take the champion out of service and bring back the model that
+/// served before it, as the event history tells. Returns (old, new) versions.
 pub async fn rollback(wh: &Warehouse, job: &str) -> Result<(i64, i64), RegistryError> {
-    let current = champion(wh, job)
-        .await?
-        .ok_or(RegistryError::NoChampion { job: job.into() })?;
-    let rows = wh
+    let mut tx = wh.begin().await?;
+    let current = tx
         .fetch(
-            "SELECT version FROM prescore_models WHERE job = $1 AND status = 'retired' AND version < $2 \
-             ORDER BY version DESC LIMIT 1",
-            &[Value::text(job), Value::Int(Some(current.version))],
+            "SELECT version FROM prescore_models WHERE job = $1 AND status = 'champion'",
+            &[Value::text(job)],
         )
-        .await?;
-    let previous = rows
+        .await?
         .first()
         .and_then(|r| r[0].as_i64())
-        .ok_or(RegistryError::NothingToRollBack { job: job.into() })?;
-    let mut tx = wh.begin().await?;
-    let now = Value::Ts(Some(Utc::now()));
-    tx.execute(
-        "UPDATE prescore_models SET status = 'retired', status_reason = $1, status_changed_at = $2 \
-         WHERE job = $3 AND version = $4",
-        &[
-            Value::text(format!("rolled back to v{previous}")),
-            now,
-            Value::text(job),
-            Value::Int(Some(current.version)),
-        ],
-    )
-    .await?;
+        .ok_or(RegistryError::NoChampion { job: job.into() })?;
+    let previous = match events::served_before(&mut tx, job, current).await? {
+        Some(v) => Some(v),
+        None => legacy_previous(&mut tx, job, current).await?,
+    }
+    .ok_or(RegistryError::NothingToRollBack { job: job.into() })?;
+    let by = Actor::by_hand("models rollback");
+    let why = format!("rolled back to v{previous}");
+    set_status_in(&mut tx, job, current, "retired", &why).await?;
+    events::record(&mut tx, job, current, Event::RolledBack, &why, by).await?;
     promote_in(
         &mut tx,
         job,
         previous,
-        &format!("rollback from v{}", current.version),
+        &format!("rollback from v{current}"),
+        by,
     )
     .await?;
     tx.commit().await?;
-    Ok((current.version, previous))
+    Ok((current, previous))
+}
+
+/// A registry written before the event history: the newest retired version below `current`.
+/// Every model retired since has its events, and the oldest model in them was never retired
+/// below anything, so this finds only models older than the history.
+async fn legacy_previous(
+    tx: &mut Tx,
+    job: &str,
+    current: i64,
+) -> Result<Option<i64>, WarehouseError> {
+    let rows = tx
+        .fetch(
+            "SELECT version FROM prescore_models WHERE job = $1 AND status = 'retired' AND version < $2 \
+             ORDER BY version DESC LIMIT 1",
+            &[Value::text(job), Value::Int(Some(current))],
+        )
+        .await?;
+    Ok(rows.first().and_then(|r| r[0].as_i64()))
 }

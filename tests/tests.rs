@@ -6,6 +6,7 @@ mod support;
 mod forecast;
 mod ltv;
 mod monitoring;
+mod operations;
 mod registry;
 mod reliability;
 mod sharding;

@@ -58,6 +58,20 @@ CREATE TABLE IF NOT EXISTS prescore_models (
 CREATE UNIQUE INDEX IF NOT EXISTS prescore_models_one_champion
     ON prescore_models (job) WHERE status = 'champion';
 
+-- The model history, append-only: one row per registry change, written in the transaction
+-- that makes the change. `models rollback` replays it to find the model that served before.
+CREATE TABLE IF NOT EXISTS prescore_model_events (
+    id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job     TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    event   TEXT NOT NULL,  -- trained, rejected, promoted, rolled_back, retired
+    run_id  TEXT,           -- the run that made the change (none for a change by hand)
+    reason  TEXT,
+    at      TIMESTAMPTZ NOT NULL,
+    command TEXT NOT NULL   -- run, train, score, models promote, models rollback
+);
+CREATE INDEX IF NOT EXISTS prescore_model_events_job ON prescore_model_events (job, version);
+
 CREATE TABLE IF NOT EXISTS prescore_metrics (
     run_id TEXT NOT NULL,
     job    TEXT NOT NULL,

@@ -41,7 +41,9 @@ impl<'a> RunContext<'a> {
         crate::fault::pause(stage);
         let start = Instant::now();
         let span = tracing::info_span!("stage", stage);
+        let spinner = crate::progress::stage(stage);
         let out = tracing::Instrument::instrument(f, span).await;
+        drop(spinner);
         let secs = start.elapsed().as_secs_f64();
         let timings = &mut self.report.stage_seconds;
         match timings.iter_mut().find(|(s, _)| s == stage) {

@@ -149,6 +149,7 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
         frame: output.frame,
         write: ctx.job.output.write,
         promote,
+        command: ctx.opts.mode.name(),
         metrics: output.metrics,
     };
     let stats = ctx.report.stats();
@@ -207,8 +208,8 @@ async fn register_and_gate<S>(
     c: &Candidate<S>,
 ) -> Result<Option<i64>, Error> {
     let (job, wh) = (ctx.job, ctx.wh);
-    let version =
-        registry::insert_candidate(wh, &job.name, ctx.run_id, ctx.opts.as_of, &c.record).await?;
+    let by = registry::Actor::run(ctx.opts.mode.name(), ctx.run_id);
+    let version = registry::insert_candidate(wh, &job.name, by, ctx.opts.as_of, &c.record).await?;
     let mut summary = c.summary.clone();
     summary.version = version;
     ctx.report.model_version = Some(version);
@@ -221,7 +222,7 @@ async fn register_and_gate<S>(
     );
     let outcome = match verdict {
         Verdict::Reject(reasons) => {
-            registry::set_status(wh, &job.name, version, "rejected", &reasons.join("; ")).await?;
+            registry::reject(wh, &job.name, version, &reasons.join("; "), by).await?;
             summary.verdict = format!("rejected: {}", reasons.join("; "));
             tracing::warn!(version, reasons = %reasons.join("; "), "candidate rejected by the quality gate");
             Err(Error::Gated { version, reasons })
@@ -249,7 +250,7 @@ async fn register_and_gate<S>(
                 // No publish follows: promote now.
                 let mut tx = wh.begin().await?;
                 let reason = format!("passed the gate in run {}", ctx.run_id);
-                registry::promote_in(&mut tx, &job.name, version, &reason).await?;
+                registry::promote_in(&mut tx, &job.name, version, &reason, by).await?;
                 tx.commit().await?;
             }
             Ok(Some(version))

@@ -49,7 +49,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Mode::Run => "run",
             Mode::Train => "train",
@@ -152,6 +152,30 @@ pub fn new_run_id() -> String {
 
 /// Runs a job: lock, ledger, the lifecycle, and the ledger's final word on any failure.
 pub async fn run(job: &Job, wh: &Warehouse, opts: &Options) -> Result<Report, Error> {
+    let (report, result) = run_reported(job, wh, opts).await;
+    result.map(|()| report)
+}
+
+/// Runs a job like [`run`], and returns what it did even when it failed or was gated (for the
+/// metrics file): rows read, seconds per stage, the gate's verdict, as far as the run got.
+pub async fn run_reported(
+    job: &Job,
+    wh: &Warehouse,
+    opts: &Options,
+) -> (Report, Result<(), Error>) {
+    let run_id = new_run_id();
+    let mut report = Report::new(job, &run_id);
+    let result = run_locked(job, wh, opts, &run_id, &mut report).await;
+    (report, result)
+}
+
+async fn run_locked(
+    job: &Job,
+    wh: &Warehouse,
+    opts: &Options,
+    run_id: &str,
+    report: &mut Report,
+) -> Result<(), Error> {
     if opts.shard.count > 1 && job.output.write == WriteMode::Replace && opts.mode != Mode::Train {
         return Err(Error::Usage(format!(
             "job {} has output.write = \"replace\", which cannot run sharded (--shard {}): \
@@ -161,41 +185,37 @@ pub async fn run(job: &Job, wh: &Warehouse, opts: &Options) -> Result<Report, Er
             opts.shard.label()
         )));
     }
-    let run_id = new_run_id();
     wh.migrate().await?;
     let shard = opts.shard.label();
-    let lock = wh.lock(&job.name, &shard, &run_id).await?;
+    let lock = wh.lock(&job.name, &shard, run_id).await?;
     let result = async {
-        let stale = ledger::abandon_stale(wh, &job.name, &shard, &run_id).await?;
+        let stale = ledger::abandon_stale(wh, &job.name, &shard, run_id).await?;
         if stale > 0 {
             tracing::warn!(runs = stale, "marked runs of a dead process as abandoned");
         }
-        ledger::start(wh, &run_id, &job.name, &shard, opts.mode.name(), opts.as_of).await?;
+        ledger::start(wh, run_id, &job.name, &shard, opts.mode.name(), opts.as_of).await?;
         if opts.mode != Mode::Train {
             // A training run publishes nothing: it is no shard of a scheduled run.
             let group = opts.group.clone().unwrap_or_else(|| ledger::group_of(opts.as_of));
-            ledger::join_group(wh, &run_id, &job.name, &group, opts.shard).await?;
+            ledger::join_group(wh, run_id, &job.name, &group, opts.shard).await?;
         }
         let span = tracing::info_span!("run", job = %job.name, run_id = %run_id, as_of = %opts.as_of.format("%Y-%m-%dT%H:%M:%SZ"));
-        let mut ctx = RunContext::new(job, wh, opts, &run_id, Report::new(job, &run_id));
+        let fresh = Report::new(job, run_id);
+        let mut ctx = RunContext::new(job, wh, opts, run_id, std::mem::replace(report, fresh));
         let r = tracing::Instrument::instrument(lifecycle::run(&mut ctx), span).await;
-        let report = ctx.finish();
-        match r {
-            Ok(()) => Ok(report),
-            Err(e) => {
-                let status = match e {
-                    Error::Gated { .. } | Error::AwaitingPromotion { .. } => Status::Gated,
-                    _ => Status::Failed,
-                };
-                let stats = report.stats();
-                if let Err(le) =
-                    ledger::finish(wh, &run_id, status, &stats, Some(&e.to_string())).await
-                {
-                    tracing::error!(error = %le, "could not record the failure in the ledger");
-                }
-                Err(e)
+        *report = ctx.finish();
+        if let Err(e) = &r {
+            let status = match e {
+                Error::Gated { .. } | Error::AwaitingPromotion { .. } => Status::Gated,
+                _ => Status::Failed,
+            };
+            let stats = report.stats();
+            if let Err(le) = ledger::finish(wh, run_id, status, &stats, Some(&e.to_string())).await
+            {
+                tracing::error!(error = %le, "could not record the failure in the ledger");
             }
         }
+        r
     }
     .await;
     lock.release().await;

@@ -29,6 +29,8 @@ pub struct Publication<'a> {
     pub write: WriteMode,
     /// Promote this model version in the same transaction.
     pub promote: Option<(i64, String)>,
+    /// The subcommand that runs (`run`, `score`), for the model history.
+    pub command: &'a str,
     /// Run metrics for `prescore_metrics`: (name, labels, value).
     pub metrics: Vec<(String, String, f64)>,
 }
@@ -79,7 +81,8 @@ pub async fn publish(
     }
     crate::fault::pause("commit");
     if let Some((version, reason)) = &p.promote {
-        registry::promote_in(&mut tx, p.job, *version, reason).await?;
+        let by = registry::Actor::run(p.command, p.run_id);
+        registry::promote_in(&mut tx, p.job, *version, reason, by).await?;
     }
     for (name, labels, value) in &p.metrics {
         tx.execute(

@@ -168,6 +168,7 @@ pub fn train(
         },
         ..model_spec.clone()
     };
+    crate::progress::step("backtest fits");
     let mut variants: Vec<Variant> = Vec::new();
     for sc in &schemas {
         for strategy in strategies(spec) {
@@ -207,6 +208,7 @@ pub fn train(
             variants = vec![variants.swap_remove(best)];
         }
     }
+    crate::progress::step("backtest");
     let points = evaluate::backtest(series, &scales_bt, &origins_of, &fits_of(&variants), h, day);
     let strategies_fitted: Vec<Fitted> = variants.iter().map(|v| v.strategy).collect();
     let per_series = spec.selection == crate::config::Selection::PerSeries;
@@ -254,6 +256,7 @@ pub fn train(
     let model = match (used, winner) {
         (true, Some(v)) if !spec.refit => Some(variants.swap_remove(v).model),
         (true, Some(_)) => {
+            crate::progress::step("refit on every row");
             let ends: Vec<usize> = series.iter().map(|s| s.y.len()).collect();
             match fit(&schema, model_spec, series, &scales, &ends, strategy)? {
                 Some((m, rows)) => {

@@ -1,0 +1,242 @@
+//! Operating a job over time: the model history records every registry change in order and
+//! `models rollback` restores the model that served before the champion; the metrics file
+//! for Prometheus is written after every run, failed ones too.
+
+use crate::support::*;
+
+const CHURN: &str = "configs/churn_daily.toml";
+
+async fn events(db: &Db) -> Vec<Vec<String>> {
+    rows(
+        db,
+        "SELECT version, event, command, CASE WHEN run_id IS NULL THEN 'hand' ELSE 'run' END \
+         FROM prescore_model_events WHERE job = 'churn_daily' ORDER BY id",
+    )
+    .await
+}
+
+fn ev(version: i64, event: &str, command: &str, by: &str) -> Vec<String> {
+    vec![version.to_string(), event.into(), command.into(), by.into()]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_restores_the_model_that_served_before_and_the_history_says_so() {
+    for db in backends("modelevents") {
+        seed_churn(&db, 1500);
+        let cfg = config(&db, CHURN, &[]);
+        let c = cfg.to_str().unwrap();
+        let waiting = config(
+            &db,
+            CHURN,
+            &[("[gate]\n", "[gate]\nauto_promote = false\n")],
+        );
+        for (file, expect) in [(c, "v1"), (c, "v2"), (waiting.to_str().unwrap(), "v3")] {
+            let o = prescore(&["train", "--config", file], &[]);
+            assert!(o.status.success(), "{} {expect}: {}", db.name, text(&o));
+        }
+        let o = prescore(&["models", "promote", "3", "--config", c], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+
+        let o = prescore(&["models", "rollback", "--config", c], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        assert!(text(&o).contains("from v3 to v2"), "{}", text(&o));
+        let champion = rows(
+            &db,
+            "SELECT version FROM prescore_models WHERE status = 'champion'",
+        )
+        .await;
+        assert_eq!(champion, vec![vec!["2".to_string()]], "{}", db.name);
+
+        let mut expected = vec![
+            ev(1, "trained", "train", "run"),
+            ev(1, "promoted", "train", "run"),
+            ev(2, "trained", "train", "run"),
+            ev(1, "retired", "train", "run"),
+            ev(2, "promoted", "train", "run"),
+            ev(3, "trained", "train", "run"),
+            ev(2, "retired", "models promote", "hand"),
+            ev(3, "promoted", "models promote", "hand"),
+            ev(3, "rolled_back", "models rollback", "hand"),
+            ev(2, "promoted", "models rollback", "hand"),
+        ];
+        assert_eq!(events(&db).await, expected, "{}", db.name);
+
+        // A second rollback goes on to v1, never back to v3.
+        let o = prescore(&["models", "rollback", "--config", c], &[]);
+        assert!(text(&o).contains("from v2 to v1"), "{}", text(&o));
+        expected.extend([
+            ev(2, "rolled_back", "models rollback", "hand"),
+            ev(1, "promoted", "models rollback", "hand"),
+        ]);
+        assert_eq!(events(&db).await, expected, "{}", db.name);
+        let o = prescore(&["models", "rollback", "--config", c], &[]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("no earlier model"), "{}", text(&o));
+
+        let o = prescore(&["models", "show", "2", "--config", c], &[]);
+        let shown = String::from_utf8_lossy(&o.stdout);
+        let order: Vec<usize> = ["trained", "promoted", "retired", "promoted", "rolled_back"]
+            .iter()
+            .scan(0, |from, word| {
+                let at = shown[*from..].find(word).map(|i| i + *from)?;
+                *from = at + word.len();
+                Some(at)
+            })
+            .collect();
+        assert_eq!(order.len(), 5, "history of v2 out of order:\n{shown}");
+        assert!(shown.contains("rolled back to v1"), "{shown}");
+    }
+}
+
+/// The value of one series (name with its labels, as written) in a metrics file.
+fn metric(file: &str, series: &str) -> Option<f64> {
+    file.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_file_is_written_after_every_run_failed_and_gated_ones_too() {
+    for db in backends("metricsfile") {
+        seed_churn(&db, 1500);
+        let prom = db.dir.path().join("prescore_churn.prom");
+        let p = prom.to_str().unwrap();
+        let good = config(&db, CHURN, &[]);
+        let o = prescore(
+            &[
+                "run",
+                "--config",
+                good.to_str().unwrap(),
+                "--metrics-file",
+                p,
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let file = std::fs::read_to_string(&prom).unwrap();
+        let job = "job=\"churn_daily\"";
+        let status = |s: &str| format!("prescore_run_status{{{job},status=\"{s}\"}}");
+        let success = format!("prescore_last_success_timestamp_seconds{{{job}}}");
+        assert_eq!(metric(&file, &status("succeeded")), Some(1.0), "{file}");
+        assert!(
+            metric(&file, &format!("prescore_rows{{{job},kind=\"read\"}}")) > Some(0.0),
+            "{file}"
+        );
+        assert!(
+            metric(
+                &file,
+                &format!("prescore_stage_seconds{{{job},stage=\"publish\"}}")
+            )
+            .is_some(),
+            "{file}"
+        );
+        assert_eq!(
+            metric(&file, &format!("prescore_gate_passed{{{job}}}")),
+            Some(1.0),
+            "{file}"
+        );
+        assert!(
+            file.contains("# TYPE prescore_run_status gauge\n"),
+            "{file}"
+        );
+        let succeeded_at = metric(&file, &success).unwrap();
+        assert!(succeeded_at > 1.7e9, "{file}");
+
+        // A broken contract (the scoring SQL lost a column): exit 3, a file all the same, and
+        // the last success carried over from the file it replaces.
+        let missing = sql_file(
+            &db,
+            "score.sql",
+            "SELECT customer_id, plan, region FROM customer_months",
+        );
+        let broken = config(
+            &db,
+            CHURN,
+            &[(&format!("{ROOT}/sql/churn_daily/score.sql"), &missing)],
+        );
+        let b = broken.to_str().unwrap();
+        let o = prescore(&["score", "--config", b, "--metrics-file", p], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}: {}", db.name, text(&o));
+        let file = std::fs::read_to_string(&prom).unwrap();
+        assert_eq!(metric(&file, &status("failed")), Some(1.0), "{file}");
+        assert_eq!(metric(&file, &status("succeeded")), Some(0.0), "{file}");
+        assert_eq!(
+            metric(&file, &format!("prescore_run_exit_code{{{job}}}")),
+            Some(3.0),
+            "{file}"
+        );
+        assert_eq!(metric(&file, &success), Some(succeeded_at), "{file}");
+
+        // Without the old file the ledger still knows when the job last succeeded.
+        std::fs::remove_file(&prom).unwrap();
+        let o = prescore(&["score", "--config", b, "--metrics-file", p], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        let file = std::fs::read_to_string(&prom).unwrap();
+        let from_ledger = metric(&file, &success).unwrap();
+        assert!(from_ledger > 1.7e9 && from_ledger <= succeeded_at, "{file}");
+
+        // A gated run says so, with the gate's verdict.
+        let strict = config(
+            &db,
+            CHURN,
+            &[("require = [\"auc >= 0.6\"]", "require = [\"auc >= 0.999\"]")],
+        );
+        let o = prescore(
+            &[
+                "run",
+                "--config",
+                strict.to_str().unwrap(),
+                "--metrics-file",
+                p,
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        let file = std::fs::read_to_string(&prom).unwrap();
+        assert_eq!(metric(&file, &status("gated")), Some(1.0), "{file}");
+        assert_eq!(
+            metric(&file, &format!("prescore_gate_passed{{{job}}}")),
+            Some(0.0),
+            "{file}"
+        );
+        assert_eq!(metric(&file, &success), Some(succeeded_at), "{file}");
+        let leftovers = std::fs::read_dir(db.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0, "a temporary metrics file was left behind");
+    }
+}
+
+#[test]
+fn a_terminal_sees_a_spinner_for_each_long_stage() {
+    let db = sqlite();
+    seed_churn(&db, 1500);
+    let cfg = config(&db, CHURN, &[]);
+    // `script` gives the run a terminal; without it (not util-linux) there is nothing to test.
+    let cmd = format!("{BIN} run --config {}", cfg.display());
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("DATABASE_URL")
+        .output();
+    let Some(o) = o.ok().filter(|o| o.status.code().is_some()) else {
+        eprintln!("SKIPPING the terminal half: no `script` command");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{shown}");
+    for stage in ["read", "train", "score", "publish"] {
+        assert!(
+            shown.contains(&format!(" {stage} ")),
+            "no spinner for {stage}:\n{shown}"
+        );
+    }
+    assert!(shown.contains("finished"), "{shown}");
+}
