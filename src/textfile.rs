@@ -46,68 +46,123 @@ pub struct RunMetrics {
 pub const STATUSES: [&str; 3] = ["succeeded", "failed", "gated"];
 
 /// One metric family: name, help, samples of (labels, value).
-struct Family<'a> {
-    name: &'a str,
-    help: &'a str,
-    samples: Vec<(Vec<(&'a str, String)>, f64)>,
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Vec<(&'static str, String)>, f64)>,
 }
 
 /// The exposition text of one run: HELP and TYPE (every family a gauge) once per family, its
 /// samples right after.
 pub fn render(m: &RunMetrics) -> String {
-    let job = || ("job", m.job.clone());
-    let one = |v: f64| vec![(vec![job()], v)];
+    let mut out = String::new();
+    let families = outcome_families(m).into_iter().chain(work_families(m));
+    for f in families.filter(|f| !f.samples.is_empty()) {
+        let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
+        let _ = writeln!(out, "# TYPE {} gauge", f.name);
+        for (labels, value) in &f.samples {
+            let _ = writeln!(out, "{}{} {}", f.name, label_set(labels), number(*value));
+        }
+    }
+    out
+}
+
+/// A family with one sample labelled by the job.
+fn single(m: &RunMetrics, name: &'static str, help: &'static str, v: f64) -> Family {
+    Family {
+        name,
+        help,
+        samples: vec![(vec![("job", m.job.clone())], v)],
+    }
+}
+
+/// A family with one sample per value of `label`, each labelled by the job too.
+fn by(
+    m: &RunMetrics,
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (String, f64)>,
+) -> Family {
+    let samples = values
+        .into_iter()
+        .map(|(l, v)| (vec![("job", m.job.clone()), (label, l)], v))
+        .collect();
+    Family {
+        name,
+        help,
+        samples,
+    }
+}
+
+/// How the run ended: last success, time, status, exit code.
+fn outcome_families(m: &RunMetrics) -> Vec<Family> {
+    let status = STATUSES
+        .iter()
+        .map(|s| (s.to_string(), f64::from(u8::from(m.status == *s))));
+    vec![
+        single(
+            m,
+            "prescore_last_success_timestamp_seconds",
+            "When the job last succeeded (seconds since the epoch; 0 if no success is known).",
+            m.last_success.unwrap_or(0.0),
+        ),
+        single(
+            m,
+            "prescore_run_timestamp_seconds",
+            "When the job's latest run ended, whatever its status.",
+            m.finished_at.timestamp() as f64,
+        ),
+        by(
+            m,
+            "prescore_run_status",
+            "1 for the status of the job's latest run (succeeded, failed, gated), 0 for the others.",
+            "status",
+            status,
+        ),
+        single(
+            m,
+            "prescore_run_exit_code",
+            "The exit code of the job's latest run (0 ok, 1 failed, 2 usage, 3 contract, 4 gated).",
+            f64::from(m.exit_code),
+        ),
+    ]
+}
+
+/// What the run did: stages, rows, skipped entities, and what is known of its model.
+fn work_families(m: &RunMetrics) -> Vec<Family> {
+    let rows = [
+        ("read", m.rows_read),
+        ("scored", m.rows_scored),
+        ("written", m.rows_written),
+    ]
+    .map(|(k, v)| (k.to_string(), v as f64));
     let mut families = vec![
-        Family {
-            name: "prescore_last_success_timestamp_seconds",
-            help: "When the job last succeeded (seconds since the epoch; 0 if no success is known).",
-            samples: one(m.last_success.unwrap_or(0.0)),
-        },
-        Family {
-            name: "prescore_run_timestamp_seconds",
-            help: "When the job's latest run ended, whatever its status.",
-            samples: one(m.finished_at.timestamp() as f64),
-        },
-        Family {
-            name: "prescore_run_status",
-            help: "1 for the status of the job's latest run (succeeded, failed, gated), 0 for the others.",
-            samples: STATUSES
-                .iter()
-                .map(|s| (vec![job(), ("status", s.to_string())], f64::from(u8::from(m.status == *s))))
-                .collect(),
-        },
-        Family {
-            name: "prescore_run_exit_code",
-            help: "The exit code of the job's latest run (0 ok, 1 failed, 2 usage, 3 contract, 4 gated).",
-            samples: one(f64::from(m.exit_code)),
-        },
-        Family {
-            name: "prescore_stage_seconds",
-            help: "Wall-clock seconds of each stage of the job's latest run.",
-            samples: m
-                .stage_seconds
-                .iter()
-                .map(|(s, v)| (vec![job(), ("stage", s.clone())], *v))
-                .collect(),
-        },
-        Family {
-            name: "prescore_rows",
-            help: "Rows the job's latest run read, scored (entities or series) and wrote.",
-            samples: [("read", m.rows_read), ("scored", m.rows_scored), ("written", m.rows_written)]
-                .into_iter()
-                .map(|(k, v)| (vec![job(), ("kind", k.to_string())], v as f64))
-                .collect(),
-        },
-        Family {
-            name: "prescore_skipped_entities",
-            help: "Entities or series the job's latest run could not score (see the run summary for why).",
-            samples: one(m.skipped_entities as f64),
-        },
+        by(
+            m,
+            "prescore_stage_seconds",
+            "Wall-clock seconds of each stage of the job's latest run.",
+            "stage",
+            m.stage_seconds.iter().cloned(),
+        ),
+        by(
+            m,
+            "prescore_rows",
+            "Rows the job's latest run read, scored (entities or series) and wrote.",
+            "kind",
+            rows,
+        ),
+        single(
+            m,
+            "prescore_skipped_entities",
+            "Entities or series the job's latest run could not score (the run summary says why).",
+            m.skipped_entities as f64,
+        ),
     ];
     let optional = [
         (
             "prescore_gate_passed",
-            "1 if the candidate trained in the latest run passed the quality gate, 0 if it was rejected.",
+            "1 if the candidate trained in the latest run passed the quality gate, 0 if rejected.",
             m.gate_passed.map(|p| f64::from(u8::from(p))),
         ),
         (
@@ -122,23 +177,9 @@ pub fn render(m: &RunMetrics) -> String {
         ),
     ];
     for (name, help, value) in optional {
-        if let Some(v) = value {
-            families.push(Family {
-                name,
-                help,
-                samples: one(v),
-            });
-        }
+        families.extend(value.map(|v| single(m, name, help, v)));
     }
-    let mut out = String::new();
-    for f in families.iter().filter(|f| !f.samples.is_empty()) {
-        let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
-        let _ = writeln!(out, "# TYPE {} gauge", f.name);
-        for (labels, value) in &f.samples {
-            let _ = writeln!(out, "{}{} {}", f.name, label_set(labels), number(*value));
-        }
-    }
-    out
+    families
 }
 
 fn label_set(labels: &[(&str, String)]) -> String {

@@ -1,6 +1,7 @@
 //! Operating a job over time: the model history records every registry change in order and
 //! `models rollback` restores the model that served before the champion; the metrics file
-//! for Prometheus is written after every run, failed ones too.
+//! for Prometheus is written after every run, failed ones too; a terminal sees a spinner per
+//! stage, and a pipe (cron) nothing extra.
 
 use crate::support::*;
 
@@ -175,6 +176,29 @@ async fn the_metrics_file_is_written_after_every_run_failed_and_gated_ones_too()
         let from_ledger = metric(&file, &success).unwrap();
         assert!(from_ledger > 1.7e9 && from_ledger <= succeeded_at, "{file}");
 
+        // A config that does not load (exit 2) reports the job the old file names.
+        let bad = db.dir.path().join("bad.toml");
+        std::fs::write(&bad, "[job]\nname = 1\n").unwrap();
+        let o = prescore(
+            &[
+                "run",
+                "--config",
+                bad.to_str().unwrap(),
+                "--metrics-file",
+                p,
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let file = std::fs::read_to_string(&prom).unwrap();
+        assert_eq!(metric(&file, &status("failed")), Some(1.0), "{file}");
+        assert_eq!(
+            metric(&file, &format!("prescore_run_exit_code{{{job}}}")),
+            Some(2.0),
+            "{file}"
+        );
+        assert_eq!(metric(&file, &success), Some(from_ledger), "{file}");
+
         // A gated run says so, with the gate's verdict.
         let strict = config(
             &db,
@@ -199,7 +223,7 @@ async fn the_metrics_file_is_written_after_every_run_failed_and_gated_ones_too()
             Some(0.0),
             "{file}"
         );
-        assert_eq!(metric(&file, &success), Some(succeeded_at), "{file}");
+        assert_eq!(metric(&file, &success), Some(from_ledger), "{file}");
         let leftovers = std::fs::read_dir(db.dir.path())
             .unwrap()
             .filter(|e| {
