@@ -25,6 +25,7 @@ use super::{pool, read, TrainSummary};
 use crate::config::{ForecastSpec, Job, Sql};
 use crate::error::Error;
 use crate::ledger;
+use crate::model::metrics::Metrics;
 use crate::registry::{ModelRecord, StoredModel};
 use crate::warehouse::ident::Ident;
 use features::SeriesSchema;
@@ -134,37 +135,13 @@ impl Kind for ForecastJob<'_> {
                 }),
             )
             .await??;
-        let day = self.spec.day();
         // The gate compares with the better of the two seasonal-naive baselines.
         let best_naive = if out.naive_week.get("mae") < out.naive_day.get("mae") {
             out.naive_week.clone()
         } else {
             out.naive_day.clone()
         };
-        // Overall metrics, and every metric per horizon step (`mae_h001`, `rmse_h001`, …).
-        let mut stored_metrics = out.metrics.clone();
-        if let Some(c) = out.coverage {
-            stored_metrics.insert("coverage".into(), c);
-        }
-        let mut baseline = out.naive_day.clone();
-        for (k, (m, n)) in out.per_step.iter().zip(&out.naive_day_steps).enumerate() {
-            for (name, v) in m {
-                stored_metrics.insert(format!("{name}_h{:03}", k + 1), *v);
-            }
-            for (name, v) in n {
-                baseline.insert(format!("{name}_h{:03}", k + 1), *v);
-            }
-        }
-        for (k, v) in &out.naive_week {
-            baseline.insert(format!("weekly_{k}"), *v);
-        }
-        let per_horizon = (0..h)
-            .filter_map(|k| {
-                let m = out.per_step[k].get("mae")?;
-                let n = out.naive_day_steps[k].get("mae")?;
-                Some((k + 1, *m, *n))
-            })
-            .collect();
+        let (stored_metrics, baseline, per_horizon) = registered_metrics(&out, h);
         let f = &out.forecaster;
         let methods = method_counts(f, series);
         let summary = TrainSummary {
@@ -181,22 +158,7 @@ impl Kind for ForecastJob<'_> {
             coverage: out.coverage,
             interval: None,
             methods: methods.clone(),
-            backtest: Some(format!(
-                "{} window(s) of {h} steps, {} apart; model {}{}; candidates {}",
-                out.windows,
-                self.spec.backtest_step,
-                f.strategy.name(),
-                match f.schema.difference {
-                    0 => String::new(),
-                    d => format!(" on differences over {d} steps"),
-                },
-                out.choice
-                    .mae
-                    .iter()
-                    .map(|(m, v)| format!("{} {v:.4}", m.label(day)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            backtest: Some(describe_backtest(&out, self.spec)),
         };
         let record = ModelRecord {
             algorithm: job.model.algorithm.name().into(),
@@ -332,4 +294,61 @@ impl ForecastJob<'_> {
         }
         Ok(())
     }
+}
+
+/// What the registry keeps of a forecast model's backtest: the overall metrics with the
+/// interval coverage and every metric per horizon step (`mae_h001`, `rmse_h001`, …), the
+/// seasonal-naive baseline the same way (the weekly one as `weekly_mae`, …), and the MAE per
+/// step next to naive's for the summary.
+fn registered_metrics(
+    out: &train::Outcome,
+    h: usize,
+) -> (Metrics, Metrics, Vec<(usize, f64, f64)>) {
+    let mut stored = out.metrics.clone();
+    if let Some(c) = out.coverage {
+        stored.insert("coverage".into(), c);
+    }
+    let mut baseline = out.naive_day.clone();
+    for (k, (m, n)) in out.per_step.iter().zip(&out.naive_day_steps).enumerate() {
+        for (name, v) in m {
+            stored.insert(format!("{name}_h{:03}", k + 1), *v);
+        }
+        for (name, v) in n {
+            baseline.insert(format!("{name}_h{:03}", k + 1), *v);
+        }
+    }
+    for (k, v) in &out.naive_week {
+        baseline.insert(format!("weekly_{k}"), *v);
+    }
+    let per_horizon = (0..h)
+        .filter_map(|k| {
+            let m = out.per_step[k].get("mae")?;
+            let n = out.naive_day_steps[k].get("mae")?;
+            Some((k + 1, *m, *n))
+        })
+        .collect();
+    (stored, baseline, per_horizon)
+}
+
+/// "4 window(s) of 24 steps, 24 apart; model direct on differences over 24 steps;
+/// candidates direct 0.43, naive24 0.76, …".
+fn describe_backtest(out: &train::Outcome, spec: &ForecastSpec) -> String {
+    let f = &out.forecaster;
+    format!(
+        "{} window(s) of {} steps, {} apart; model {}{}; candidates {}",
+        out.windows,
+        spec.horizon,
+        spec.backtest_step,
+        f.strategy.name(),
+        match f.schema.difference {
+            0 => String::new(),
+            d => format!(" on differences over {d} steps"),
+        },
+        out.choice
+            .mae
+            .iter()
+            .map(|(m, v)| format!("{} {v:.4}", m.label(spec.day())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }

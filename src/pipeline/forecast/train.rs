@@ -115,6 +115,60 @@ struct Variant {
     model: Model,
 }
 
+/// The backtest's frame: the differencing choices, each series' origins, where its backtest
+/// fits must stop (its earliest origin), and its scale up to there.
+struct Frame {
+    schemas: Vec<SeriesSchema>,
+    origins_of: Vec<Vec<usize>>,
+    cut: Vec<usize>,
+    scales: Vec<Scale>,
+}
+
+impl Frame {
+    fn new(schema: &SeriesSchema, spec: &ForecastSpec, series: &[Series]) -> Frame {
+        let schemas: Vec<SeriesSchema> = spec
+            .difference
+            .choices(spec.day())
+            .into_iter()
+            .map(|d| SeriesSchema {
+                difference: d,
+                ..schema.clone()
+            })
+            .collect();
+        let lookback = schemas.iter().map(|s| s.lookback()).max().unwrap_or(1);
+        let origins_of: Vec<Vec<usize>> = series
+            .iter()
+            .map(|s| match s.model_ok {
+                true => evaluate::origins(
+                    s.y.len(),
+                    spec.backtest_windows,
+                    spec.backtest_step,
+                    spec.horizon,
+                    lookback + 1,
+                ),
+                false => Vec::new(),
+            })
+            .collect();
+        // The backtest fits see only targets before each series' earliest origin.
+        let cut: Vec<usize> = series
+            .iter()
+            .zip(&origins_of)
+            .map(|(s, o)| o.last().copied().unwrap_or(s.y.len()))
+            .collect();
+        let scales = series
+            .iter()
+            .zip(&cut)
+            .map(|(s, &e)| schema.scale_of(s, e))
+            .collect();
+        Frame {
+            schemas,
+            origins_of,
+            cut,
+            scales,
+        }
+    }
+}
+
 /// Trains, backtests and chooses. `per_series` selection by `spec.selection`.
 pub fn train(
     schema: &SeriesSchema,
@@ -122,94 +176,18 @@ pub fn train(
     model_spec: &ModelSpec,
     series: &[Series],
 ) -> Result<Outcome, ModelError> {
-    let h = spec.horizon;
-    let day = spec.day();
-    let schemas: Vec<SeriesSchema> = spec
-        .difference
-        .choices(day)
-        .into_iter()
-        .map(|d| SeriesSchema {
-            difference: d,
-            ..schema.clone()
-        })
-        .collect();
-    let lookback = schemas.iter().map(|s| s.lookback()).max().unwrap_or(1);
-    let origins_of: Vec<Vec<usize>> = series
-        .iter()
-        .map(|s| match s.model_ok {
-            true => evaluate::origins(
-                s.y.len(),
-                spec.backtest_windows,
-                spec.backtest_step,
-                h,
-                lookback + 1,
-            ),
-            false => Vec::new(),
-        })
-        .collect();
-    // The backtest fits see only targets before each series' earliest origin.
-    let cut: Vec<usize> = series
-        .iter()
-        .zip(&origins_of)
-        .map(|(s, o)| o.last().copied().unwrap_or(s.y.len()))
-        .collect();
-    let scales_bt: Vec<Scale> = series
-        .iter()
-        .zip(&cut)
-        .map(|(s, &e)| schema.scale_of(s, e))
-        .collect();
-    // The backtest fits compare variants and methods; a sample ranks them as the full data
-    // would, and keeps four variants affordable on large jobs. The served model trains on
-    // every row.
-    let backtest_spec = ModelSpec {
-        max_train_rows: match model_spec.max_train_rows {
-            0 => spec.backtest_rows,
-            n => n.min(spec.backtest_rows),
-        },
-        ..model_spec.clone()
-    };
-    crate::progress::step("backtest fits");
-    let mut variants: Vec<Variant> = Vec::new();
-    for sc in &schemas {
-        for strategy in strategies(spec) {
-            if let Some((m, _)) = fit(sc, &backtest_spec, series, &scales_bt, &cut, strategy)? {
-                variants.push(Variant {
-                    schema: sc.clone(),
-                    strategy,
-                    model: m,
-                });
-            }
-        }
-    }
-    // Many series: the variants compete on an even sample of them, and only the winner is
-    // backtested on every series (for the per-series choice and the intervals).
-    if variants.len() > 1 && series.len() > VARIANT_SAMPLE_SERIES {
-        let every = series.len().div_ceil(VARIANT_SAMPLE_SERIES);
-        let sampled: Vec<Vec<usize>> = origins_of
-            .iter()
-            .enumerate()
-            .map(|(i, o)| {
-                if i % every == 0 {
-                    o.clone()
-                } else {
-                    Vec::new()
-                }
-            })
-            .collect();
-        let points = evaluate::backtest(series, &scales_bt, &sampled, &fits_of(&variants), h, day);
-        let best = (0..variants.len()).min_by(|&a, &b| {
-            mae(&points, &points.models[a]).total_cmp(&mae(&points, &points.models[b]))
-        });
-        if let Some(best) = best {
-            tracing::debug!(
-                variant = best,
-                "the variants compared on a sample of series"
-            );
-            variants = vec![variants.swap_remove(best)];
-        }
-    }
+    let (h, day) = (spec.horizon, spec.day());
+    let frame = Frame::new(schema, spec, series);
+    let mut variants = fit_variants(&frame, spec, model_spec, series)?;
     crate::progress::step("backtest");
-    let points = evaluate::backtest(series, &scales_bt, &origins_of, &fits_of(&variants), h, day);
+    let points = evaluate::backtest(
+        series,
+        &frame.scales,
+        &frame.origins_of,
+        &fits_of(&variants),
+        h,
+        day,
+    );
     let strategies_fitted: Vec<Fitted> = variants.iter().map(|v| v.strategy).collect();
     let per_series = spec.selection == crate::config::Selection::PerSeries;
     let choice = select::choose(
@@ -220,23 +198,7 @@ pub fn train(
         per_series,
     );
     let pred = select::chosen_predictions(&points, &choice);
-    let errors = select::error_scales(&points, &pred, series.len());
-    // Series whose backtest forecast was exact still get an interval scaled like the rest.
-    let ratios: Vec<f64> = errors
-        .iter()
-        .zip(&scales_bt)
-        .filter_map(|(e, sc)| e.map(|e| e / sc.sd))
-        .filter(|r| *r > 0.0)
-        .collect();
-    let error_ratio = median(ratios).unwrap_or(1.0);
-    let norm_of = |i: usize| {
-        errors[i]
-            .filter(|e| *e > 0.0)
-            .unwrap_or(error_ratio * scales_bt[i].sd)
-    };
-    let norm = select::cross_fitted_scales(&points, &pred, series.len(), norm_of);
-    let half = select::half_widths(&points, &pred, &norm, h, spec.interval);
-    let coverage = (!points.is_empty()).then(|| select::coverage(&points, &pred, &norm, &half));
+    let cal = calibrate(&points, &pred, &frame.scales, h, spec.interval);
     let (metrics, per_step) = scored_or_empty(&points, &pred, h);
     let (naive_day, naive_day_steps) = scored_or_empty(&points, &points.naive_day, h);
     let (naive_week, _) = scored_or_empty(&points, &points.naive_week, h);
@@ -246,37 +208,25 @@ pub fn train(
     let winner = choice.model.map(|(v, _)| v);
     let (schema, strategy) = match winner {
         Some(v) => (variants[v].schema.clone(), variants[v].strategy),
-        None => (schemas[0].clone(), Fitted::Recursive),
+        None => (frame.schemas[0].clone(), Fitted::Recursive),
     };
     let scales: Vec<Scale> = series
         .iter()
         .map(|s| schema.scale_of(s, s.y.len()))
         .collect();
-    let mut rows_train = 0;
-    let model = match (used, winner) {
-        (true, Some(v)) if !spec.refit => Some(variants.swap_remove(v).model),
+    let (model, rows_train) = match (used, winner) {
+        (true, Some(v)) if !spec.refit => (Some(variants.swap_remove(v).model), 0),
         (true, Some(_)) => {
             crate::progress::step("refit on every row");
             let ends: Vec<usize> = series.iter().map(|s| s.y.len()).collect();
             match fit(&schema, model_spec, series, &scales, &ends, strategy)? {
-                Some((m, rows)) => {
-                    rows_train = rows;
-                    Some(m)
-                }
-                None => None,
+                Some((m, rows)) => (Some(m), rows),
+                None => (None, 0),
             }
         }
-        _ => None,
+        _ => (None, 0),
     };
-    let names = schema.names(strategy);
-    let importances = model
-        .as_ref()
-        .and_then(|m| m.importances(names.len()))
-        .map(|imp| {
-            let mut v: Vec<(String, f64)> = names.iter().cloned().zip(imp).collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1));
-            v
-        });
+    let importances = importances(model.as_ref(), &schema.names(strategy));
     let key_of = |i: usize| series[i].key.to_string();
     let forecaster = Forecaster {
         schema,
@@ -289,10 +239,10 @@ pub fn train(
             .collect(),
         scales: (0..series.len()).map(|i| (key_of(i), scales[i])).collect(),
         errors: (0..series.len())
-            .filter_map(|i| errors[i].filter(|e| *e > 0.0).map(|e| (key_of(i), e)))
+            .filter_map(|i| cal.errors[i].filter(|e| *e > 0.0).map(|e| (key_of(i), e)))
             .collect(),
-        error_ratio,
-        half_width: half,
+        error_ratio: cal.error_ratio,
+        half_width: cal.half_width,
         interval: spec.interval,
         day,
     };
@@ -303,12 +253,130 @@ pub fn train(
         naive_day,
         naive_day_steps,
         naive_week,
-        coverage,
+        coverage: cal.coverage,
         rows_train,
         points: points.len(),
-        windows: origins_of.iter().map(Vec::len).max().unwrap_or(0),
+        windows: frame.origins_of.iter().map(Vec::len).max().unwrap_or(0),
         choice,
         importances,
+    })
+}
+
+/// Fits every model variant (strategy × differencing) for the backtest, on a sample of rows;
+/// with many series they compete on an even sample of series, and only the winner is kept to
+/// be backtested on all of them (for the per-series choice and the intervals).
+fn fit_variants(
+    frame: &Frame,
+    spec: &ForecastSpec,
+    model_spec: &ModelSpec,
+    series: &[Series],
+) -> Result<Vec<Variant>, ModelError> {
+    // A sample ranks the variants as the full data would, and keeps four of them affordable
+    // on large jobs. The served model trains on every row.
+    let backtest_spec = ModelSpec {
+        max_train_rows: match model_spec.max_train_rows {
+            0 => spec.backtest_rows,
+            n => n.min(spec.backtest_rows),
+        },
+        ..model_spec.clone()
+    };
+    crate::progress::step("backtest fits");
+    let mut variants: Vec<Variant> = Vec::new();
+    for sc in &frame.schemas {
+        for strategy in strategies(spec) {
+            let fitted = fit(
+                sc,
+                &backtest_spec,
+                series,
+                &frame.scales,
+                &frame.cut,
+                strategy,
+            )?;
+            if let Some((model, _)) = fitted {
+                variants.push(Variant {
+                    schema: sc.clone(),
+                    strategy,
+                    model,
+                });
+            }
+        }
+    }
+    if variants.len() > 1 && series.len() > VARIANT_SAMPLE_SERIES {
+        let every = series.len().div_ceil(VARIANT_SAMPLE_SERIES);
+        let sampled: Vec<Vec<usize>> = (frame.origins_of.iter().enumerate())
+            .map(|(i, o)| {
+                if i % every == 0 {
+                    o.clone()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let (h, day) = (spec.horizon, spec.day());
+        let points =
+            evaluate::backtest(series, &frame.scales, &sampled, &fits_of(&variants), h, day);
+        let best = (0..variants.len()).min_by(|&a, &b| {
+            mae(&points, &points.models[a]).total_cmp(&mae(&points, &points.models[b]))
+        });
+        if let Some(best) = best {
+            tracing::debug!(
+                variant = best,
+                "the variants compared on a sample of series"
+            );
+            variants = vec![variants.swap_remove(best)];
+        }
+    }
+    Ok(variants)
+}
+
+/// The interval calibration read from the backtest: each series' error scale, the typical
+/// error-to-spread ratio for series without one, the half-widths per step and the coverage.
+struct Calibration {
+    errors: Vec<Option<f64>>,
+    error_ratio: f64,
+    half_width: Vec<f64>,
+    coverage: Option<f64>,
+}
+
+fn calibrate(
+    points: &Points,
+    pred: &[f64],
+    scales: &[Scale],
+    h: usize,
+    interval: f64,
+) -> Calibration {
+    let n = scales.len();
+    let errors = select::error_scales(points, pred, n);
+    // Series whose backtest forecast was exact still get an interval scaled like the rest.
+    let ratios: Vec<f64> = errors
+        .iter()
+        .zip(scales)
+        .filter_map(|(e, sc)| e.map(|e| e / sc.sd))
+        .filter(|r| *r > 0.0)
+        .collect();
+    let error_ratio = median(ratios).unwrap_or(1.0);
+    let norm_of = |i: usize| {
+        errors[i]
+            .filter(|e| *e > 0.0)
+            .unwrap_or(error_ratio * scales[i].sd)
+    };
+    let norm = select::cross_fitted_scales(points, pred, n, norm_of);
+    let half_width = select::half_widths(points, pred, &norm, h, interval);
+    let coverage = (!points.is_empty()).then(|| select::coverage(points, pred, &norm, &half_width));
+    Calibration {
+        errors,
+        error_ratio,
+        half_width,
+        coverage,
+    }
+}
+
+/// The served model's feature importances, largest first.
+fn importances(model: Option<&Model>, names: &[String]) -> Option<Vec<(String, f64)>> {
+    model.and_then(|m| m.importances(names.len())).map(|imp| {
+        let mut v: Vec<(String, f64)> = names.iter().cloned().zip(imp).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
     })
 }
 
