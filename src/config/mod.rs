@@ -365,6 +365,8 @@ pub struct Output {
     pub min_score: Option<f64>,
     /// Keep every published row in `<table>_history` for this long (None: no history).
     pub keep_history: Option<Duration>,
+    /// `<table>_history`, when the job keeps history.
+    pub history_table: Option<Ident>,
 }
 
 /// A validated job: everything the pipeline needs, checked.

@@ -1024,14 +1024,16 @@ fn validate_output(o: &RawOutput, kind: KindTag, task: Task, p: &mut Problems) -
         (None, KindTag::Score) | (Some("0" | "off" | "none"), _) => None,
         (Some(text), _) => p.duration("output.keep_history", text),
     };
+    let mut history_table = None;
     if let (Some(t), Some(_)) = (&table, keep_history) {
-        if Ident::new(&format!("{t}_history")).is_err() {
-            p.push(
+        match Ident::new(&format!("{t}_history")) {
+            Ok(h) => history_table = Some(h),
+            Err(_) => p.push(
                 "output.keep_history",
                 format!(
                     "the history table {t}_history would not be a valid name: shorten output.table"
                 ),
-            );
+            ),
         }
     }
     Some(Output {
@@ -1041,6 +1043,7 @@ fn validate_output(o: &RawOutput, kind: KindTag, task: Task, p: &mut Problems) -
         interval,
         min_score: o.min_score.filter(|_| regression_score),
         keep_history,
+        history_table,
     })
 }
 

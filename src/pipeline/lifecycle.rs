@@ -18,7 +18,6 @@ use crate::error::Error;
 use crate::ledger::{self, Status};
 use crate::model::metrics::Metrics;
 use crate::registry::{self, ModelRecord, StoredModel};
-use crate::warehouse::ident::Ident;
 use crate::warehouse::ColumnDef;
 
 /// A freshly trained model, evaluated, before the gate.
@@ -133,10 +132,8 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
     };
     ctx.report.model_version = Some(version);
     let output = kind.serve(ctx, data, serving, version).await?;
-    let history = ctx.job.output.keep_history.map(|keep| {
-        let name = format!("{}_history", ctx.job.output.table);
-        (Ident::new(&name).expect("validated with the config"), keep)
-    });
+    let out = &ctx.job.output;
+    let history = out.history_table.clone().zip(out.keep_history);
     let publication = Publication {
         job: &ctx.job.name,
         run_id: ctx.run_id,
