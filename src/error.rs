@@ -74,7 +74,10 @@ impl Error {
 fn warehouse_code(w: &WarehouseError) -> u8 {
     match w {
         WarehouseError::Locked { .. } => EXIT_RUNNING,
-        WarehouseError::Decode { .. } | WarehouseError::MissingColumn { .. } => EXIT_CONTRACT,
+        WarehouseError::Decode { .. }
+        | WarehouseError::MissingColumn { .. }
+        | WarehouseError::DuplicateColumn { .. } => EXIT_CONTRACT,
+        WarehouseError::SqlWrites { .. } => EXIT_USAGE,
         _ => EXIT_FAILED,
     }
 }

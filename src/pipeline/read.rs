@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use polars::prelude::DataFrame;
 
-use crate::config::{ColumnType, Job};
+use crate::config::{ColumnType, Job, Sql};
 use crate::warehouse::{retry, Value, Warehouse, WarehouseError};
 
 /// The values bound to a job's named parameters.
@@ -15,20 +15,21 @@ pub fn params(as_of: DateTime<Utc>) -> BTreeMap<&'static str, Value> {
     BTreeMap::from([("as_of", Value::Ts(Some(as_of)))])
 }
 
-/// Reads `sql`, expecting the columns of `contract`.
+/// Reads one of the job's SQL files, expecting the columns of `contract`.
 #[tracing::instrument(skip_all, fields(what))]
 pub async fn read(
     job: &Job,
     wh: &Warehouse,
-    sql: &str,
+    sql: &Sql,
     what: &str,
     contract: &BTreeMap<String, ColumnType>,
     as_of: DateTime<Utc>,
 ) -> Result<DataFrame, WarehouseError> {
     let params = params(as_of);
+    let file = sql.path.display().to_string();
     tracing::info!("running {what}");
     let df = retry(what, job.retry_attempts, job.retry_backoff, || {
-        wh.read_frame(sql, &params, contract)
+        wh.read_frame(&sql.text, &file, &params, contract)
     })
     .await?;
     tracing::info!(rows = df.height(), columns = df.width(), "read {what}");

@@ -46,7 +46,7 @@ impl Kind for ForecastJob<'_> {
         let (job, wh, opts) = (ctx.job, ctx.wh, ctx.opts);
         let (key, time) = (job.input.key.as_str(), self.time.as_str());
         let what = "the history SQL";
-        let sql = &job.input.train_sql.text;
+        let sql = &job.input.train_sql;
         let history = ctx
             .time(
                 "read",
@@ -61,7 +61,7 @@ impl Kind for ForecastJob<'_> {
                 let f = ctx
                     .time(
                         "read",
-                        read::read(job, wh, &sql.text, what, &contract, opts.as_of),
+                        read::read(job, wh, sql, what, &contract, opts.as_of),
                     )
                     .await?;
                 ctx.report.rows_read += f.height();
@@ -88,6 +88,15 @@ impl Kind for ForecastJob<'_> {
         }
         if let Some((key, why)) = skipped.first() {
             tracing::warn!(skipped = skipped.len(), example = %format!("{key}: {why}"), "series without a forecast");
+        }
+        if all.is_empty() {
+            if let Some((key, why)) = skipped.first() {
+                return Err(ContractError::NoSeries {
+                    skipped: skipped.len(),
+                    example: format!("{key}: {why}"),
+                }
+                .into());
+            }
         }
         ctx.report.skipped_entities = skipped;
         if all.is_empty() {
