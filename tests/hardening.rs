@@ -405,3 +405,113 @@ fn config_errors_name_the_variable_never_its_value() {
         assert!(!out.contains("S3cr3t"), "{key}: the value leaked: {out}");
     }
 }
+
+/// Waits until a run of the job is recorded `running`.
+async fn wait_running(db: &Db) {
+    let start = std::time::Instant::now();
+    loop {
+        let n = rows(
+            db,
+            "SELECT COUNT(*) FROM prescore_runs WHERE status = 'running'",
+        )
+        .await;
+        if n[0][0] != "0" {
+            return;
+        }
+        assert!(start.elapsed().as_secs() < 60, "no run started");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_and_sigint_mark_the_run_failed_release_the_lock_and_exit_128_plus_n() {
+    for db in backends("signals") {
+        let (cfg, _) = published_churn(&db, 600).await;
+        let cfg = cfg.to_str().unwrap();
+        for (sig, code) in [("TERM", 143), ("INT", 130)] {
+            let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+            let pause = [
+                ("PRESCORE_PAUSE_AT", "trained"),
+                ("PRESCORE_PAUSE_SECS", "60"),
+            ];
+            let child = spawn(&["run", "--config", cfg], &pause);
+            wait_running(&db).await;
+            let sent = std::time::Instant::now();
+            let kill = Command::new("kill")
+                .args([format!("-{sig}"), child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            let o = child.wait_with_output().unwrap();
+            let took = sent.elapsed();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(code), "{} SIG{sig}: {err}", db.name);
+            assert!(
+                took.as_secs() < 10,
+                "{} SIG{sig}: exit took {took:?}",
+                db.name
+            );
+            let (status, error) = last_run(&db).await;
+            assert_eq!(status, "failed", "{} SIG{sig}", db.name);
+            assert_eq!(error, format!("interrupted by SIG{sig}"), "{}", db.name);
+            let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+            assert!(before == after, "{} SIG{sig}: the scores changed", db.name);
+            // The lock is free at once: the next run does not exit 5.
+            let o = prescore(&["run", "--config", cfg], &[]);
+            assert!(
+                o.status.success(),
+                "{} after SIG{sig}: {}",
+                db.name,
+                text(&o)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn as_pid_1_in_a_pid_namespace_sigterm_still_ends_the_run() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("\n!!!!! SKIPPING the PID 1 test: `unshare --pid` is not permitted here\n");
+        return;
+    }
+    let db = sqlite();
+    let (cfg, before) = published_churn(&db, 600).await;
+    let mut c = Command::new("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", BIN, "run", "--config"])
+        .arg(&cfg)
+        .current_dir(ROOT)
+        .env("PRESCORE_PAUSE_AT", "trained")
+        .env("PRESCORE_PAUSE_SECS", "60")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    wait_running(&db).await;
+    // prescore is PID 1 inside; from here it is unshare's child.
+    let pid = child.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let inner = children.split_whitespace().next().expect("unshare's child");
+    let sent = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", inner])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(
+        sent.elapsed().as_secs() < 10,
+        "exit took {:?}",
+        sent.elapsed()
+    );
+    let (status, error) = last_run(&db).await;
+    assert_eq!(
+        (status.as_str(), error.as_str()),
+        ("failed", "interrupted by SIGTERM")
+    );
+    let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+    assert!(before == after, "the scores changed");
+}

@@ -19,6 +19,7 @@ pub mod context;
 pub mod contract;
 pub mod forecast;
 pub mod gate;
+pub mod interrupt;
 pub mod lifecycle;
 pub mod pool;
 pub mod publish;
@@ -182,6 +183,7 @@ pub async fn run(job: &Job, wh: &Warehouse, opts: &Options) -> Result<Report, Er
     wh.migrate().await?;
     let shard = opts.shard.label();
     let lock = wh.lock(&job.name, &shard, &run_id).await?;
+    let watch = interrupt::watch(wh, &job.name, &shard, &run_id);
     let result = async {
         let stale = ledger::abandon_stale(wh, &job.name, &shard, &run_id).await?;
         if stale > 0 {
@@ -210,6 +212,7 @@ pub async fn run(job: &Job, wh: &Warehouse, opts: &Options) -> Result<Report, Er
         }
     }
     .await;
+    watch.stop();
     lock.release().await;
     result
 }

@@ -517,6 +517,15 @@ impl Warehouse {
         }
     }
 
+    /// Releases the job lock of `run_id` without its [`JobLock`], for a process about to exit
+    /// on a signal. SQLite: deletes the lock row. PostgreSQL: nothing to do, the advisory lock
+    /// ends with the session when the process exits.
+    pub async fn release_lock_of(&self, job: &str, shard: &str, run_id: &str) {
+        if let Warehouse::Sqlite(pool) = self {
+            sqlite::unlock(pool, job, shard, run_id).await;
+        }
+    }
+
     /// Opens a transaction for prescore's own writes. SQLite: `BEGIN IMMEDIATE`, which waits
     /// (`busy_timeout`) for the file's write lock up front; a deferred `BEGIN` that reads and
     /// then writes fails at once with SQLITE_BUSY when another process wrote in between.
