@@ -349,7 +349,14 @@ async fn passwords_never_reach_logs_errors_or_the_ledger() {
             (&["runs", "--config", good], &env),
             (&["runs", "--warehouse", &url], &[]),
         ];
-        for (args, envs) in runs {
+        // A server that is not there answers after the 15 s pool time-out: one command is
+        // enough for its error path.
+        let n = if url.contains("127.0.0.1:1/") {
+            1
+        } else {
+            runs.len()
+        };
+        for (args, envs) in runs.into_iter().take(n) {
             let o = prescore(args, envs);
             assert!(
                 !text(&o).contains("S3cr3t"),
@@ -404,6 +411,22 @@ fn config_errors_name_the_variable_never_its_value() {
         );
         assert!(!out.contains("S3cr3t"), "{key}: the value leaked: {out}");
     }
+    // An SQL path pointing at a secret file: refused without quoting the file.
+    let secret = sql_file(&db, "db-password", &format!("{SECRET}\n"));
+    let score = format!("{ROOT}{SCORE_SQL}");
+    let cfg = config(&db, CHURN, &[(score.as_str(), secret.as_str())]);
+    let o = prescore(&["check", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("does not start with a query"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !text(&o).contains("S3cr3t"),
+        "the file leaked: {}",
+        text(&o)
+    );
 }
 
 /// Waits until a run of the job is recorded `running`.
