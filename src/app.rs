@@ -151,7 +151,16 @@ async fn check(a: CheckArgs) -> Result<(), Error> {
     let mut failed = None;
     for (sql, contract) in files {
         let path = &sql.path;
-        let returned = wh.describe(&sql.text, &binds).await;
+        let file = path.display().to_string();
+        // The same refusals as a run, from the same functions: a repeated column, SQL that
+        // writes.
+        let returned = wh
+            .describe(&sql.text, &file, &binds)
+            .await
+            .and_then(|cols| {
+                crate::warehouse::unique_declared(cols.iter().map(|(n, _)| n.as_str()), &contract)?;
+                Ok(cols)
+            });
         let limited = format!(
             "SELECT * FROM ({}) AS prescore_check LIMIT {}",
             params::trim_statement(&sql.text),
@@ -171,7 +180,7 @@ async fn check(a: CheckArgs) -> Result<(), Error> {
                         extra.join(", ")
                     );
                 }
-                wh.read_frame(&limited, &binds, &contract).await
+                wh.read_frame(&limited, &file, &binds, &contract).await
             }
             Err(e) => Err(e),
         };

@@ -2,7 +2,7 @@
 //! and stable: 0 success, 1 failed (nothing published), 2 bad config or usage, 3 input
 //! contract broken (bad data; nothing published), 4 gated (the candidate model was rejected,
 //! or waits for a person with no champion to serve; the previous predictions stay), 5 already
-//! running.
+//! running, 130/143 interrupted by SIGINT/SIGTERM (see `pipeline::interrupt`).
 
 use crate::config::ConfigError;
 use crate::pipeline::contract::ContractError;
@@ -18,6 +18,9 @@ pub const EXIT_CONTRACT: u8 = 3;
 pub const EXIT_GATED: u8 = 4;
 pub const EXIT_RUNNING: u8 = 5;
 pub const EXIT_INCOMPLETE: u8 = 6;
+/// Interrupted by SIGINT (128 + 2) or SIGTERM (128 + 15), as shells report them.
+pub const EXIT_SIGINT: u8 = 130;
+pub const EXIT_SIGTERM: u8 = 143;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -79,7 +82,10 @@ impl Error {
 fn warehouse_code(w: &WarehouseError) -> u8 {
     match w {
         WarehouseError::Locked { .. } => EXIT_RUNNING,
-        WarehouseError::Decode { .. } | WarehouseError::MissingColumn { .. } => EXIT_CONTRACT,
+        WarehouseError::Decode { .. }
+        | WarehouseError::MissingColumn { .. }
+        | WarehouseError::DuplicateColumn { .. } => EXIT_CONTRACT,
+        WarehouseError::SqlWrites { .. } => EXIT_USAGE,
         _ => EXIT_FAILED,
     }
 }

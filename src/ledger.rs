@@ -149,6 +149,24 @@ pub async fn finish_in(
     .map(|_| ())
 }
 
+/// Marks a run a signal interrupted as failed, unless it already finished (a publish that
+/// committed first stays `succeeded`). Returns whether the run was still running.
+pub async fn interrupt(wh: &Warehouse, run_id: &str, signal: &str) -> Result<bool, WarehouseError> {
+    wh.execute(
+        "UPDATE prescore_runs SET status = $1, finished_at = $2, error = $3 \
+         WHERE run_id = $4 AND status = $5",
+        &[
+            Value::text(Status::Failed.as_str()),
+            Value::Ts(Some(Utc::now())),
+            Value::text(format!("interrupted by {signal}")),
+            Value::text(run_id),
+            Value::text(Status::Running.as_str()),
+        ],
+    )
+    .await
+    .map(|n| n > 0)
+}
+
 /// Sets a final status outside any transaction, with the error text for failures.
 pub async fn finish(
     wh: &Warehouse,

@@ -167,7 +167,7 @@ async fn ltv_training_reads_no_label_that_was_not_known_at_as_of() {
         let params = prescore::pipeline::read::params(as_of, prescore::pipeline::Shard::ALL);
         let train_sql = &job.input.train_sql.text;
         let before = wh
-            .read_frame(train_sql, &params, &job.input.columns)
+            .read_frame(train_sql, "train.sql", &params, &job.input.columns)
             .await
             .unwrap();
         let times = before
@@ -240,7 +240,7 @@ async fn ltv_training_reads_no_label_that_was_not_known_at_as_of() {
         .await
         .unwrap();
         let after = wh
-            .read_frame(train_sql, &params, &job.input.columns)
+            .read_frame(train_sql, "train.sql", &params, &job.input.columns)
             .await
             .unwrap();
         assert!(before.equals_missing(&after), "{}", db.name);

@@ -198,7 +198,9 @@ async fn a_failing_sql_marks_the_run_failed_and_keeps_previous_predictions() {
         let broken = sql_file(
             &db,
             "broken.sql",
-            "SELEC customer_id FROM customer_months WHERE period_end <= :as_of",
+            // A query only the warehouse finds wrong (a statement that is not a query is
+            // refused earlier, with the config).
+            "SELECT customer_id FROM FROM customer_months WHERE period_end <= :as_of",
         );
         let cfg = config(
             &db,
@@ -285,6 +287,7 @@ async fn reading_keeps_types_timestamps_in_utc_and_nulls() {
         let df = wh
             .read_frame(
                 "SELECT i, f, t, b, ts FROM typed ORDER BY i",
+                "typed.sql",
                 &params,
                 &contract,
             )

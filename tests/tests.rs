@@ -4,6 +4,7 @@
 mod support;
 
 mod forecast;
+mod hardening;
 mod ltv;
 mod monitoring;
 mod operations;

@@ -397,7 +397,7 @@ pub fn load_with_env(path: &Path, env: &dyn expand::Env) -> Result<Job, ConfigEr
         path: path.to_path_buf(),
         source,
     })?;
-    let raw = raw::parse(&text, env).map_err(|e| match e {
+    let (raw, expansions) = raw::parse_expanded(&text, env).map_err(|e| match e {
         raw::ParseError::Syntax(message) => ConfigError::Syntax {
             path: path.to_path_buf(),
             message,
@@ -408,9 +408,12 @@ pub fn load_with_env(path: &Path, env: &dyn expand::Env) -> Result<Job, ConfigEr
         },
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    raw::validate(raw, path, base).map_err(|problems| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        problems,
+    raw::validate(raw, path, base).map_err(|mut problems| {
+        raw::Expansion::scrub(&mut problems, &expansions);
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        }
     })
 }
 

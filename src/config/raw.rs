@@ -385,35 +385,93 @@ fn default_threshold() -> f64 {
 }
 
 /// TOML → table → `${VAR}` expanded in every string → typed structs (unknown keys rejected).
+#[cfg(test)]
 pub(super) fn parse(text: &str, env: &dyn Env) -> Result<RawConfig, ParseError> {
+    parse_expanded(text, env).map(|(raw, _)| raw)
+}
+
+/// [`parse`], also returning what `${VAR}` expanded to, for [`Expansion::scrub`].
+pub(super) fn parse_expanded(
+    text: &str,
+    env: &dyn Env,
+) -> Result<(RawConfig, Vec<Expansion>), ParseError> {
     let mut table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ParseError::Syntax(e.to_string().trim_end().to_string()))?;
     let mut problems = Vec::new();
+    let mut expansions = Vec::new();
     for (k, v) in table.iter_mut() {
-        expand_value(k, v, env, &mut problems);
+        expand_value(k, v, env, &mut problems, &mut expansions);
     }
     if !problems.is_empty() {
         return Err(ParseError::Problems(problems));
     }
-    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let key = e.path().to_string();
-        let message = e.into_inner().to_string();
-        ParseError::Problems(vec![Problem {
-            key: if key == "." {
-                "(top level)".into()
-            } else {
-                key
-            },
-            message: message.trim_end().to_string(),
-        }])
-    })
+    match serde_path_to_error::deserialize(toml::Value::Table(table)) {
+        Ok(raw) => Ok((raw, expansions)),
+        Err(e) => {
+            let key = e.path().to_string();
+            let message = e.into_inner().to_string();
+            let mut problems = vec![Problem {
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                message: message.trim_end().to_string(),
+            }];
+            Expansion::scrub(&mut problems, &expansions);
+            Err(ParseError::Problems(problems))
+        }
+    }
 }
 
-fn expand_value(path: &str, v: &mut toml::Value, env: &dyn Env, problems: &mut Vec<Problem>) {
+/// A config value that held `${VAR}`: where, as written, and what it became. Its value may be
+/// a secret (the warehouse URL), so problems never quote it: they quote the value as written.
+pub(super) struct Expansion {
+    path: String,
+    written: String,
+    value: String,
+}
+
+impl Expansion {
+    /// Replaces every expanded value in `problems` by the text as written (`${DATABASE_URL}`):
+    /// at the value's own key always, elsewhere when the value is long enough to be told apart
+    /// from ordinary words and numbers.
+    pub(super) fn scrub(problems: &mut [Problem], expansions: &[Expansion]) {
+        for p in problems.iter_mut() {
+            for e in expansions {
+                if e.value.is_empty() || (p.key != e.path && e.value.chars().count() < 6) {
+                    continue;
+                }
+                let quoted = format!("{:?}", e.value);
+                let escaped = &quoted[1..quoted.len() - 1];
+                p.message = p
+                    .message
+                    .replace(escaped, &e.written)
+                    .replace(&e.value, &e.written);
+            }
+        }
+    }
+}
+
+fn expand_value(
+    path: &str,
+    v: &mut toml::Value,
+    env: &dyn Env,
+    problems: &mut Vec<Problem>,
+    expansions: &mut Vec<Expansion>,
+) {
     match v {
         toml::Value::String(s) => match expand(s, env) {
-            Ok(e) => *s = e,
+            Ok(e) if e != *s => {
+                expansions.push(Expansion {
+                    path: path.to_string(),
+                    written: s.clone(),
+                    value: e.clone(),
+                });
+                *s = e;
+            }
+            Ok(_) => {}
             Err(message) => problems.push(Problem {
                 key: path.to_string(),
                 message,
@@ -421,12 +479,12 @@ fn expand_value(path: &str, v: &mut toml::Value, env: &dyn Env, problems: &mut V
         },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_value(&format!("{path}[{i}]"), item, env, problems);
+                expand_value(&format!("{path}[{i}]"), item, env, problems, expansions);
             }
         }
         toml::Value::Table(t) => {
             for (k, item) in t.iter_mut() {
-                expand_value(&format!("{path}.{k}"), item, env, problems);
+                expand_value(&format!("{path}.{k}"), item, env, problems, expansions);
             }
         }
         _ => {}
@@ -453,17 +511,42 @@ impl Problems {
         }
     }
 
+    /// A duration of at most [`LONGEST_DURATION`]: longer ones are typos, and overflow the
+    /// date arithmetic they feed.
     fn duration(&mut self, key: &str, text: &str) -> Option<Duration> {
+        self.duration_at_most(key, text, LONGEST_DURATION, "36500d (100 years)")
+    }
+
+    fn duration_at_most(
+        &mut self,
+        key: &str,
+        text: &str,
+        max: Duration,
+        max_text: &str,
+    ) -> Option<Duration> {
         let d = parse_duration(text);
-        if d.is_none() {
-            self.push(
+        match d {
+            None => self.push(
                 key,
                 format!("{text:?} is not a duration such as `1s`, `30m` or `24h`"),
-            );
+            ),
+            Some(d) if d > max => {
+                self.push(key, format!("{text:?} is longer than {max_text}"));
+                return None;
+            }
+            Some(_) => {}
         }
         d
     }
 }
+
+/// The longest duration any key accepts.
+const LONGEST_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// The longest first retry back-off (it doubles with each attempt).
+const LONGEST_BACKOFF: Duration = Duration::from_secs(3_600);
+
+impl Problems {}
 
 /// The one validation pass: collects every problem, then either all are reported or a `Job`
 /// is built. Reads the SQL files (relative to the config) so a missing file is reported here.
@@ -526,7 +609,8 @@ fn validate_job(j: &RawJob, p: &mut Problems) -> Option<(String, Duration)> {
             ),
         );
     }
-    let backoff = p.duration("job.retry_backoff", &j.retry_backoff)?;
+    let backoff =
+        p.duration_at_most("job.retry_backoff", &j.retry_backoff, LONGEST_BACKOFF, "1h")?;
     Some((warehouse, backoff))
 }
 
@@ -551,6 +635,10 @@ fn read_sql(p: &mut Problems, base: &Path, key: &str, rel: &str) -> Option<Sql> 
             }
             if let Err(e) = crate::warehouse::params::check(&text) {
                 p.push(key, e);
+                return None;
+            }
+            if let Err(e) = crate::warehouse::params::check_single_query(&text) {
+                p.push(key, format!("{} {e}", c.display()));
                 return None;
             }
             return Some(Sql {
@@ -763,16 +851,16 @@ fn validate_model(
     let retrain = match m.retrain.as_str() {
         "always" => RetrainPolicy::Always,
         "never" => RetrainPolicy::Never,
-        other => match parse_duration(other) {
-            Some(d) => RetrainPolicy::OlderThan(d),
-            None => {
-                p.push(
-                    "model.retrain",
-                    format!("{other:?}: use `always`, `never` or an age such as `24h`"),
-                );
-                RetrainPolicy::Always
-            }
-        },
+        other if parse_duration(other).is_none() => {
+            p.push(
+                "model.retrain",
+                format!("{other:?}: use `always`, `never` or an age such as `24h`"),
+            );
+            RetrainPolicy::Always
+        }
+        other => p
+            .duration("model.retrain", other)
+            .map_or(RetrainPolicy::Always, RetrainPolicy::OlderThan),
     };
     let spec = algorithm.map(|algorithm| ModelSpec {
         task: m.task,

@@ -18,6 +18,8 @@ pub enum ContractError {
         rows: usize,
         min: usize,
     },
+    #[error("no series can be forecast: all {skipped} were skipped, e.g. {example}")]
+    NoSeries { skipped: usize, example: String },
     #[error("column {column:?} is {fraction:.1}% NULL (first at row {first_row}); the contract allows {allowed:.1}% (input.max_null_fraction.{column})")]
     TooManyNulls {
         column: String,

@@ -19,6 +19,7 @@ pub mod context;
 pub mod contract;
 pub mod forecast;
 pub mod gate;
+pub mod interrupt;
 pub mod lifecycle;
 pub mod pool;
 pub mod publish;
@@ -188,6 +189,7 @@ async fn run_locked(
     wh.migrate().await?;
     let shard = opts.shard.label();
     let lock = wh.lock(&job.name, &shard, run_id).await?;
+    let watch = interrupt::watch(wh, &job.name, &shard, run_id);
     let result = async {
         let stale = ledger::abandon_stale(wh, &job.name, &shard, run_id).await?;
         if stale > 0 {
@@ -218,6 +220,7 @@ async fn run_locked(
         r
     }
     .await;
+    watch.stop();
     lock.release().await;
     result
 }

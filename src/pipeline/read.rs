@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use polars::prelude::DataFrame;
 
 use super::Shard;
-use crate::config::{ColumnType, Job};
+use crate::config::{ColumnType, Job, Sql};
 use crate::warehouse::{retry, Value, Warehouse, WarehouseError};
 
 /// The values bound to a job's named parameters.
@@ -20,21 +20,22 @@ pub fn params(as_of: DateTime<Utc>, shard: Shard) -> BTreeMap<&'static str, Valu
     ])
 }
 
-/// Reads `sql`, expecting the columns of `contract`.
+/// Reads one of the job's SQL files, expecting the columns of `contract`.
 #[tracing::instrument(skip_all, fields(what))]
 pub async fn read(
     job: &Job,
     wh: &Warehouse,
-    sql: &str,
+    sql: &Sql,
     what: &str,
     contract: &BTreeMap<String, ColumnType>,
     as_of: DateTime<Utc>,
     shard: Shard,
 ) -> Result<DataFrame, WarehouseError> {
     let params = params(as_of, shard);
+    let file = sql.path.display().to_string();
     tracing::info!("running {what}");
     let df = retry(what, job.retry_attempts, job.retry_backoff, || {
-        wh.read_frame(sql, &params, contract)
+        wh.read_frame(&sql.text, &file, &params, contract)
     })
     .await?;
     tracing::info!(rows = df.height(), columns = df.width(), "read {what}");

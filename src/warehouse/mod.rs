@@ -43,6 +43,10 @@ pub enum WarehouseError {
     },
     #[error("the SQL returned no column {column:?}, which the contract declares (it returned: {returned})")]
     MissingColumn { column: String, returned: String },
+    #[error("the SQL returns column {column:?} more than once: rename or drop one (the contract reads each column by its name)")]
+    DuplicateColumn { column: String },
+    #[error("{file}: the job's SQL must only read, and this one writes (INSERT, UPDATE, DELETE, DDL or a data-modifying WITH); prescore runs it read-only and refused it")]
+    SqlWrites { file: String },
     #[error("results table {table} exists but does not match this job: {problem}. Drop it or choose another output.table")]
     TableMismatch { table: String, problem: String },
     #[error("job {job} (shard {shard}) is already running: {holder}")]
@@ -72,6 +76,18 @@ impl WarehouseError {
         }
     }
 
+    /// A query error that says the job's SQL tried to write becomes [`WarehouseError::SqlWrites`]
+    /// naming `file`; `run` and `check` meet the same refusal through this one function.
+    fn refine_writes(self, file: &str) -> Self {
+        match &self {
+            WarehouseError::Query {
+                source: sqlx::Error::Database(db),
+                ..
+            } if writes(db.as_ref()) => WarehouseError::SqlWrites { file: file.into() },
+            _ => self,
+        }
+    }
+
     /// Connection drops, pool time-outs, server restarts, serialization failures and a busy
     /// SQLite file are transient; everything else (syntax, constraints, permissions) is not.
     pub fn is_transient(&self) -> bool {
@@ -96,6 +112,32 @@ impl WarehouseError {
             _ => false,
         }
     }
+}
+
+/// PostgreSQL: a write in a READ ONLY transaction (25006), or a data-modifying WITH where only
+/// a query may stand (0A000). SQLite: a write on a `query_only` connection (SQLITE_READONLY).
+fn writes(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = db.code().unwrap_or_default();
+    code == "25006"
+        || (code == "0A000" && db.message().contains("data-modifying"))
+        || matches!(code.parse::<i32>(), Ok(c) if c & 0xff == 8)
+}
+
+/// Every column of `contract` must appear once among the `returned` names: with two, which
+/// one the contract reads would be an accident of column order.
+pub fn unique_declared<'a>(
+    returned: impl IntoIterator<Item = &'a str>,
+    contract: &BTreeMap<String, ColumnType>,
+) -> Result<(), WarehouseError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in returned {
+        if contract.contains_key(name) && !seen.insert(name) {
+            return Err(WarehouseError::DuplicateColumn {
+                column: name.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A parameter value, typed so that a NULL still has a type PostgreSQL accepts.
@@ -180,27 +222,41 @@ pub enum Warehouse {
     Postgres(PgPool),
 }
 
-/// The URL with any password replaced by `***`, for logs and errors.
+/// The URL with every form of password replaced by `***`, for logs and errors: the user info
+/// (`user:pw@`, where the password may hold raw `/`, `?` or `@`: everything up to the last
+/// `@` counts) and `password=`/`sslpassword=` query parameters. When in doubt it hides more.
 pub fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            format!("{}://{}{}", &url[..scheme_end], masked, &rest[at..])
+    let (scheme, rest) = url.split_at(scheme_end + 3);
+    let (userinfo, host_on) = match rest.rfind('@') {
+        Some(at) if rest[..at].contains(':') => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            (format!("{user}:***@"), &rest[at + 1..])
         }
-        None => url.to_string(),
-    }
+        _ => (String::new(), rest),
+    };
+    format!("{scheme}{userinfo}{}", redact_query(host_on))
+}
+
+/// `password` and `sslpassword` query parameter values replaced by `***`.
+fn redact_query(s: &str) -> String {
+    let Some((head, query)) = s.split_once('?') else {
+        return s.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _))
+                if ["password", "sslpassword"].contains(&k.to_ascii_lowercase().as_str()) =>
+            {
+                format!("{k}=***")
+            }
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{head}?{}", params.join("&"))
 }
 
 impl Warehouse {
@@ -231,7 +287,7 @@ impl Warehouse {
                 .map_err(connect_err)?
                 .create_if_missing(!read_only)
                 .read_only(read_only)
-                .busy_timeout(Duration::from_secs(30))
+                .busy_timeout(sqlite::BUSY_TIMEOUT)
                 .foreign_keys(true)
                 .log_statements(log::LevelFilter::Trace)
                 .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(10));
@@ -294,12 +350,14 @@ impl Warehouse {
         tx.commit().await
     }
 
-    /// Runs a job's SQL with its named parameters bound, and decodes the declared columns into
-    /// a polars frame with their contract types. Undeclared columns are dropped.
+    /// Runs a job's SQL (from `file`, named in errors) with its named parameters bound, read
+    /// only, and decodes the declared columns into a polars frame with their contract types.
+    /// Undeclared columns are dropped.
     #[tracing::instrument(skip_all)]
     pub async fn read_frame(
         &self,
         sql: &str,
+        file: &str,
         params: &BTreeMap<&str, Value>,
         contract: &BTreeMap<String, ColumnType>,
     ) -> Result<DataFrame, WarehouseError> {
@@ -317,19 +375,18 @@ impl Warehouse {
                 postgres::read_frame(pool, &prepared.sql, &values, contract).await
             }
         }
+        .map_err(|e| e.refine_writes(file))
     }
 
-    /// The column names a job's SQL returns, from running it with `LIMIT 0`.
+    /// The column names (and server types) a job's SQL returns, from preparing it: nothing
+    /// runs. Not wrapped in a subquery, where SQLite would rename a repeated column.
     pub async fn describe(
         &self,
         sql: &str,
+        file: &str,
         params: &BTreeMap<&str, Value>,
     ) -> Result<Vec<(String, String)>, WarehouseError> {
-        let wrapped = format!(
-            "SELECT * FROM ({}) AS prescore_check LIMIT 0",
-            params::trim_statement(sql)
-        );
-        let prepared = params::prepare(&wrapped);
+        let prepared = params::prepare(params::trim_statement(sql));
         let values: Vec<Value> = prepared
             .names
             .iter()
@@ -339,6 +396,7 @@ impl Warehouse {
             Warehouse::Sqlite(pool) => sqlite::describe(pool, &prepared.sql, &values).await,
             Warehouse::Postgres(pool) => postgres::describe(pool, &prepared.sql, &values).await,
         }
+        .map_err(|e| e.refine_writes(file))
     }
 
     /// Runs one of prescore's own statements (`$1`-style parameters).
@@ -481,10 +539,22 @@ impl Warehouse {
         }
     }
 
+    /// Releases the job lock of `run_id` without its [`JobLock`], for a process about to exit
+    /// on a signal. SQLite: deletes the lock row. PostgreSQL: nothing to do, the advisory lock
+    /// ends with the session when the process exits.
+    pub async fn release_lock_of(&self, job: &str, shard: &str, run_id: &str) {
+        if let Warehouse::Sqlite(pool) = self {
+            sqlite::unlock(pool, job, shard, run_id).await;
+        }
+    }
+
+    /// Opens a transaction for prescore's own writes. SQLite: `BEGIN IMMEDIATE`, which waits
+    /// (`busy_timeout`) for the file's write lock up front; a deferred `BEGIN` that reads and
+    /// then writes fails at once with SQLITE_BUSY when another process wrote in between.
     pub async fn begin(&self) -> Result<Tx, WarehouseError> {
         Ok(match self {
             Warehouse::Sqlite(pool) => Tx::Sqlite(
-                pool.begin()
+                pool.begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(WarehouseError::query("begin transaction"))?,
             ),
@@ -756,5 +826,29 @@ mod tests {
         assert_eq!(redact("postgres://app@db/wh"), "postgres://app@db/wh");
         assert_eq!(redact("sqlite://prescore.db"), "sqlite://prescore.db");
         assert_eq!(redact("postgres://u:p@ss@h/d"), "postgres://u:***@h/d");
+    }
+
+    #[test]
+    fn redacts_every_form_of_password() {
+        for (url, want) in [
+            (
+                "postgres://u@h/d?password=S3&x=1",
+                "postgres://u@h/d?password=***&x=1",
+            ),
+            (
+                "postgres://u@h/d?sslmode=require&PASSWORD=S3",
+                "postgres://u@h/d?sslmode=require&PASSWORD=***",
+            ),
+            ("postgres://u:a/S3@h:5432/d", "postgres://u:***@h:5432/d"),
+            ("postgres://u:a?S3@h/d", "postgres://u:***@h/d"),
+            (
+                "postgres://u:a/b?c@S3@h/d?sslpassword=S3",
+                "postgres://u:***@h/d?sslpassword=***",
+            ),
+            ("postgres://u:a%2FS3@h/d", "postgres://u:***@h/d"),
+        ] {
+            assert_eq!(redact(url), want, "{url}");
+            assert!(!redact(url).contains("S3"), "{url}");
+        }
     }
 }

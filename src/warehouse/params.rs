@@ -37,6 +37,8 @@ pub(crate) enum Placeholder<'a> {
     Named(&'a str),
     /// `$n`, as the warehouse binds them.
     Positional(usize),
+    /// A `;` that ends a statement (not one inside a literal or a comment).
+    StatementEnd,
 }
 
 /// Every `:name` and `$n` outside string literals (including `E'…'` with backslash escapes),
@@ -104,6 +106,10 @@ pub(crate) fn placeholders(sql: &str) -> Vec<(usize, usize, Placeholder<'_>)> {
                         i += 1;
                     }
                 }
+            }
+            b';' => {
+                found.push((i, i + 1, Placeholder::StatementEnd));
+                i += 1;
             }
             b':' if b.get(i + 1) == Some(&b':') => i += 2,
             b':' if b
@@ -198,6 +204,123 @@ pub fn check(sql: &str) -> Result<(), String> {
     }
 }
 
+/// Checks that a job's SQL is exactly one query: it starts with `SELECT`, `WITH`, `VALUES`,
+/// `TABLE` or `(`, and nothing but comments follows its first `;`. A second statement would
+/// run too (SQLite runs every statement it is given), and a job's SQL only reads.
+pub fn check_single_query(sql: &str) -> Result<(), String> {
+    if let Some((_, end, _)) = placeholders(sql)
+        .into_iter()
+        .find(|(_, _, p)| *p == Placeholder::StatementEnd)
+    {
+        let rest = skip_comments(&sql[end..]);
+        if !rest
+            .trim_start_matches([';', ' ', '\t', '\r', '\n'])
+            .is_empty()
+        {
+            return Err(
+                "holds more than one statement: the job's SQL must be exactly one query".into(),
+            );
+        }
+    }
+    let body = skip_comments(sql);
+    let word: String = body
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if body.starts_with('(') || matches!(word.as_str(), "select" | "with" | "values" | "table") {
+        return Ok(());
+    }
+    // Name the first word only when it is a statement keyword: a path that points at the
+    // wrong file (a secret) must not have its content quoted.
+    let why = if STATEMENTS.contains(&word.as_str()) {
+        format!("starts with {}", word.to_ascii_uppercase())
+    } else {
+        "does not start with a query".to_string()
+    };
+    Err(format!(
+        "{why}, not SELECT, WITH or VALUES: the job's SQL must be one query that only reads"
+    ))
+}
+
+/// Statements that are not queries, named when a job's SQL starts with one.
+const STATEMENTS: &[&str] = &[
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "upsert",
+    "replace",
+    "create",
+    "drop",
+    "alter",
+    "truncate",
+    "attach",
+    "detach",
+    "pragma",
+    "vacuum",
+    "analyze",
+    "reindex",
+    "grant",
+    "revoke",
+    "copy",
+    "call",
+    "do",
+    "lock",
+    "set",
+    "reset",
+    "begin",
+    "commit",
+    "rollback",
+    "savepoint",
+    "release",
+    "explain",
+    "show",
+    "declare",
+    "execute",
+    "prepare",
+    "deallocate",
+    "comment",
+    "refresh",
+    "cluster",
+    "listen",
+    "notify",
+    "load",
+    "import",
+    "discard",
+    "checkpoint",
+];
+
+/// `sql` from its first character that is neither white space nor in a comment.
+fn skip_comments(mut sql: &str) -> &str {
+    loop {
+        sql = sql.trim_start();
+        if let Some(rest) = sql.strip_prefix("--") {
+            sql = rest.split_once('\n').map_or("", |(_, after)| after);
+        } else if sql.starts_with("/*") {
+            // Block comments nest, as the scanner reads them.
+            let (mut depth, mut i, b) = (0usize, 0usize, sql.as_bytes());
+            while i < b.len() {
+                if b[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if b[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            sql = &sql[i.min(sql.len())..];
+        } else {
+            return sql;
+        }
+    }
+}
+
 /// The SQL without a trailing `;`, so it can be wrapped as a subquery.
 pub fn trim_statement(sql: &str) -> &str {
     sql.trim().trim_end_matches(';').trim_end()
@@ -231,6 +354,27 @@ mod tests {
         let p = prepare(sql);
         assert_eq!(p.names, vec!["as_of"]);
         assert!(p.sql.ends_with("*/ $1"), "{}", p.sql);
+    }
+
+    #[test]
+    fn one_query_only() {
+        assert!(check_single_query("SELECT 1;").is_ok());
+        assert!(check_single_query(
+            "-- lead\n/* a /* b */ */ WITH x AS (SELECT 1) SELECT * FROM x; -- end"
+        )
+        .is_ok());
+        assert!(check_single_query("SELECT ';' AS a, \"b;\" -- ;\n FROM t").is_ok());
+        assert!(check_single_query("(SELECT 1)").is_ok());
+        let two = check_single_query("SELECT 1; DELETE FROM t").unwrap_err();
+        assert!(two.contains("more than one statement"), "{two}");
+        let del = check_single_query("/* x */ DELETE FROM t RETURNING *").unwrap_err();
+        assert!(del.contains("starts with DELETE"), "{del}");
+        assert!(check_single_query("ATTACH 'x.db' AS x").is_err());
+        let secret = check_single_query("hunter2\n").unwrap_err();
+        assert!(
+            !secret.contains("HUNTER") && !secret.contains("hunter"),
+            "{secret}"
+        );
     }
 
     #[test]

@@ -97,6 +97,12 @@ pub(super) async fn read_frame(
         conn,
         drained: false,
     };
+    // The job's SQL runs in a READ ONLY transaction: it can never write. A connection whose
+    // COPY did not finish is closed (the guard), which ends the transaction with it.
+    sqlx::query("BEGIN READ ONLY")
+        .execute(&mut *guard.conn)
+        .await
+        .map_err(WarehouseError::query("begin a read-only transaction"))?;
     let mut decoder = CopyDecoder::new(n_fields, wanted);
     {
         let mut stream = match guard.conn.copy_out_raw(&statement).await {
@@ -120,6 +126,10 @@ pub(super) async fn read_frame(
             decoder.feed(&chunk)?;
         }
     }
+    sqlx::query("COMMIT")
+        .execute(&mut *guard.conn)
+        .await
+        .map_err(WarehouseError::query("end the read-only transaction"))?;
     guard.drained = true;
     let (rows, columns) = decoder.finish()?;
     let columns = columns
@@ -927,7 +937,10 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let df = wh.read_frame(sql, &params, &contract).await.unwrap();
+        let df = wh
+            .read_frame(sql, "test.sql", &params, &contract)
+            .await
+            .unwrap();
         assert_eq!(df.height(), 50000);
         assert_eq!(df.width(), contract.len());
         let col = |n: &str| ColumnView::of(df.column(n).unwrap()).unwrap();
@@ -970,7 +983,7 @@ mod tests {
         let contract = BTreeMap::from([("at".to_string(), Timestamp)]);
         for _ in 0..3 {
             let err = wh
-                .read_frame(bad, &BTreeMap::new(), &contract)
+                .read_frame(bad, "test.sql", &BTreeMap::new(), &contract)
                 .await
                 .unwrap_err();
             assert!(
@@ -982,14 +995,19 @@ mod tests {
         }
         // The type check still runs first, with its hint.
         let err = wh
-            .read_frame("SELECT 1.5::numeric AS at", &BTreeMap::new(), &contract)
+            .read_frame(
+                "SELECT 1.5::numeric AS at",
+                "test.sql",
+                &BTreeMap::new(),
+                &contract,
+            )
             .await
             .unwrap_err();
         assert!(err.to_string().contains("NUMERIC"), "{err}");
         // A statement COPY cannot wrap is read row by row instead.
         let plan = BTreeMap::from([("QUERY PLAN".to_string(), Text)]);
         let df = wh
-            .read_frame("EXPLAIN SELECT 1", &BTreeMap::new(), &plan)
+            .read_frame("EXPLAIN SELECT 1", "test.sql", &BTreeMap::new(), &plan)
             .await
             .unwrap();
         assert!(df.height() >= 1);

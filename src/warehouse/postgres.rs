@@ -167,6 +167,7 @@ pub(super) async fn read_frame(
     contract: &BTreeMap<String, ColumnType>,
 ) -> Result<DataFrame, WarehouseError> {
     let returned = describe(pool, sql, params).await?;
+    super::unique_declared(returned.iter().map(|(n, _)| n.as_str()), contract)?;
     let mut wanted = Vec::with_capacity(contract.len());
     for (name, ty) in contract {
         let Some(idx) = returned.iter().position(|(r, _)| r == name) else {
@@ -227,8 +228,14 @@ pub(super) async fn read_frame(
         return Ok(df);
     }
     // The server refused COPY for this SQL (a PostgreSQL-compatible server without binary
-    // COPY, or a statement COPY does not wrap): decode it row by row.
-    let mut rows = bind(sqlx::query(sql), params).fetch(pool);
+    // COPY, or a statement COPY does not wrap): decode it row by row, read only as well. The
+    // transaction only reads, so it is rolled back when it goes out of scope.
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(WarehouseError::query("begin a read-only transaction"))?;
+    execute(&mut *tx, "SET TRANSACTION READ ONLY", &[]).await?;
+    let mut rows = bind(sqlx::query(sql), params).fetch(&mut *tx);
     let mut n = 0usize;
     while let Some(row) = rows
         .try_next()

@@ -89,17 +89,44 @@ pub(super) async fn describe(
         .collect())
 }
 
+/// Reads on a connection switched to `PRAGMA query_only` for the read, so the job's SQL cannot
+/// write; a connection that cannot be switched back is closed, never returned to the pool.
 pub(super) async fn read_frame(
     pool: &SqlitePool,
     sql: &str,
     params: &[Value],
     contract: &BTreeMap<String, ColumnType>,
 ) -> Result<DataFrame, WarehouseError> {
-    let returned: Vec<String> = describe(pool, sql, params)
-        .await?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let mut conn = pool.acquire().await.map_err(WarehouseError::query(
+        "acquire a connection for the job's SQL",
+    ))?;
+    execute(&mut *conn, "PRAGMA query_only = ON", &[]).await?;
+    let read = read_rows(&mut conn, sql, params, contract).await;
+    if execute(&mut *conn, "PRAGMA query_only = OFF", &[])
+        .await
+        .is_err()
+    {
+        conn.close_on_drop();
+    }
+    read
+}
+
+async fn read_rows(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    params: &[Value],
+    contract: &BTreeMap<String, ColumnType>,
+) -> Result<DataFrame, WarehouseError> {
+    let returned: Vec<String> = sqlx::Statement::columns(
+        &(&mut *conn)
+            .prepare(sql)
+            .await
+            .map_err(WarehouseError::query("prepare the job's SQL"))?,
+    )
+    .iter()
+    .map(|c| c.name().to_string())
+    .collect();
+    super::unique_declared(returned.iter().map(String::as_str), contract)?;
     let mut wanted: Vec<(usize, &String, ColumnBuf)> = Vec::with_capacity(contract.len());
     for (name, ty) in contract {
         let idx = returned.iter().position(|r| r == name).ok_or_else(|| {
@@ -110,7 +137,7 @@ pub(super) async fn read_frame(
         })?;
         wanted.push((idx, name, ColumnBuf::new(*ty, 1024)));
     }
-    let mut rows = bind(sqlx::query(sql), params).fetch(pool);
+    let mut rows = bind(sqlx::query(sql), params).fetch(&mut *conn);
     let mut n = 0usize;
     while let Some(row) = rows
         .try_next()
@@ -279,7 +306,45 @@ pub(super) async fn write(
     Ok(written)
 }
 
+/// Takes the lock row in a `BEGIN IMMEDIATE` transaction, which waits up to the busy timeout
+/// for other writers of the file. A file still busy after that means another process holds it:
+/// reported as [`WarehouseError::Locked`] (exit 5), never as a failure.
 pub(super) async fn lock(
+    pool: &SqlitePool,
+    job: &str,
+    shard: &str,
+    run_id: &str,
+) -> Result<JobLock, WarehouseError> {
+    take_lock(pool, job, shard, run_id)
+        .await
+        .map_err(|e| match e {
+            WarehouseError::Query { source, .. } if is_busy(&source) => WarehouseError::Locked {
+                job: job.into(),
+                shard: shard.into(),
+                holder: format!(
+                    "the SQLite file stayed busy with another writer for the whole busy timeout ({}s)",
+                    BUSY_TIMEOUT.as_secs()
+                ),
+            },
+            other => other,
+        })
+}
+
+/// How long a statement waits for another process's write lock on the file.
+pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// SQLITE_BUSY or SQLITE_LOCKED, with any extended code.
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(
+            db.code().unwrap_or_default().parse::<i32>(),
+            Ok(c) if c & 0xff == 5 || c & 0xff == 6
+        ),
+        _ => false,
+    }
+}
+
+async fn take_lock(
     pool: &SqlitePool,
     job: &str,
     shard: &str,
@@ -287,7 +352,7 @@ pub(super) async fn lock(
 ) -> Result<JobLock, WarehouseError> {
     let me = super::holder_id();
     let mut tx = pool
-        .begin()
+        .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(WarehouseError::query("begin lock transaction"))?;
     let held = fetch(

@@ -47,7 +47,7 @@ impl Kind for ForecastJob<'_> {
         let (job, wh, opts) = (ctx.job, ctx.wh, ctx.opts);
         let (key, time) = (job.input.key.as_str(), self.time.as_str());
         let what = "the history SQL";
-        let sql = &job.input.train_sql.text;
+        let sql = &job.input.train_sql;
         let history = ctx
             .time(
                 "read",
@@ -64,7 +64,7 @@ impl Kind for ForecastJob<'_> {
             .await?;
         ctx.report.rows_read = history.height();
         // Only this shard's series are built (and, with the split in the SQL, read).
-        let history = opts.shard.split(history, key, sql, what)?;
+        let history = opts.shard.split(history, key, &sql.text, what)?;
         let future = match self.future_sql {
             Some(sql) => {
                 let contract = series::future_contract(job, time);
@@ -72,7 +72,7 @@ impl Kind for ForecastJob<'_> {
                 let f = ctx
                     .time(
                         "read",
-                        read::read(job, wh, &sql.text, what, &contract, opts.as_of, opts.shard),
+                        read::read(job, wh, sql, what, &contract, opts.as_of, opts.shard),
                     )
                     .await?;
                 ctx.report.rows_read += f.height();
@@ -96,6 +96,15 @@ impl Kind for ForecastJob<'_> {
             .await??;
         if let Some((key, why)) = skipped.first() {
             tracing::warn!(skipped = skipped.len(), example = %format!("{key}: {why}"), "series without a forecast");
+        }
+        if all.is_empty() {
+            if let Some((key, why)) = skipped.first() {
+                return Err(ContractError::NoSeries {
+                    skipped: skipped.len(),
+                    example: format!("{key}: {why}"),
+                }
+                .into());
+            }
         }
         ctx.report.skipped_entities = skipped;
         if all.is_empty() {

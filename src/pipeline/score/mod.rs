@@ -53,7 +53,7 @@ impl Kind for ScoreJob<'_> {
         champion: Option<&StoredModel>,
     ) -> Result<Candidate<Scorer>, Error> {
         let (job, wh, as_of) = (ctx.job, ctx.wh, ctx.opts.as_of);
-        let sql = &job.input.train_sql.text;
+        let sql = &job.input.train_sql;
         let what = "the training SQL";
         let df = ctx
             .time(
@@ -170,7 +170,7 @@ impl Kind for ScoreJob<'_> {
                 read::read(
                     job,
                     wh,
-                    &self.score_sql.text,
+                    self.score_sql,
                     what,
                     &contract_cols,
                     opts.as_of,

@@ -1,0 +1,540 @@
+//! Reliability and security, round two (issue 13): repeated columns, unclear messages, SQLite
+//! lock contention, SQL that writes, secrets. Each test first pins the fault it fixes.
+
+use std::process::{Child, Command, Stdio};
+
+use crate::support::*;
+
+const CHURN: &str = "configs/churn_daily.toml";
+const WEATHER: &str = "configs/weather_hourly.toml";
+const SCORE_SQL: &str = "/sql/churn_daily/score.sql";
+
+/// The churn scoring query with its select list replaced by `select`.
+fn scoring(select: &str) -> String {
+    format!("SELECT {select} FROM customer_months WHERE period_end = (SELECT MAX(period_end) FROM customer_months)")
+}
+
+const FEATURES: &str = "customer_id, tenure_months, plan, region, monthly_usage_gb, usage_change_pct, support_tickets, payment_delays";
+
+/// A churn config whose scoring SQL is `sql`, written to a file of the test; returns the config
+/// and the SQL file's path.
+fn churn_scoring(db: &Db, name: &str, sql: &str) -> (String, String) {
+    let file = sql_file(db, name, sql);
+    let from = format!("{ROOT}{SCORE_SQL}");
+    let cfg = config(db, CHURN, &[(from.as_str(), file.as_str())]);
+    (cfg.display().to_string(), file)
+}
+
+/// Runs `check` and `run` on `cfg`; both must exit `code` with `needle` in their output, and
+/// the published churn scores must stay exactly as they were.
+async fn both_refuse(db: &Db, cfg: &str, code: i32, needle: &str) {
+    let before = rows(db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+    for cmd in ["check", "run"] {
+        let o = prescore(&[cmd, "--config", cfg], &[]);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{} {cmd}: {}",
+            db.name,
+            text(&o)
+        );
+        assert!(
+            text(&o).contains(needle),
+            "{} {cmd}: expected {needle:?} in {}",
+            db.name,
+            text(&o)
+        );
+    }
+    let after = rows(db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+    assert_eq!(before, after, "{}: the published scores changed", db.name);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_returned_twice_is_a_contract_error_naming_it() {
+    for db in backends("dupcol") {
+        published_churn(&db, 600).await;
+        // `payment_delays AS tenure_months, tenure_months`: two columns named tenure_months.
+        let select = FEATURES.replacen(
+            "tenure_months",
+            "payment_delays AS tenure_months, tenure_months",
+            1,
+        );
+        let (cfg, _) = churn_scoring(&db, "dup.sql", &scoring(&select));
+        both_refuse(
+            &db,
+            &cfg,
+            3,
+            "the SQL returns column \"tenure_months\" more than once",
+        )
+        .await;
+        // An undeclared column may repeat: the contract never reads it.
+        let select = format!("{FEATURES}, 1 AS extra, 2 AS extra");
+        let (cfg, _) = churn_scoring(&db, "extra.sql", &scoring(&select));
+        let o = prescore(&["run", "--config", &cfg], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+    }
+}
+
+/// A weather config with `edits`; `check` and `run` both exit 2 naming `key` and `needle`.
+fn config_refused(db: &Db, edits: &[(&str, &str)], key: &str, needle: &str) {
+    let cfg = config(db, WEATHER, edits);
+    for cmd in ["check", "run"] {
+        let o = prescore(&[cmd, "--config", cfg.to_str().unwrap()], &[]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd} {edits:?}: {out}");
+        assert!(
+            out.contains(key) && out.contains(needle),
+            "{cmd} {edits:?}: expected {key} and {needle:?} in {out}"
+        );
+        assert!(!out.contains("panicked"), "{cmd} {edits:?}: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unclear_config_values_exit_2_with_a_message_naming_the_key() {
+    let db = sqlite();
+    let step = r#"step = "1h""#;
+    config_refused(
+        &db,
+        &[(step, r#"step = "0s""#)],
+        "forecast.step",
+        "between 1s and 7d",
+    );
+    config_refused(
+        &db,
+        &[(step, r#"step = "999999999999d""#)],
+        "forecast.step",
+        "\"999999999999d\" is longer than",
+    );
+    // Absurd durations elsewhere used to panic (exit 101) or overflow a back-off.
+    let absurd = "\"999999999999d\"";
+    for (section, key) in [
+        ("[output]\n", "keep_history"),
+        ("[model]\n", "retrain"),
+        ("[job]\n", "retry_backoff"),
+    ] {
+        let edit = format!("{section}{key} = {absurd}\n");
+        let path = format!("{}.{key}", section.trim_matches(['[', ']', '\n']));
+        config_refused(&db, &[(section, &edit)], &path, "is longer than");
+    }
+    let dir = db.dir.path().display().to_string();
+    let sql = format!("{ROOT}/sql/weather_hourly/history.sql");
+    config_refused(
+        &db,
+        &[(sql.as_str(), dir.as_str())],
+        "input.train_sql",
+        "is a directory, not an SQL file",
+    );
+    for table in ["PRESCORE_RUNS", "main.prescore_runs", "Prescore_Locks"] {
+        config_refused(
+            &db,
+            &[("\"weather_forecasts\"", &format!("\"{table}\""))],
+            "output.table",
+            "reserved for prescore's own tables",
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_all_null_forecast_target_is_named() {
+    for db in backends("nulltarget") {
+        seed(
+            &db,
+            &["--customers", "100", "--meters", "5", "--days", "20"],
+        );
+        let sql = sql_file(
+            &db,
+            "null.sql",
+            "SELECT region, ts, CAST(NULL AS REAL) AS temperature FROM weather WHERE ts <= :as_of",
+        );
+        let from = format!("{ROOT}/sql/weather_hourly/history.sql");
+        let cfg = config(
+            &db,
+            WEATHER,
+            &[
+                (from.as_str(), sql.as_str()),
+                (
+                    "[input]\n",
+                    "[input]\nmax_null_fraction = { temperature = 1.0 }\n",
+                ),
+            ],
+        );
+        let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}: {}", db.name, text(&o));
+        assert!(
+            text(&o).contains("no series can be forecast")
+                && text(&o).contains("every value of \"temperature\" is NULL"),
+            "{}: {}",
+            db.name,
+            text(&o)
+        );
+    }
+}
+
+fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .current_dir(ROOT)
+        .env_remove("DATABASE_URL")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.spawn().expect("start prescore")
+}
+
+/// Waits for every child: (exit code, stderr) each.
+fn wait_all(children: Vec<Child>) -> Vec<(Option<i32>, String)> {
+    children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_jobs_and_shards_started_together_all_succeed() {
+    let db = sqlite();
+    seed(
+        &db,
+        &["--customers", "1500", "--meters", "5", "--days", "20"],
+    );
+    let churn = config(&db, CHURN, &[]);
+    let churn = churn.to_str().unwrap();
+    let o = prescore(&["train", "--config", churn], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let weather = config(&db, WEATHER, &[]);
+    let shards = ["0/4", "1/4", "2/4", "3/4"];
+    let mut children: Vec<Child> = shards
+        .iter()
+        .map(|s| spawn(&["run", "--config", churn, "--shard", s], &[]))
+        .collect();
+    children.push(spawn(&["run", "--config", weather.to_str().unwrap()], &[]));
+    children.push(spawn(&["train", "--config", churn], &[]));
+    for (i, (code, err)) in wait_all(children).into_iter().enumerate() {
+        assert_eq!(code, Some(0), "process {i}: {err}");
+    }
+    assert!(count(&db, "churn_scores").await > 0);
+    assert!(count(&db, "weather_forecasts").await > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_sqlite_runs_of_one_job_give_one_success_and_four_exit_5() {
+    let db = sqlite();
+    seed_churn(&db, 800);
+    let cfg = config(&db, CHURN, &[]);
+    let cfg = cfg.to_str().unwrap();
+    // Whichever run takes the lock pauses after it for 10 s, so the other four meet it held.
+    let pause = [("PRESCORE_PAUSE_AT", "read"), ("PRESCORE_PAUSE_SECS", "10")];
+    let children: Vec<Child> = (0..5)
+        .map(|_| spawn(&["run", "--config", cfg], &pause))
+        .collect();
+    let results = wait_all(children);
+    let ok = results.iter().filter(|(c, _)| *c == Some(0)).count();
+    let running = results.iter().filter(|(c, _)| *c == Some(5)).count();
+    assert_eq!((ok, running), (1, 4), "{results:#?}");
+    for (code, err) in &results {
+        if *code == Some(5) {
+            assert!(err.contains("already running"), "{err}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_jobs_sql_may_not_write() {
+    for db in backends("readonly") {
+        published_churn(&db, 600).await;
+        let rows_before = count(&db, "customer_months").await;
+        // A second statement: SQLite would run it too.
+        let two = format!("{};\nDELETE FROM churn_scores;", scoring(FEATURES));
+        let (cfg, file) = churn_scoring(&db, "two.sql", &two);
+        both_refuse(
+            &db,
+            &cfg,
+            2,
+            &format!("{file} holds more than one statement"),
+        )
+        .await;
+        // A statement that is not a query, even with RETURNING the contract's columns.
+        let del = format!("DELETE FROM customer_months WHERE customer_id < 0 RETURNING {FEATURES}");
+        let (cfg, file) = churn_scoring(&db, "delete.sql", &del);
+        both_refuse(&db, &cfg, 2, &format!("{file} starts with DELETE")).await;
+        let (cfg, file) = churn_scoring(&db, "attach.sql", "ATTACH 'x.db' AS x");
+        both_refuse(&db, &cfg, 2, &format!("{file} starts with ATTACH")).await;
+        if db.name == "postgres" {
+            // A data-modifying WITH is one query that writes: the READ ONLY transaction
+            // refuses it, and `check` says the same as `run`.
+            let cte = format!(
+                "WITH gone AS (DELETE FROM churn_scores RETURNING customer_id) {}",
+                scoring(FEATURES)
+            );
+            let (cfg, file) = churn_scoring(&db, "cte.sql", &cte);
+            both_refuse(
+                &db,
+                &cfg,
+                2,
+                &format!("{file}: the job's SQL must only read"),
+            )
+            .await;
+        }
+        assert_eq!(
+            count(&db, "customer_months").await,
+            rows_before,
+            "{}",
+            db.name
+        );
+    }
+}
+
+const SECRET: &str = "Pw-S3cr3t";
+
+/// An environment variable for a run.
+type Env<'a> = (&'a str, &'a str);
+
+/// The URL forms a password takes: in the user info (plain, percent-encoded, with a raw `/`,
+/// `?` or `@`), as a query parameter, and towards a server that is not there.
+fn secret_urls(db: &Db) -> Vec<String> {
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let (user, host_db) = rest.split_once('@').unwrap();
+    let user = user.split(':').next().unwrap();
+    let at = |pw: &str| format!("{scheme}://{user}:{pw}@{host_db}");
+    vec![
+        at(SECRET),
+        format!("{scheme}://{user}@{host_db}?password={SECRET}"),
+        format!("{scheme}://{user}@{host_db}?sslmode=disable&password={SECRET}"),
+        at(&format!("a/{SECRET}")),
+        at(&format!("a?{SECRET}")),
+        at(&format!("a@{SECRET}")),
+        at(&format!("a%2F{SECRET}")),
+        format!("{scheme}://{user}:{SECRET}@127.0.0.1:1/nowhere"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passwords_never_reach_logs_errors_or_the_ledger() {
+    let Some(db) = postgres("secrets") else {
+        return;
+    };
+    published_churn(&db, 600).await;
+    let broken = sql_file(&db, "broken.sql", &format!("{} AND", scoring(FEATURES)));
+    let score = format!("{ROOT}{SCORE_SQL}");
+    let good = config(&db, CHURN, &[(db.url.as_str(), "${DATABASE_URL}")]);
+    let bad = config(
+        &db,
+        CHURN,
+        &[
+            (db.url.as_str(), "${DATABASE_URL}"),
+            (score.as_str(), broken.as_str()),
+        ],
+    );
+    let (good, bad) = (good.to_str().unwrap(), bad.to_str().unwrap());
+    for url in secret_urls(&db) {
+        let env = [("DATABASE_URL", url.as_str())];
+        let trace = [("DATABASE_URL", url.as_str()), ("RUST_LOG", "trace")];
+        let runs: [(&[&str], &[Env]); 6] = [
+            (&["-vv", "run", "--config", good], &env),
+            (&["run", "--config", good], &trace),
+            (
+                &["--log-format", "json", "-vv", "run", "--config", bad],
+                &env,
+            ),
+            (&["-vv", "check", "--config", good], &env),
+            (&["runs", "--config", good], &env),
+            (&["runs", "--warehouse", &url], &[]),
+        ];
+        // A server that is not there answers after the 15 s pool time-out: one command is
+        // enough for its error path.
+        let n = if url.contains("127.0.0.1:1/") {
+            1
+        } else {
+            runs.len()
+        };
+        for (args, envs) in runs.into_iter().take(n) {
+            let o = prescore(args, envs);
+            assert!(
+                !text(&o).contains("S3cr3t"),
+                "{url} {args:?}: the password leaked: {}",
+                text(&o)
+            );
+        }
+    }
+    let ledger = rows(&db, "SELECT COALESCE(error, '') FROM prescore_runs").await;
+    assert!(
+        ledger.iter().flatten().all(|e| !e.contains("S3cr3t")),
+        "the ledger holds the password: {ledger:?}"
+    );
+    assert!(
+        ledger.iter().flatten().any(|e| !e.is_empty()),
+        "the broken runs recorded no error"
+    );
+}
+
+#[test]
+fn config_errors_name_the_variable_never_its_value() {
+    let db = sqlite();
+    let url = format!("postgres://u:{SECRET}@127.0.0.1:1/x");
+    for (from, to, key) in [
+        (
+            "name = \"churn_daily\"",
+            "name = \"${DATABASE_URL}\"",
+            "job.name",
+        ),
+        (
+            "threads = 0",
+            "threads = \"${DATABASE_URL}\"",
+            "job.threads",
+        ),
+        (
+            "[job]\n",
+            "[job]\nretry_backoff = \"${DATABASE_URL}\"\n",
+            "job.retry_backoff",
+        ),
+        ("\"churn_scores\"", "\"${DATABASE_URL}\"", "output.table"),
+    ] {
+        let cfg = config(&db, CHURN, &[(from, to)]);
+        let o = prescore(
+            &["check", "--config", cfg.to_str().unwrap()],
+            &[("DATABASE_URL", &url)],
+        );
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{key}: {out}");
+        assert!(
+            out.contains(key) && out.contains("${DATABASE_URL}"),
+            "{key}: {out}"
+        );
+        assert!(!out.contains("S3cr3t"), "{key}: the value leaked: {out}");
+    }
+    // An SQL path pointing at a secret file: refused without quoting the file.
+    let secret = sql_file(&db, "db-password", &format!("{SECRET}\n"));
+    let score = format!("{ROOT}{SCORE_SQL}");
+    let cfg = config(&db, CHURN, &[(score.as_str(), secret.as_str())]);
+    let o = prescore(&["check", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("does not start with a query"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !text(&o).contains("S3cr3t"),
+        "the file leaked: {}",
+        text(&o)
+    );
+}
+
+/// Waits until a run of the job is recorded `running`.
+async fn wait_running(db: &Db) {
+    let start = std::time::Instant::now();
+    loop {
+        let n = rows(
+            db,
+            "SELECT COUNT(*) FROM prescore_runs WHERE status = 'running'",
+        )
+        .await;
+        if n[0][0] != "0" {
+            return;
+        }
+        assert!(start.elapsed().as_secs() < 60, "no run started");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_and_sigint_mark_the_run_failed_release_the_lock_and_exit_128_plus_n() {
+    for db in backends("signals") {
+        let (cfg, _) = published_churn(&db, 600).await;
+        let cfg = cfg.to_str().unwrap();
+        for (sig, code) in [("TERM", 143), ("INT", 130)] {
+            let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+            let pause = [
+                ("PRESCORE_PAUSE_AT", "trained"),
+                ("PRESCORE_PAUSE_SECS", "60"),
+            ];
+            let child = spawn(&["run", "--config", cfg], &pause);
+            wait_running(&db).await;
+            let sent = std::time::Instant::now();
+            let kill = Command::new("kill")
+                .args([format!("-{sig}"), child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            let o = child.wait_with_output().unwrap();
+            let took = sent.elapsed();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(code), "{} SIG{sig}: {err}", db.name);
+            assert!(
+                took.as_secs() < 10,
+                "{} SIG{sig}: exit took {took:?}",
+                db.name
+            );
+            let (status, error) = last_run(&db).await;
+            assert_eq!(status, "failed", "{} SIG{sig}", db.name);
+            assert_eq!(error, format!("interrupted by SIG{sig}"), "{}", db.name);
+            let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+            assert!(before == after, "{} SIG{sig}: the scores changed", db.name);
+            // The lock is free at once: the next run does not exit 5.
+            let o = prescore(&["run", "--config", cfg], &[]);
+            assert!(
+                o.status.success(),
+                "{} after SIG{sig}: {}",
+                db.name,
+                text(&o)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn as_pid_1_in_a_pid_namespace_sigterm_still_ends_the_run() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("\n!!!!! SKIPPING the PID 1 test: `unshare --pid` is not permitted here\n");
+        return;
+    }
+    let db = sqlite();
+    let (cfg, before) = published_churn(&db, 600).await;
+    let mut c = Command::new("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", BIN, "run", "--config"])
+        .arg(&cfg)
+        .current_dir(ROOT)
+        .env("PRESCORE_PAUSE_AT", "trained")
+        .env("PRESCORE_PAUSE_SECS", "60")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    wait_running(&db).await;
+    // prescore is PID 1 inside; from here it is unshare's child.
+    let pid = child.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let inner = children.split_whitespace().next().expect("unshare's child");
+    let sent = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", inner])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(
+        sent.elapsed().as_secs() < 10,
+        "exit took {:?}",
+        sent.elapsed()
+    );
+    let (status, error) = last_run(&db).await;
+    assert_eq!(
+        (status.as_str(), error.as_str()),
+        ("failed", "interrupted by SIGTERM")
+    );
+    let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+    assert!(before == after, "the scores changed");
+}
