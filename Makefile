@@ -27,9 +27,19 @@ bench: ## Benchmark the churn and forecast jobs on PostgreSQL: rows/s per stage,
 accuracy: ## Rolling-origin forecast accuracy on real hourly series and the demo data (prints ratios to seasonal naive)
 	$(CARGO) run --release --bin prescore-accuracy -- $(ACCURACY_ARGS)
 
-lint: ## rustfmt check and clippy with warnings as errors
+lint: ## rustfmt check, clippy with warnings as errors, cargo deny (licences, bans, sources; advisories when the database is reachable)
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	@if ! command -v cargo-deny >/dev/null; then \
+		echo "!!! cargo-deny is not installed: dependency checks SKIPPED (cargo install cargo-deny --locked)"; \
+	else \
+		$(CARGO) deny --log-level error check bans licenses sources && \
+		if $(CARGO) deny fetch >/dev/null 2>&1 || ls $$HOME/.cargo/advisory-dbs/*/ >/dev/null 2>&1; then \
+			$(CARGO) deny --log-level error check --disable-fetch advisories; \
+		else \
+			echo "!!! the RustSec advisory database cannot be fetched here (no network): advisories NOT checked"; \
+		fi; \
+	fi
 
 fmt: ## Format the code
 	$(CARGO) fmt
