@@ -6,22 +6,6 @@ use crate::support::*;
 
 const ENERGY: &str = "configs/energy_hourly.toml";
 
-fn seed_energy(db: &Db) {
-    seed(
-        db,
-        &[
-            "--customers",
-            "100",
-            "--meters",
-            "30",
-            "--days",
-            "30",
-            "--seed",
-            "5",
-        ],
-    );
-}
-
 fn at(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -29,7 +13,7 @@ fn at(t: chrono::DateTime<chrono::Utc>) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backfill_keeps_fresher_rows_and_the_history_keeps_every_forecast() {
     for db in backends("backfill") {
-        seed_energy(&db);
+        seed_energy(&db, 30, 30, 5);
         let cfg = config(
             &db,
             ENERGY,

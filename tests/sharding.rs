@@ -47,26 +47,10 @@ fn as_of() -> String {
     t.format("%Y-%m-%dT%H:00:00Z").to_string()
 }
 
-fn seed_energy(db: &Db) {
-    seed(
-        db,
-        &[
-            "--customers",
-            "100",
-            "--meters",
-            "30",
-            "--days",
-            "30",
-            "--seed",
-            "9",
-        ],
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn three_shards_read_a_third_each_and_publish_what_one_process_does() {
     for db in backends("shards") {
-        seed_energy(&db);
+        seed_energy(&db, 30, 30, 9);
         let cfg = pushed_down(&db, false);
         let c = cfg.to_str().unwrap();
         let as_of = as_of();
@@ -139,7 +123,7 @@ async fn three_shards_read_a_third_each_and_publish_what_one_process_does() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sql_whose_split_disagrees_with_the_shard_is_refused_and_changes_nothing() {
     for db in backends("shard_mismatch") {
-        seed_energy(&db);
+        seed_energy(&db, 30, 30, 9);
         let as_of = as_of();
         let at = as_of.as_str();
         let good = pushed_down(&db, false);

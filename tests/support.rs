@@ -158,6 +158,24 @@ pub fn seed(db: &Db, flags: &[&str]) {
 }
 
 /// Seeds the churn dataset with `customers` customers.
+/// The demo's energy data: `meters` meters over `days` days ending now, at a seed.
+pub fn seed_energy(db: &Db, meters: usize, days: usize, seed_no: u64) {
+    let (m, d, s) = (meters.to_string(), days.to_string(), seed_no.to_string());
+    seed(
+        db,
+        &[
+            "--customers",
+            "100",
+            "--meters",
+            &m,
+            "--days",
+            &d,
+            "--seed",
+            &s,
+        ],
+    );
+}
+
 pub fn seed_churn(db: &Db, customers: usize) {
     seed(db, &["--customers", &customers.to_string()]);
 }

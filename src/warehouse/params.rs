@@ -90,23 +90,7 @@ pub(crate) fn placeholders(sql: &str) -> Vec<(usize, usize, Placeholder<'_>)> {
                     i += 1;
                 }
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0usize;
-                while i < b.len() {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
+            b'/' if b.get(i + 1) == Some(&b'*') => i = block_comment_end(b, i),
             b';' => {
                 found.push((i, i + 1, Placeholder::StatementEnd));
                 i += 1;
@@ -291,6 +275,27 @@ const STATEMENTS: &[&str] = &[
     "checkpoint",
 ];
 
+/// Where the block comment opening at `b[start..]` ends (past its `*/`, or the end of the
+/// text): block comments nest, in PostgreSQL as in this scanner.
+fn block_comment_end(b: &[u8], start: usize) -> usize {
+    let (mut depth, mut i) = (0usize, start);
+    while i < b.len() {
+        if b[i..].starts_with(b"/*") {
+            depth += 1;
+            i += 2;
+        } else if b[i..].starts_with(b"*/") {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                break;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    i
+}
+
 /// `sql` from its first character that is neither white space nor in a comment.
 fn skip_comments(mut sql: &str) -> &str {
     loop {
@@ -298,23 +303,7 @@ fn skip_comments(mut sql: &str) -> &str {
         if let Some(rest) = sql.strip_prefix("--") {
             sql = rest.split_once('\n').map_or("", |(_, after)| after);
         } else if sql.starts_with("/*") {
-            // Block comments nest, as the scanner reads them.
-            let (mut depth, mut i, b) = (0usize, 0usize, sql.as_bytes());
-            while i < b.len() {
-                if b[i..].starts_with(b"/*") {
-                    depth += 1;
-                    i += 2;
-                } else if b[i..].starts_with(b"*/") {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            sql = &sql[i.min(sql.len())..];
+            sql = &sql[block_comment_end(sql.as_bytes(), 0).min(sql.len())..];
         } else {
             return sql;
         }
