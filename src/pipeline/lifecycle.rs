@@ -157,6 +157,11 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
     ctx.report.rows_written = ctx
         .time("publish", publish::publish(wh, publication, stats))
         .await?;
+    if let Some(actuals) = ctx.actuals.take() {
+        let (job, as_of) = (ctx.job, ctx.opts.as_of);
+        let eval = crate::monitor::evaluate::after_run(job, wh, as_of, actuals);
+        ctx.report.accuracy = ctx.time("evaluate", eval).await;
+    }
     Ok(())
 }
 

@@ -108,6 +108,10 @@ pub struct Report {
     pub model_version: Option<i64>,
     pub trained: Option<TrainSummary>,
     pub stage_seconds: Vec<(String, f64)>,
+    /// Forecast runs: realized accuracy of earlier forecasts over the recent days, per lead
+    /// time: (horizon, n, MAE, seasonal naive's MAE).
+    #[serde(default)]
+    pub accuracy: Vec<(i64, i64, f64, Option<f64>)>,
 }
 
 impl Report {
@@ -124,6 +128,7 @@ impl Report {
             model_version: None,
             trained: None,
             stage_seconds: Vec::new(),
+            accuracy: Vec::new(),
         }
     }
 
