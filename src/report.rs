@@ -70,6 +70,11 @@ pub fn run_summary(r: &Report) -> String {
     if let Some(v) = r.model_version {
         out.push_str(&format!("  model version     v{v}\n"));
     }
+    if let Some((feature, psi)) = &r.max_psi {
+        out.push_str(&format!(
+            "  drift             max PSI {psi:.3} ({feature}) against the training data\n"
+        ));
+    }
     if let Some(t) = &r.trained {
         match &t.backtest {
             Some(b) => out.push_str(&format!(

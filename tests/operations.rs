@@ -399,3 +399,80 @@ async fn realized_accuracy_matches_a_hand_computation_from_history_and_actuals()
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_is_recorded_per_feature_and_the_psi_guard_refuses_a_shifted_input() {
+    for db in backends("drift") {
+        let guard = (
+            "require = [\"auc >= 0.6\"]",
+            "require = [\"auc >= 0.6\"]\nmax_psi = 0.5",
+        );
+        seed_churn(&db, 1500);
+        let cfg = config(&db, CHURN, &[guard]);
+        let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("max PSI"),
+            "{}",
+            text(&o)
+        );
+        // One PSI per numeric and categorical feature and for the score, all under the guard.
+        let drift = rows(
+            &db,
+            "SELECT feature, psi FROM prescore_drift ORDER BY feature",
+        )
+        .await;
+        let features: Vec<&str> = drift.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(
+            features,
+            [
+                "monthly_usage_gb",
+                "payment_delays",
+                "plan",
+                "region",
+                "score",
+                "support_tickets",
+                "tenure_months",
+                "usage_change_pct"
+            ],
+            "{}",
+            db.name
+        );
+        assert!(
+            drift.iter().all(|r| r[1].parse::<f64>().unwrap() < 0.5),
+            "{drift:?}"
+        );
+        let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+
+        // The usage arrives in MB instead of GB: far past the guard, exit 3, nothing written.
+        let shifted = sql_file(
+            &db,
+            "score.sql",
+            &std::fs::read_to_string(format!("{ROOT}/sql/churn_daily/score.sql"))
+                .unwrap()
+                .replace(
+                    " monthly_usage_gb,",
+                    " monthly_usage_gb * 1000 AS monthly_usage_gb,",
+                ),
+        );
+        let moved = config(
+            &db,
+            CHURN,
+            &[
+                guard,
+                (&format!("{ROOT}/sql/churn_daily/score.sql"), &shifted),
+            ],
+        );
+        let o = prescore(&["score", "--config", moved.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}: {}", db.name, text(&o));
+        assert!(text(&o).contains("monthly_usage_gb"), "{}", text(&o));
+        assert_eq!(
+            rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await,
+            before,
+            "{}",
+            db.name
+        );
+        assert_eq!(count(&db, "prescore_drift").await, 8, "{}", db.name);
+        assert_eq!(last_run(&db).await.0, "failed", "{}", db.name);
+    }
+}

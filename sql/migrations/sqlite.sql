@@ -101,6 +101,18 @@ CREATE TABLE IF NOT EXISTS prescore_accuracy (
     PRIMARY KEY (job, model_version, method, horizon, day)
 );
 
+-- Drift of each published run against its model's training data: the population stability
+-- index per feature (and `score`, the score distribution), written in the publish transaction.
+CREATE TABLE IF NOT EXISTS prescore_drift (
+    run_id        TEXT NOT NULL,
+    job           TEXT NOT NULL,
+    model_version BIGINT NOT NULL,
+    feature       TEXT NOT NULL,
+    psi           REAL NOT NULL,
+    at            TEXT NOT NULL,
+    PRIMARY KEY (run_id, feature)
+);
+
 CREATE TABLE IF NOT EXISTS prescore_locks (
     job         TEXT NOT NULL,
     shard       TEXT NOT NULL,

@@ -4,4 +4,5 @@
 //! and in `prescore evaluate`).
 
 pub mod accuracy;
+pub mod drift;
 pub mod evaluate;

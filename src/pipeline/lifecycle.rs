@@ -43,6 +43,8 @@ pub struct Output {
     pub frame: DataFrame,
     /// Run metrics for `prescore_metrics`: (name, labels, value).
     pub metrics: Vec<(String, String, f64)>,
+    /// PSI per feature (and `score`) against the model's training data, for `prescore_drift`.
+    pub drift: Vec<(String, f64)>,
 }
 
 /// What differs between a `score` job and a `forecast` job.
@@ -151,6 +153,8 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
         promote,
         command: ctx.opts.mode.name(),
         metrics: output.metrics,
+        drift: output.drift,
+        model_version: version,
     };
     let stats = ctx.report.stats();
     let wh = ctx.wh;

@@ -112,6 +112,9 @@ pub struct Report {
     /// time: (horizon, n, MAE, seasonal naive's MAE).
     #[serde(default)]
     pub accuracy: Vec<(i64, i64, f64, Option<f64>)>,
+    /// Score jobs: the feature (or `score`) with the highest PSI against the training data.
+    #[serde(default)]
+    pub max_psi: Option<(String, f64)>,
 }
 
 impl Report {
@@ -129,6 +132,7 @@ impl Report {
             trained: None,
             stage_seconds: Vec::new(),
             accuracy: Vec::new(),
+            max_psi: None,
         }
     }
 

@@ -296,6 +296,7 @@ impl Kind for ForecastJob<'_> {
             key: vec!["series_id".into(), "target_ts".into()],
             frame,
             metrics,
+            drift: Vec::new(),
         })
     }
 }
