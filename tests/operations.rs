@@ -344,7 +344,19 @@ async fn realized_accuracy_matches_a_hand_computation_from_history_and_actuals()
         assert_eq!(count(&db, "prescore_accuracy").await, 0, "{}", db.name);
 
         // The next day's run measures the forecasts of the first: 4 regions, every lead time.
-        let o = prescore(&["run", "--config", c, "--as-of", &iso(t2)], &[]);
+        let prom = db.dir.path().join("weather.prom").display().to_string();
+        let o = prescore(
+            &[
+                "run",
+                "--config",
+                c,
+                "--as-of",
+                &iso(t2),
+                "--metrics-file",
+                &prom,
+            ],
+            &[],
+        );
         assert!(o.status.success(), "{}: {}", db.name, text(&o));
         assert!(
             String::from_utf8_lossy(&o.stdout).contains("realized MAE"),
@@ -355,6 +367,11 @@ async fn realized_accuracy_matches_a_hand_computation_from_history_and_actuals()
         assert_eq!(ours.len(), 24, "{}: {ours:?}", db.name);
         assert_eq!(ours[0][1], 4.0, "{}: {ours:?}", db.name);
         assert_close(&db, &ours, &by_hand(&db, t2).await);
+        let file = std::fs::read_to_string(&prom).unwrap();
+        let realized = metric(&file, "prescore_realized_mae{job=\"weather_hourly\"}").unwrap();
+        let n: f64 = ours.iter().map(|h| h[1]).sum();
+        let overall = ours.iter().map(|h| h[1] * h[2]).sum::<f64>() / n;
+        assert!((realized - overall).abs() < 1e-9, "{file}");
 
         // `evaluate` a day later sees the second run's forecasts' actuals too; run twice, it
         // replaces its rows rather than adding to them.
@@ -409,7 +426,9 @@ async fn drift_is_recorded_per_feature_and_the_psi_guard_refuses_a_shifted_input
         );
         seed_churn(&db, 1500);
         let cfg = config(&db, CHURN, &[guard]);
-        let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        let prom = db.dir.path().join("churn.prom").display().to_string();
+        let c = cfg.to_str().unwrap();
+        let o = prescore(&["run", "--config", c, "--metrics-file", &prom], &[]);
         assert!(o.status.success(), "{}: {}", db.name, text(&o));
         assert!(
             String::from_utf8_lossy(&o.stdout).contains("max PSI"),
@@ -442,6 +461,13 @@ async fn drift_is_recorded_per_feature_and_the_psi_guard_refuses_a_shifted_input
             drift.iter().all(|r| r[1].parse::<f64>().unwrap() < 0.5),
             "{drift:?}"
         );
+        let highest = drift
+            .iter()
+            .map(|r| r[1].parse::<f64>().unwrap())
+            .fold(0.0, f64::max);
+        let file = std::fs::read_to_string(&prom).unwrap();
+        let exported = metric(&file, "prescore_psi_max{job=\"churn_daily\"}").unwrap();
+        assert!((exported - highest).abs() < 1e-9, "{file}");
         let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
 
         // The usage arrives in MB instead of GB: far past the guard, exit 3, nothing written.
