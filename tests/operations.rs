@@ -393,6 +393,13 @@ async fn realized_accuracy_matches_a_hand_computation_from_history_and_actuals()
             count(&db, "prescore_accuracy").await.to_string()
         );
 
+        // Reading a few days of history uses an index on the target times.
+        let index = match db.name {
+            "postgres" => "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'weather_forecasts_history_target_ts'",
+            _ => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'weather_forecasts_history_target_ts'",
+        };
+        assert_eq!(rows(&db, index).await[0][0], "1", "{}", db.name);
+
         // A range evaluates only its days; a score job has no forecasts to evaluate.
         let day = t1.date_naive().to_string();
         let o = prescore(

@@ -17,7 +17,7 @@ use super::accuracy::{self, Actuals, Clock, Group};
 use crate::config::{ColumnType, ForecastSpec, Job, JobKind};
 use crate::pipeline::{read, Shard};
 use crate::warehouse::ident::Ident;
-use crate::warehouse::{Guard, Value, Warehouse, WarehouseError, WriteMode};
+use crate::warehouse::{Dialect, Guard, Value, Warehouse, WarehouseError, WriteMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {
@@ -96,6 +96,7 @@ pub async fn evaluate(
             table: history.to_string(),
         });
     }
+    index_targets(wh, &history).await;
     let issued = read_issued(job, wh, &history, range).await?;
     let actuals = match actuals {
         Some(df) => df,
@@ -152,6 +153,38 @@ pub fn history_table(job: &Job) -> Result<Ident, EvaluateError> {
         });
     }
     Ok(Ident::new(&format!("{}_history", job.output.table)).expect("validated with the config"))
+}
+
+/// An index on the history's target times, so that reading a few days does not scan the
+/// whole history (its key leads with the series). Created once; a failure (another process
+/// creating it at the same moment, a role without the right) only costs speed.
+async fn index_targets(wh: &Warehouse, history: &Ident) {
+    let name = format!("{}_target_ts", history.base());
+    let sql = match wh.dialect() {
+        // SQLite names the index in the table's schema and the table without one.
+        Dialect::Sqlite => {
+            let schema = history.to_string();
+            let schema = schema.strip_suffix(history.base()).unwrap_or_default();
+            let on = format!("\"{}\"", history.base());
+            let index = format!("{}\"{name}\"", quoted_prefix(schema));
+            format!("CREATE INDEX IF NOT EXISTS {index} ON {on} (target_ts)")
+        }
+        Dialect::Postgres => format!(
+            "CREATE INDEX IF NOT EXISTS \"{name}\" ON {} (target_ts)",
+            history.quoted()
+        ),
+    };
+    if let Err(e) = wh.execute(&sql, &[]).await {
+        tracing::warn!(error = %e, table = %history, "could not index the history's target times");
+    }
+}
+
+/// `"schema".` for `schema.`, nothing for nothing.
+fn quoted_prefix(schema: &str) -> String {
+    schema
+        .strip_suffix('.')
+        .map(|s| format!("\"{s}\"."))
+        .unwrap_or_default()
 }
 
 /// The issued forecasts whose target lies in the range and is known at its as-of time.
