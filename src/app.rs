@@ -6,7 +6,8 @@ use std::path::Path;
 use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::cli::{
-    CheckArgs, Command, ModelsAction, ModelsArgs, RunArgs, RunsArgs, StatusArgs, Target,
+    CheckArgs, Command, EvaluateArgs, ModelsAction, ModelsArgs, RunArgs, RunsArgs, StatusArgs,
+    Target,
 };
 use crate::config::{self, Job};
 use crate::error::Error;
@@ -27,6 +28,7 @@ pub async fn dispatch(command: Command, metrics_file: Option<&Path>) -> Result<(
         Command::Runs(a) => runs(a).await,
         Command::Models(a) => models(a).await,
         Command::Status(a) => status(a).await,
+        Command::Evaluate(a) => evaluate(a).await,
         Command::Demo(a) => crate::demo::demo(a).await,
     }
 }
@@ -73,10 +75,46 @@ fn shard(given: Option<Shard>) -> Result<Shard, Error> {
     }
 }
 
+/// `prescore evaluate`: realized accuracy over a range of target days.
+async fn evaluate(a: EvaluateArgs) -> Result<(), Error> {
+    use crate::monitor::{
+        accuracy,
+        evaluate::{self, Range},
+    };
+    let job = config::load(&a.config)?;
+    let as_of = as_of(a.as_of);
+    let keep = job.output.keep_history.unwrap_or_default();
+    let oldest = as_of - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::days(90));
+    let to = a.to.unwrap_or(as_of.date_naive());
+    let from = a.from.unwrap_or(oldest.date_naive());
+    if from > to {
+        return Err(Error::Usage(format!("--from {from} is after --to {to}")));
+    }
+    let wh = connect(&job).await?;
+    wh.migrate().await?;
+    let range = Range::days(from, to, as_of);
+    let result = evaluate::evaluate(&job, &wh, range, None).await;
+    wh.close().await;
+    let e = result?;
+    println!(
+        "prescore: job {} evaluated {from} to {to} ({} days, actuals as of {}): {} forecasts with an actual, {} rows in prescore_accuracy",
+        job.name,
+        range.day_count(),
+        as_of.format("%Y-%m-%d %H:%M:%SZ"),
+        e.matched,
+        e.groups.len()
+    );
+    print!(
+        "{}",
+        report::accuracy_table(&accuracy::by_horizon(&e.groups))
+    );
+    Ok(())
+}
+
 async fn init(t: Target) -> Result<(), Error> {
     let (wh, _) = connect_target(&t).await?;
     wh.migrate().await?;
-    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_model_events, prescore_metrics, prescore_locks)", wh.dialect().name());
+    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_model_events, prescore_metrics, prescore_accuracy, prescore_locks)", wh.dialect().name());
     Ok(())
 }
 

@@ -95,6 +95,16 @@ prescore status --config configs/energy_hourly.toml --run-group energy-hourly-29
     Status(StatusArgs),
     /// List, inspect, promote and roll back models in the registry (prescore_models).
     Models(ModelsArgs),
+    /// Forecast jobs: measure the realized accuracy of the issued forecasts (kept in
+    /// `<table>_history`) against the actuals that have arrived (read with the job's history
+    /// SQL) and record it in prescore_accuracy, per model version, method, lead time and
+    /// target day. Replaces the rows of the days it evaluates. Every forecast run does this for
+    /// its recent days; use this command for a range, after late actuals, or for sharded jobs.
+    #[command(
+        after_help = "Examples:\n  prescore evaluate --config configs/energy_hourly.toml\n  \
+prescore evaluate --config configs/energy_hourly.toml --from 2026-11-01 --to 2026-11-29"
+    )]
+    Evaluate(EvaluateArgs),
     /// Generate realistic demo data into a warehouse and run the demo jobs on it.
     #[command(
         after_help = "Examples:\n  prescore demo                                   # SQLite file prescore.db\n  \
@@ -144,6 +154,22 @@ pub struct StatusArgs {
     /// The group, as the runs were given it with `--run-group` / $PRESCORE_RUN_GROUP.
     #[arg(long, value_name = "ID", env = "PRESCORE_RUN_GROUP")]
     pub run_group: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EvaluateArgs {
+    /// Job config (TOML) of a forecast job.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// First target day (UTC) to evaluate. Default: the oldest day the history keeps.
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<NaiveDate>,
+    /// Last target day (UTC) to evaluate, included. Default: the as-of day.
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<NaiveDate>,
+    /// Read the actuals known at this time (the history SQL's :as_of). Default: now.
+    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of)]
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Args, Clone)]

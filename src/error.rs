@@ -5,6 +5,7 @@
 //! running, 130/143 interrupted by SIGINT/SIGTERM (see `pipeline::interrupt`).
 
 use crate::config::ConfigError;
+use crate::monitor::evaluate::EvaluateError;
 use crate::pipeline::contract::ContractError;
 use crate::pipeline::score::features::FeatureError;
 use crate::pipeline::score::train::TrainError;
@@ -34,6 +35,8 @@ pub enum Error {
     Train(#[from] TrainError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Evaluate(#[from] EvaluateError),
     #[error("model {job} v{version} does not fit this job's features: {problem}. Retrain (`prescore train`) or fix the config")]
     SchemaMismatch {
         job: String,
@@ -64,6 +67,11 @@ impl Error {
             Error::Train(TrainError::Model(_)) => EXIT_FAILED,
             Error::Registry(RegistryError::Warehouse(w)) => warehouse_code(w),
             Error::Registry(_) | Error::SchemaMismatch { .. } => EXIT_FAILED,
+            Error::Evaluate(EvaluateError::Warehouse(w)) => warehouse_code(w),
+            Error::Evaluate(
+                EvaluateError::NotForecast { .. } | EvaluateError::NoHistory { .. },
+            ) => EXIT_USAGE,
+            Error::Evaluate(_) => EXIT_FAILED,
             Error::Gated { .. } | Error::AwaitingPromotion { .. } => EXIT_GATED,
             Error::Internal { .. } => EXIT_FAILED,
             Error::Incomplete(_) => EXIT_INCOMPLETE,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fault;
 pub mod ledger;
 pub mod model;
+pub mod monitor;
 pub mod pipeline;
 pub mod progress;
 pub mod registry;

@@ -70,6 +70,11 @@ pub fn run_summary(r: &Report) -> String {
     if let Some(v) = r.model_version {
         out.push_str(&format!("  model version     v{v}\n"));
     }
+    if let Some((feature, psi)) = &r.max_psi {
+        out.push_str(&format!(
+            "  drift             max PSI {psi:.3} ({feature}) against the training data\n"
+        ));
+    }
     if let Some(t) = &r.trained {
         match &t.backtest {
             Some(b) => out.push_str(&format!(
@@ -139,6 +144,10 @@ pub fn run_summary(r: &Report) -> String {
         }
         out.push_str(&format!("  gate: {}\n", t.verdict));
     }
+    if !r.accuracy.is_empty() {
+        out.push_str("\n  realized MAE of earlier forecasts, recent days (prescore_accuracy):\n");
+        out.push_str(&accuracy_table(&r.accuracy));
+    }
     if !r.stage_seconds.is_empty() {
         let parts: Vec<String> = r
             .stage_seconds
@@ -158,6 +167,21 @@ pub fn run_summary(r: &Report) -> String {
         out.push_str(&format!("\n  look at the results:\n    {q}\n"));
     }
     out
+}
+
+/// Realized accuracy per lead time (every sixth step, the first and the last), next to
+/// seasonal naive's.
+pub fn accuracy_table(per: &[(i64, i64, f64, Option<f64>)]) -> String {
+    let last = per.iter().map(|p| p.0).max().unwrap_or(1);
+    let rows: Vec<Vec<String>> = per
+        .iter()
+        .filter(|(h, ..)| *h == 1 || h % 6 == 0 || *h == last)
+        .map(|(h, n, m, b)| {
+            let naive = b.map(|b| format!("{b:.3}")).unwrap_or_else(|| "-".into());
+            vec![format!("+{h}"), n.to_string(), format!("{m:.3}"), naive]
+        })
+        .collect();
+    indent(&table(&["step", "n", "published", "naive"], &rows))
 }
 
 fn indent(s: &str) -> String {

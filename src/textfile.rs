@@ -41,6 +41,10 @@ pub struct RunMetrics {
     pub model_version: Option<i64>,
     /// Holdout (score) or backtest (forecast) MAE of the model this run trained or served.
     pub mae: Option<f64>,
+    /// Forecasts: the realized MAE of earlier forecasts over the recent days the run evaluated.
+    pub realized_mae: Option<f64>,
+    /// Score jobs: the highest PSI of a feature or the score against the training data.
+    pub psi_max: Option<f64>,
 }
 
 pub const STATUSES: [&str; 3] = ["succeeded", "failed", "gated"];
@@ -174,6 +178,16 @@ fn work_families(m: &RunMetrics) -> Vec<Family> {
             "prescore_holdout_mae",
             "Holdout (score jobs) or backtest (forecasts) MAE of the model of the latest run.",
             m.mae,
+        ),
+        (
+            "prescore_realized_mae",
+            "Forecast jobs: MAE of earlier forecasts against the actuals, over the recent days the latest run evaluated.",
+            m.realized_mae,
+        ),
+        (
+            "prescore_psi_max",
+            "Score jobs: the highest PSI of a feature or of the score against the model's training data, in the latest run.",
+            m.psi_max,
         ),
     ];
     for (name, help, value) in optional {

@@ -264,3 +264,248 @@ fn a_terminal_sees_a_spinner_for_each_long_stage() {
     }
     assert!(shown.contains("finished"), "{shown}");
 }
+
+const WEATHER: &str = "configs/weather_hourly.toml";
+
+/// A timestamp as a literal both warehouses compare with their target times (UTC).
+fn at(db: &Db, t: chrono::DateTime<chrono::Utc>) -> String {
+    let s = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    match db.name {
+        "postgres" => format!("'{s}+00'"),
+        _ => format!("'{s}'"),
+    }
+}
+
+/// Per lead time, what prescore_accuracy says over all days, methods and versions:
+/// (n, mae, bias, coverage, naive_n, naive mae), n-weighted.
+async fn recorded(db: &Db) -> Vec<Vec<f64>> {
+    let q = "SELECT horizon, CAST(SUM(n) AS DOUBLE PRECISION), SUM(n * mae) / SUM(n), SUM(n * bias) / SUM(n), \
+             SUM(n * coverage) / SUM(n), CAST(SUM(naive_n) AS DOUBLE PRECISION), \
+             SUM(naive_n * naive_mae) / SUM(naive_n) \
+             FROM prescore_accuracy WHERE job = 'weather_hourly' GROUP BY horizon ORDER BY horizon";
+    parse(rows(db, q).await)
+}
+
+/// The same, computed by hand from the history table and the actuals (`weather`) known at `cut`;
+/// seasonal naive is the temperature one day before the target (every horizon is <= 24 h).
+async fn by_hand(db: &Db, cut: chrono::DateTime<chrono::Utc>) -> Vec<Vec<f64>> {
+    let day_before = match db.name {
+        "postgres" => "h.target_ts - interval '1 day'",
+        _ => "datetime(h.target_ts, '-1 day')",
+    };
+    let cut = at(db, cut);
+    let q = format!(
+        "SELECT h.horizon, COUNT(*), AVG(ABS(h.yhat - w.temperature)), AVG(h.yhat - w.temperature), \
+         CAST(AVG(CASE WHEN w.temperature >= h.yhat_lo AND w.temperature <= h.yhat_hi THEN 1 ELSE 0 END) AS DOUBLE PRECISION), \
+         COUNT(n.temperature), AVG(ABS(n.temperature - w.temperature)) \
+         FROM weather_forecasts_history h \
+         JOIN weather w ON w.region = h.series_id AND w.ts = h.target_ts AND w.ts <= {cut} \
+         LEFT JOIN weather n ON n.region = h.series_id AND n.ts = {day_before} \
+         GROUP BY h.horizon ORDER BY h.horizon"
+    );
+    parse(rows(db, &q).await)
+}
+
+fn parse(r: Vec<Vec<String>>) -> Vec<Vec<f64>> {
+    r.iter()
+        .map(|row| row.iter().map(|v| v.parse().unwrap_or(f64::NAN)).collect())
+        .collect()
+}
+
+fn assert_close(db: &Db, ours: &[Vec<f64>], hand: &[Vec<f64>]) {
+    assert_eq!(ours.len(), hand.len(), "{}: lead times differ", db.name);
+    for (o, h) in ours.iter().zip(hand) {
+        for (a, b) in o.iter().zip(h) {
+            assert!(
+                (a - b).abs() <= 1e-9 * (1.0 + b.abs()),
+                "{}: recorded {o:?} vs by hand {h:?}",
+                db.name
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn realized_accuracy_matches_a_hand_computation_from_history_and_actuals() {
+    use chrono::{Duration, DurationRound, Utc};
+    for db in backends("accuracy") {
+        let flags = ["--customers", "200", "--meters", "20", "--days", "21"];
+        seed(&db, &[&flags[..], &["--seed", "11"]].concat());
+        let cfg = config(&db, WEATHER, &[]);
+        let c = cfg.to_str().unwrap();
+        // The seeded weather is observed up to now: forecasts issued three days ago have
+        // their actuals by the next runs.
+        let hour = Utc::now().duration_trunc(Duration::hours(1)).unwrap();
+        let t1 = hour - Duration::days(3) + Duration::minutes(5);
+        let t2 = t1 + Duration::days(1);
+        let iso = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let o = prescore(&["run", "--config", c, "--as-of", &iso(t1)], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        assert_eq!(count(&db, "prescore_accuracy").await, 0, "{}", db.name);
+
+        // The next day's run measures the forecasts of the first: 4 regions, every lead time.
+        let prom = db.dir.path().join("weather.prom").display().to_string();
+        let o = prescore(
+            &[
+                "run",
+                "--config",
+                c,
+                "--as-of",
+                &iso(t2),
+                "--metrics-file",
+                &prom,
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("realized MAE"),
+            "{}",
+            text(&o)
+        );
+        let ours = recorded(&db).await;
+        assert_eq!(ours.len(), 24, "{}: {ours:?}", db.name);
+        assert_eq!(ours[0][1], 4.0, "{}: {ours:?}", db.name);
+        assert_close(&db, &ours, &by_hand(&db, t2).await);
+        let file = std::fs::read_to_string(&prom).unwrap();
+        let realized = metric(&file, "prescore_realized_mae{job=\"weather_hourly\"}").unwrap();
+        let n: f64 = ours.iter().map(|h| h[1]).sum();
+        let overall = ours.iter().map(|h| h[1] * h[2]).sum::<f64>() / n;
+        assert!((realized - overall).abs() < 1e-9, "{file}");
+
+        // `evaluate` a day later sees the second run's forecasts' actuals too; run twice, it
+        // replaces its rows rather than adding to them.
+        let t3 = t2 + Duration::days(1);
+        for _ in 0..2 {
+            let o = prescore(&["evaluate", "--config", c, "--as-of", &iso(t3)], &[]);
+            assert!(o.status.success(), "{}: {}", db.name, text(&o));
+            let ours = recorded(&db).await;
+            assert_eq!(ours[0][1], 8.0, "{}: {ours:?}", db.name);
+            assert_close(&db, &ours, &by_hand(&db, t3).await);
+        }
+        let keyed = rows(
+            &db,
+            "SELECT COUNT(*) FROM (SELECT DISTINCT job, model_version, method, horizon, day FROM prescore_accuracy) k",
+        )
+        .await;
+        assert_eq!(
+            keyed[0][0],
+            count(&db, "prescore_accuracy").await.to_string()
+        );
+
+        // Reading a few days of history uses an index on the target times.
+        let index = match db.name {
+            "postgres" => "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'weather_forecasts_history_target_ts'",
+            _ => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'weather_forecasts_history_target_ts'",
+        };
+        assert_eq!(rows(&db, index).await[0][0], "1", "{}", db.name);
+
+        // A range evaluates only its days; a score job has no forecasts to evaluate.
+        let day = t1.date_naive().to_string();
+        let o = prescore(
+            &[
+                "evaluate",
+                "--config",
+                c,
+                "--from",
+                &day,
+                "--to",
+                &day,
+                "--as-of",
+                &iso(t3),
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        assert_close(&db, &recorded(&db).await, &by_hand(&db, t3).await);
+        let churn = config(&db, CHURN, &[]);
+        let o = prescore(&["evaluate", "--config", churn.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_is_recorded_per_feature_and_the_psi_guard_refuses_a_shifted_input() {
+    for db in backends("drift") {
+        let guard = (
+            "require = [\"auc >= 0.6\"]",
+            "require = [\"auc >= 0.6\"]\nmax_psi = 0.5",
+        );
+        seed_churn(&db, 1500);
+        let cfg = config(&db, CHURN, &[guard]);
+        let prom = db.dir.path().join("churn.prom").display().to_string();
+        let c = cfg.to_str().unwrap();
+        let o = prescore(&["run", "--config", c, "--metrics-file", &prom], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("max PSI"),
+            "{}",
+            text(&o)
+        );
+        // One PSI per numeric and categorical feature and for the score, all under the guard.
+        let drift = rows(
+            &db,
+            "SELECT feature, psi FROM prescore_drift ORDER BY feature",
+        )
+        .await;
+        let features: Vec<&str> = drift.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(
+            features,
+            [
+                "monthly_usage_gb",
+                "payment_delays",
+                "plan",
+                "region",
+                "score",
+                "support_tickets",
+                "tenure_months",
+                "usage_change_pct"
+            ],
+            "{}",
+            db.name
+        );
+        assert!(
+            drift.iter().all(|r| r[1].parse::<f64>().unwrap() < 0.5),
+            "{drift:?}"
+        );
+        let highest = drift
+            .iter()
+            .map(|r| r[1].parse::<f64>().unwrap())
+            .fold(0.0, f64::max);
+        let file = std::fs::read_to_string(&prom).unwrap();
+        let exported = metric(&file, "prescore_psi_max{job=\"churn_daily\"}").unwrap();
+        assert!((exported - highest).abs() < 1e-9, "{file}");
+        let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+
+        // The usage arrives in MB instead of GB: far past the guard, exit 3, nothing written.
+        let shifted = sql_file(
+            &db,
+            "score.sql",
+            &std::fs::read_to_string(format!("{ROOT}/sql/churn_daily/score.sql"))
+                .unwrap()
+                .replace(
+                    " monthly_usage_gb,",
+                    " monthly_usage_gb * 1000 AS monthly_usage_gb,",
+                ),
+        );
+        let moved = config(
+            &db,
+            CHURN,
+            &[
+                guard,
+                (&format!("{ROOT}/sql/churn_daily/score.sql"), &shifted),
+            ],
+        );
+        let o = prescore(&["score", "--config", moved.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}: {}", db.name, text(&o));
+        assert!(text(&o).contains("monthly_usage_gb"), "{}", text(&o));
+        assert_eq!(
+            rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await,
+            before,
+            "{}",
+            db.name
+        );
+        assert_eq!(count(&db, "prescore_drift").await, 8, "{}", db.name);
+        assert_eq!(last_run(&db).await.0, "failed", "{}", db.name);
+    }
+}

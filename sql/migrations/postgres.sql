@@ -81,6 +81,38 @@ CREATE TABLE IF NOT EXISTS prescore_metrics (
     PRIMARY KEY (run_id, name, labels)
 );
 
+-- Realized accuracy of forecast jobs: the issued forecasts (<table>_history) joined with the
+-- actuals that arrived, per model version, method, lead time and target day (UTC). A run, or
+-- `prescore evaluate`, replaces the rows of the days it evaluates.
+CREATE TABLE IF NOT EXISTS prescore_accuracy (
+    job           TEXT NOT NULL,
+    model_version BIGINT NOT NULL,
+    method        TEXT NOT NULL,
+    horizon       BIGINT NOT NULL,  -- steps ahead (lead time)
+    day           TIMESTAMPTZ NOT NULL,  -- midnight UTC of the target's day
+    n             BIGINT NOT NULL,  -- forecasts with an actual
+    mae           DOUBLE PRECISION,
+    rmse          DOUBLE PRECISION,
+    bias          DOUBLE PRECISION,  -- mean of yhat - actual
+    coverage      DOUBLE PRECISION,  -- share of actuals in [yhat_lo, yhat_hi]
+    naive_n       BIGINT NOT NULL,  -- of those, how many have the seasonal-naive actual
+    naive_mae     DOUBLE PRECISION,  -- seasonal naive (one season back, as issued at the same origin), NULL when none
+    evaluated_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (job, model_version, method, horizon, day)
+);
+
+-- Drift of each published run against its model's training data: the population stability
+-- index per feature (and `score`, the score distribution), written in the publish transaction.
+CREATE TABLE IF NOT EXISTS prescore_drift (
+    run_id        TEXT NOT NULL,
+    job           TEXT NOT NULL,
+    model_version BIGINT NOT NULL,
+    feature       TEXT NOT NULL,
+    psi           DOUBLE PRECISION NOT NULL,
+    at            TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (run_id, feature)
+);
+
 CREATE TABLE IF NOT EXISTS prescore_locks (
     job         TEXT NOT NULL,
     shard       TEXT NOT NULL,

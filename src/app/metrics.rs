@@ -58,6 +58,10 @@ fn fill_from_report(m: &mut RunMetrics, r: &Report) {
     m.rows_written = r.rows_written;
     m.skipped_entities = r.skipped_entities.len() as u64;
     m.model_version = r.model_version;
+    m.psi_max = r.max_psi.as_ref().map(|(_, v)| *v);
+    let n: i64 = r.accuracy.iter().map(|a| a.1).sum();
+    m.realized_mae =
+        (n > 0).then(|| r.accuracy.iter().map(|a| a.2 * a.1 as f64).sum::<f64>() / n as f64);
     if let Some(t) = &r.trained {
         m.gate_passed = (!t.verdict.is_empty()).then(|| t.verdict.starts_with("passed"));
         m.mae = t.metrics.get("mae").copied().filter(|v| v.is_finite());

@@ -352,6 +352,8 @@ pub struct Gate {
     pub must_beat_champion: bool,
     pub tolerance: f64,
     pub auto_promote: bool,
+    /// Refuse to publish when a feature's (or the score's) PSI exceeds this.
+    pub max_psi: Option<f64>,
 }
 
 #[derive(Debug, Clone)]

@@ -261,6 +261,10 @@ pub struct RawGate {
     /// Promote a passing candidate at once; `false` waits for `prescore models promote`.
     #[serde(default = "default_true", deserialize_with = "lenient::de")]
     pub auto_promote: bool,
+    /// Score jobs: refuse to publish (exit 3) when any feature's, or the score's, PSI against
+    /// the model's training data exceeds this (e.g. 0.25).
+    #[serde(default, deserialize_with = "lenient::de_opt")]
+    pub max_psi: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1190,12 +1194,16 @@ fn validate_gate(g: &RawGate, task: Task, p: &mut Problems) -> Gate {
     if !(0.0..1.0).contains(&g.tolerance) {
         p.push("gate.tolerance", "must be between 0 and 1");
     }
+    if g.max_psi.is_some_and(|m| !(m > 0.0 && m.is_finite())) {
+        p.push("gate.max_psi", "must be a positive number, e.g. 0.25");
+    }
     Gate {
         bounds,
         must_beat_baseline,
         must_beat_champion,
         tolerance: g.tolerance,
         auto_promote: g.auto_promote,
+        max_psi: g.max_psi,
     }
 }
 

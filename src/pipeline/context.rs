@@ -16,6 +16,9 @@ pub struct RunContext<'a> {
     pub opts: &'a Options,
     pub run_id: &'a str,
     pub report: Report,
+    /// The key, time and target of recent history rows, kept by a forecast run that
+    /// evaluates its earlier forecasts after publishing (see `monitor::evaluate`).
+    pub actuals: Option<polars::prelude::DataFrame>,
 }
 
 impl<'a> RunContext<'a> {
@@ -32,6 +35,7 @@ impl<'a> RunContext<'a> {
             opts,
             run_id,
             report,
+            actuals: None,
         }
     }
 

@@ -10,6 +10,8 @@ use crate::config::{ColumnType, Job};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
+    #[error("the input drifted from the model's training data: PSI {psi:.3} for {feature} exceeds gate.max_psi = {max} (every PSI is in the log); nothing was published")]
+    Drift { feature: String, psi: f64, max: f64 },
     #[error(
         "{what} returned {rows} row(s); the contract requires at least {min} (input.min_rows)"
     )]

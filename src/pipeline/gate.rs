@@ -92,6 +92,7 @@ mod tests {
             must_beat_champion: true,
             tolerance: 0.05,
             auto_promote: true,
+            max_psi: None,
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Output {
     pub frame: DataFrame,
     /// Run metrics for `prescore_metrics`: (name, labels, value).
     pub metrics: Vec<(String, String, f64)>,
+    /// PSI per feature (and `score`) against the model's training data, for `prescore_drift`.
+    pub drift: Vec<(String, f64)>,
 }
 
 /// What differs between a `score` job and a `forecast` job.
@@ -148,12 +150,19 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
         promote,
         command: ctx.opts.mode.name(),
         metrics: output.metrics,
+        drift: output.drift,
+        model_version: version,
     };
     let stats = ctx.report.stats();
     let wh = ctx.wh;
     ctx.report.rows_written = ctx
         .time("publish", publish::publish(wh, publication, stats))
         .await?;
+    if let Some(actuals) = ctx.actuals.take() {
+        let (job, as_of) = (ctx.job, ctx.opts.as_of);
+        let eval = crate::monitor::evaluate::after_run(job, wh, as_of, actuals);
+        ctx.report.accuracy = ctx.time("evaluate", eval).await;
+    }
     Ok(())
 }
 

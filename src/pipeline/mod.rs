@@ -109,6 +109,13 @@ pub struct Report {
     pub model_version: Option<i64>,
     pub trained: Option<TrainSummary>,
     pub stage_seconds: Vec<(String, f64)>,
+    /// Forecast runs: realized accuracy of earlier forecasts over the recent days, per lead
+    /// time: (horizon, n, MAE, seasonal naive's MAE).
+    #[serde(default)]
+    pub accuracy: Vec<(i64, i64, f64, Option<f64>)>,
+    /// Score jobs: the feature (or `score`) with the highest PSI against the training data.
+    #[serde(default)]
+    pub max_psi: Option<(String, f64)>,
 }
 
 impl Report {
@@ -125,6 +132,8 @@ impl Report {
             model_version: None,
             trained: None,
             stage_seconds: Vec::new(),
+            accuracy: Vec::new(),
+            max_psi: None,
         }
     }
 

@@ -33,6 +33,10 @@ pub struct Publication<'a> {
     pub command: &'a str,
     /// Run metrics for `prescore_metrics`: (name, labels, value).
     pub metrics: Vec<(String, String, f64)>,
+    /// PSI per feature against the serving model's training data, for `prescore_drift`.
+    pub drift: Vec<(String, f64)>,
+    /// The model that made the rows.
+    pub model_version: i64,
 }
 
 /// Writes a publication atomically; returns the rows upserted.
@@ -98,11 +102,38 @@ pub async fn publish(
         )
         .await?;
     }
+    record_drift(&mut tx, &p).await?;
     stats.rows_written = Some(written as i64);
     ledger::finish_in(&mut tx, p.run_id, Status::Succeeded, &stats).await?;
     tx.commit().await?;
     tracing::info!(rows = written, "published");
     Ok(written)
+}
+
+/// The run's PSI per feature, in the publish transaction: drift is recorded for what was
+/// published.
+async fn record_drift(
+    tx: &mut crate::warehouse::Tx,
+    p: &Publication<'_>,
+) -> Result<(), WarehouseError> {
+    let now = Utc::now();
+    for (feature, psi) in &p.drift {
+        tx.execute(
+            "INSERT INTO prescore_drift (run_id, job, model_version, feature, psi, at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (run_id, feature) DO UPDATE SET psi = excluded.psi, at = excluded.at",
+            &[
+                Value::text(p.run_id),
+                Value::text(p.job),
+                Value::Int(Some(p.model_version)),
+                Value::text(feature.as_str()),
+                Value::Float(Some(*psi)),
+                Value::Ts(Some(now)),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Whether this run replaces a table that already holds rows of a later `as_of`.

@@ -149,6 +149,8 @@ fn example() -> RunMetrics {
         skipped_entities: 3,
         model_version: Some(7),
         mae: Some(0.8125),
+        realized_mae: Some(0.75),
+        psi_max: None,
     }
 }
 

@@ -508,7 +508,7 @@ impl Warehouse {
         Ok(())
     }
 
-    async fn table_columns(&self, table: &Ident) -> Result<Vec<String>, WarehouseError> {
+    pub(crate) async fn table_columns(&self, table: &Ident) -> Result<Vec<String>, WarehouseError> {
         match self {
             Warehouse::Sqlite(pool) => sqlite::table_columns(pool, table).await,
             Warehouse::Postgres(pool) => postgres::table_columns(pool, table).await,

@@ -84,6 +84,12 @@ impl Kind for ForecastJob<'_> {
             contract::check(job, &history, what, &[key, time], opts.as_of)
         })
         .await?;
+        if evaluates_after_publish(job, opts) {
+            ctx.actuals = Some(
+                crate::monitor::evaluate::recent_actuals(job, &history, opts.as_of)
+                    .map_err(|e| Error::internal("the recent actuals", e))?,
+            );
+        }
         let (owned, spec, time) = (job.clone(), self.spec.clone(), time.to_string());
         let as_of_us = opts.as_of.timestamp_micros();
         let (all, skipped) = ctx
@@ -261,6 +267,7 @@ impl Kind for ForecastJob<'_> {
             key: vec!["series_id".into(), "target_ts".into()],
             frame,
             metrics,
+            drift: Vec::new(),
         })
     }
 }
@@ -360,4 +367,13 @@ fn describe_backtest(out: &train::Outcome, spec: &ForecastSpec) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// Whether a run measures the realized accuracy of earlier forecasts after it publishes: it
+/// publishes, keeps history, and is not one shard of several (a shard sees only its series,
+/// and the accuracy of a day is one row for the whole job: run `prescore evaluate`).
+fn evaluates_after_publish(job: &Job, opts: &crate::pipeline::Options) -> bool {
+    opts.mode != crate::pipeline::Mode::Train
+        && opts.shard.count == 1
+        && job.output.keep_history.is_some()
 }

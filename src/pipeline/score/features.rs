@@ -41,6 +41,9 @@ pub struct FeatureSchema {
     /// that loads this model writes the same bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Interval>,
+    /// The training data's distribution, for drift (absent in models trained before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<crate::monitor::drift::Reference>,
 }
 
 impl FeatureSchema {
@@ -90,6 +93,7 @@ impl FeatureSchema {
             categorical,
             medians,
             interval: None,
+            reference: None,
         })
     }
 
@@ -379,6 +383,7 @@ mod tests {
             categorical: vec![],
             medians: vec![5.0],
             interval: None,
+            reference: None,
         };
         let df = df!("id" => [7i64, 8], "x" => [Some(1.0), Some(f64::NAN)]).unwrap();
         let e = schema.matrix(&df, "id").unwrap_err().to_string();

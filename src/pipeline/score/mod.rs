@@ -13,6 +13,7 @@ use std::sync::Arc;
 use polars::prelude::*;
 
 use super::context::RunContext;
+use super::contract::ContractError;
 use super::lifecycle::{top_features, Candidate, Kind, Output};
 use super::{contract, pool, publish, read, Shard, TrainSummary};
 use crate::config::{ColumnType, Job, Sql, Task};
@@ -72,7 +73,7 @@ impl Kind for ScoreJob<'_> {
         let trained = ctx
             .time(
                 "train",
-                pool::on_pool(job.threads, move || train::train(&owned, &df)),
+                pool::on_pool(job.threads, move || with_reference(&owned, &df)),
             )
             .await??;
         // Like for like: score the champion on this holdout when it reads the same features.
@@ -225,6 +226,8 @@ impl Kind for ScoreJob<'_> {
                     .map(|(k, v)| (format!("holdout_{k}"), format!("model=v{}", t.version), v)),
             );
         }
+        let drift = drift(job, &df, &scorer.schema, &scores)?;
+        ctx.report.max_psi = crate::monitor::drift::worst(&drift).cloned();
         let key_col = df
             .column(key)
             .map_err(|e| Error::internal("the key column", e))?
@@ -247,6 +250,7 @@ impl Kind for ScoreJob<'_> {
             key: vec![job.input.key.to_string()],
             frame,
             metrics,
+            drift,
         })
     }
 }
@@ -339,4 +343,52 @@ fn check_schema(job: &Job, schema: &FeatureSchema, version: i64) -> Result<(), E
         });
     }
     Ok(())
+}
+
+/// Trains, and keeps the training data's distribution in the schema the registry stores:
+/// the numeric and categorical feature columns of every training row, and the scores of the
+/// holdout (the model's scores on rows it did not fit).
+fn with_reference(job: &Job, df: &DataFrame) -> Result<train::Trained, Error> {
+    let mut t = train::train(job, df)?;
+    let mut scores = t.model.predict(&t.holdout_x);
+    interval::raise(&mut scores, job.output.min_score);
+    let (numeric, categorical) = (&job.features.numeric, &job.features.categorical);
+    let reference = crate::monitor::drift::Reference::of_frame(df, numeric, categorical, &scores)
+        .map_err(|e| Error::internal("the drift reference", e))?;
+    t.schema.reference = Some(reference);
+    Ok(t)
+}
+
+/// PSI of the scored rows and their scores against the model's training data (none for a
+/// model stored before references), refusing the run past `gate.max_psi`.
+fn drift(
+    job: &Job,
+    df: &DataFrame,
+    schema: &FeatureSchema,
+    scores: &[f64],
+) -> Result<Vec<(String, f64)>, Error> {
+    let Some(reference) = &schema.reference else {
+        return Ok(Vec::new());
+    };
+    let psi = reference
+        .psi_of_frame(df, scores)
+        .map_err(|e| Error::internal("the drift of the input", e))?;
+    for (feature, value) in &psi {
+        tracing::debug!(feature = %feature, psi = value, "drift against the training data");
+    }
+    if let (Some(max), Some((feature, value))) =
+        (job.gate.max_psi, crate::monitor::drift::worst(&psi))
+    {
+        if *value > max {
+            let all: Vec<String> = psi.iter().map(|(f, v)| format!("{f} {v:.3}")).collect();
+            tracing::warn!(psi = %all.join(", "), "input drifted past gate.max_psi");
+            return Err(ContractError::Drift {
+                feature: feature.clone(),
+                psi: *value,
+                max,
+            }
+            .into());
+        }
+    }
+    Ok(psi)
 }

@@ -1,0 +1,8 @@
+//! Monitoring what prescore published, after the fact: how accurate the issued forecasts
+//! turned out once the actuals arrived (`accuracy` computes it, `evaluate` is the stage that
+//! reads the history and the actuals and records `prescore_accuracy`, after every forecast run
+//! and in `prescore evaluate`).
+
+pub mod accuracy;
+pub mod drift;
+pub mod evaluate;
