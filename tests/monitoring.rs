@@ -98,3 +98,53 @@ async fn a_backfill_keeps_fresher_rows_and_the_history_keeps_every_forecast() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_views_show_the_latest_run_and_the_champion_and_tables_are_described() {
+    for db in backends("views") {
+        seed_churn(&db, 400);
+        let cfg = config(&db, "configs/churn_daily.toml", &[]);
+        let c = cfg.to_str().unwrap();
+        for _ in 0..2 {
+            let o = prescore(&["run", "--config", c], &[]);
+            assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        }
+        let latest = rows(
+            &db,
+            "SELECT l.run_id, l.status FROM prescore_latest_runs l WHERE l.job = 'churn_daily'",
+        )
+        .await;
+        let newest = rows(
+            &db,
+            "SELECT run_id FROM prescore_runs WHERE job = 'churn_daily' ORDER BY started_at DESC LIMIT 1",
+        )
+        .await;
+        assert_eq!(latest.len(), 1, "{}: one row per job and shard", db.name);
+        assert_eq!(latest[0][0], newest[0][0], "{}", db.name);
+        assert_eq!(latest[0][1], "succeeded", "{}", db.name);
+        let champion = rows(&db, "SELECT job, version FROM prescore_champions").await;
+        let registry = rows(
+            &db,
+            "SELECT job, version FROM prescore_models WHERE status = 'champion'",
+        )
+        .await;
+        assert_eq!(champion, registry, "{}", db.name);
+        assert_eq!(champion.len(), 1, "{}", db.name);
+        // A score job has no forecasts to evaluate: the view is there, and empty.
+        let acc = rows(&db, "SELECT COUNT(*) FROM prescore_accuracy_by_lead").await;
+        assert_eq!(acc[0][0], "0", "{}", db.name);
+        if db.name == "postgres" {
+            let described = rows(
+                &db,
+                "SELECT obj_description('prescore_runs'::regclass, 'pg_class'), \
+                 col_description('prescore_accuracy'::regclass, 4)",
+            )
+            .await;
+            assert!(
+                described[0][0].contains("One row per prescore run"),
+                "{described:?}"
+            );
+            assert!(described[0][1].contains("Lead time"), "{described:?}");
+        }
+    }
+}

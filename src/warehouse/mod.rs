@@ -347,7 +347,31 @@ impl Warehouse {
         for stmt in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             tx.execute(stmt, &[]).await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.create_views().await;
+        Ok(())
+    }
+
+    /// The dashboard views and, on PostgreSQL, the tables' comments. Best effort, one
+    /// statement at a time: a role that does not own prescore's tables (they were created by
+    /// an administrator) cannot comment on them, and that must not stop a run.
+    async fn create_views(&self) {
+        let script = match self {
+            Warehouse::Sqlite(_) => include_str!("../../sql/migrations/sqlite_views.sql"),
+            Warehouse::Postgres(_) => include_str!("../../sql/migrations/postgres_views.sql"),
+        };
+        for stmt in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            if let Err(e) = self.execute(stmt, &[]).await {
+                let head: String = stmt
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(60)
+                    .collect();
+                tracing::warn!(error = %e, statement = %head, "could not create a dashboard view or comment");
+            }
+        }
     }
 
     /// Runs a job's SQL (from `file`, named in errors) with its named parameters bound, read
