@@ -35,7 +35,8 @@ pub async fn dispatch(command: Command, metrics_file: Option<&Path>) -> Result<(
 pub async fn connect(job: &Job) -> Result<Warehouse, Error> {
     let url = job.warehouse.expose();
     tracing::info!(warehouse = %redact(url), job = %job.name, "connecting");
-    Ok(Warehouse::connect(url, 4).await?)
+    let l = job.limits;
+    Ok(Warehouse::connect_bounded(url, 4, l.lock, l.statement).await?)
 }
 
 async fn connect_target(t: &Target) -> Result<(Warehouse, Option<Job>), Error> {

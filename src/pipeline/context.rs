@@ -16,6 +16,8 @@ pub struct RunContext<'a> {
     pub opts: &'a Options,
     pub run_id: &'a str,
     pub report: Report,
+    /// The stage the run entered last, for a run stopped by its deadline.
+    pub stage: String,
 }
 
 impl<'a> RunContext<'a> {
@@ -32,13 +34,15 @@ impl<'a> RunContext<'a> {
             opts,
             run_id,
             report,
+            stage: "start".into(),
         }
     }
 
     /// Runs one stage in a tracing span and adds its wall-clock seconds to the report (a
     /// stage that runs twice, such as two reads, adds up).
     pub async fn time<T, F: Future<Output = T>>(&mut self, stage: &str, f: F) -> T {
-        crate::fault::pause(stage);
+        self.stage = stage.to_string();
+        crate::fault::pause(stage).await;
         let start = Instant::now();
         let span = tracing::info_span!("stage", stage);
         let spinner = crate::progress::stage(stage);

@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
 
+use crate::config::Limits;
 use crate::ledger::{self, RunStats, Status};
 use crate::registry;
 use crate::warehouse::ident::Ident;
@@ -33,6 +34,15 @@ pub struct Publication<'a> {
     pub command: &'a str,
     /// Run metrics for `prescore_metrics`: (name, labels, value).
     pub metrics: Vec<(String, String, f64)>,
+    /// The session's lock and statement time-outs, for the error that names what waited.
+    pub limits: Limits,
+    /// `registry.keep`: prune old artifacts in the same transaction.
+    pub keep: Option<usize>,
+}
+
+/// An error of a step that touches `object`, with a time-out named as a wait on it.
+fn on(object: &str, limits: Limits) -> impl FnOnce(WarehouseError) -> WarehouseError + '_ {
+    move |e| e.waited_on(object, limits.lock, limits.statement)
 }
 
 /// Writes a publication atomically; returns the rows upserted.
@@ -42,14 +52,24 @@ pub async fn publish(
     p: Publication<'_>,
     mut stats: RunStats,
 ) -> Result<u64, WarehouseError> {
+    let table = p.table.to_string();
+    let lim = p.limits;
     wh.ensure_table(p.table, &p.columns, &p.key, p.write == WriteMode::Upsert)
-        .await?;
+        .await
+        .map_err(on(&table, lim))?;
     let history_key: Vec<&str> = p.key.iter().copied().chain(["as_of"]).collect();
+    let history = p.history.as_ref().map(|(h, _)| h.to_string());
+    let history = history.as_deref().unwrap_or_default();
     if let Some((h, _)) = &p.history {
-        wh.ensure_table(h, &p.columns, &history_key, false).await?;
+        wh.ensure_table(h, &p.columns, &history_key, false)
+            .await
+            .map_err(on(history, lim))?;
     }
-    let mut tx = wh.begin().await?;
-    let written = if backfill_of_replaced(&mut tx, &p).await? {
+    let mut tx = wh.begin().await.map_err(on("the warehouse", lim))?;
+    let written = if backfill_of_replaced(&mut tx, &p)
+        .await
+        .map_err(on(&table, lim))?
+    {
         tracing::warn!(
             "a backfill of a job that writes with replace: its rows go to the history only, \
              the results table keeps the fresher run's rows"
@@ -63,7 +83,8 @@ pub async fn publish(
             concurrent: p.sharded,
         };
         tx.write_with(p.table, &p.key, &p.frame, p.write, guard)
-            .await?
+            .await
+            .map_err(on(&table, lim))?
     };
     if let Some((h, keep)) = &p.history {
         let guard = Guard {
@@ -71,18 +92,27 @@ pub async fn publish(
             concurrent: p.sharded,
         };
         tx.write_with(h, &history_key, &p.frame, WriteMode::Upsert, guard)
-            .await?;
+            .await
+            .map_err(on(history, lim))?;
         let cutoff = p.as_of - chrono::Duration::from_std(*keep).unwrap_or(chrono::Duration::MAX);
         tx.execute(
             &format!("DELETE FROM {} WHERE as_of < $1", h.quoted()),
             &[Value::Ts(Some(cutoff))],
         )
-        .await?;
+        .await
+        .map_err(on(history, lim))?;
     }
-    crate::fault::pause("commit");
+    crate::fault::pause("commit").await;
     if let Some((version, reason)) = &p.promote {
         let by = registry::Actor::run(p.command, p.run_id);
-        registry::promote_in(&mut tx, p.job, *version, reason, by).await?;
+        registry::promote_in(&mut tx, p.job, *version, reason, by)
+            .await
+            .map_err(on("prescore_models", lim))?;
+    }
+    if let Some(keep) = p.keep {
+        registry::prune_in(&mut tx, p.job, keep)
+            .await
+            .map_err(on("prescore_models", lim))?;
     }
     for (name, labels, value) in &p.metrics {
         tx.execute(
@@ -99,8 +129,10 @@ pub async fn publish(
         .await?;
     }
     stats.rows_written = Some(written as i64);
-    ledger::finish_in(&mut tx, p.run_id, Status::Succeeded, &stats).await?;
-    tx.commit().await?;
+    ledger::finish_in(&mut tx, p.run_id, Status::Succeeded, &stats)
+        .await
+        .map_err(on("prescore_runs", lim))?;
+    tx.commit().await.map_err(on(&table, lim))?;
     tracing::info!(rows = written, "published");
     Ok(written)
 }
