@@ -3,6 +3,8 @@
 //! artifact, and a status (candidate, champion, retired, rejected) with when and why it last
 //! changed. A partial unique index keeps at most one champion per job. Every change is also
 //! appended to `prescore_model_events` (see [`events`]) in the same transaction.
+//! `registry.keep` prunes the artifacts of old versions that never served ([`prune_in`]), and
+//! candidates left behind by runs that never finished are rejected ([`reject_orphans`]).
 
 pub mod events;
 

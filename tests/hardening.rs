@@ -1,5 +1,7 @@
 //! Reliability and security, round two (issue 13): repeated columns, unclear messages, SQLite
-//! lock contention, SQL that writes, secrets. Each test first pins the fault it fixes.
+//! lock contention, SQL that writes, secrets, signals, bounded waits (job.timeout,
+//! lock_timeout), registry hygiene (registry.keep, orphaned candidates) and a migration that
+//! takes no locks when the schema is current. Each test first pins the fault it fixes.
 
 use std::process::{Child, Command, Stdio};
 

@@ -13,7 +13,8 @@
 //! `lifecycle` holds that sequence once; the [`lifecycle::Kind`] trait is what differs by kind
 //! (`score/` and `forecast/`). Around it, [`run`] takes the job lock and keeps the ledger row:
 //! every failure ends the row as `failed` (or `gated`) with the error text and leaves the
-//! results table untouched.
+//! results table untouched. The lifecycle runs within `job.timeout`: past it, it is dropped
+//! where it stands (an open publish rolls back) and the run fails with exit 7.
 
 pub mod context;
 pub mod contract;

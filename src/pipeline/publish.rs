@@ -3,7 +3,8 @@
 //! and appends them to the job's history table, promotes the model if the gate passed,
 //! records the run's metrics and marks the ledger row `succeeded`. Until the commit, readers see the previous predictions exactly as they were
 //! (with `write = "replace"` on PostgreSQL they wait for the commit instead); a crash anywhere
-//! before it changes nothing.
+//! before it changes nothing. Every lock wait is bounded by the session's `lock_timeout`; one
+//! that runs out is reported as a wait on the table it happened on.
 
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
@@ -12,7 +13,9 @@ use crate::config::Limits;
 use crate::ledger::{self, RunStats, Status};
 use crate::registry;
 use crate::warehouse::ident::Ident;
-use crate::warehouse::{ColumnDef, ColumnType, Guard, Value, Warehouse, WarehouseError, WriteMode};
+use crate::warehouse::{
+    ColumnDef, ColumnType, Guard, Tx, Value, Warehouse, WarehouseError, WriteMode,
+};
 
 /// Everything one publish writes.
 pub struct Publication<'a> {
@@ -45,25 +48,22 @@ fn on(object: &str, limits: Limits) -> impl FnOnce(WarehouseError) -> WarehouseE
     move |e| e.waited_on(object, limits.lock, limits.statement)
 }
 
-/// Writes a publication atomically; returns the rows upserted.
+/// Writes a publication atomically; returns the rows upserted. A lock or statement time-out
+/// is reported as a wait on the table (or prescore table) it happened on.
 #[tracing::instrument(skip_all, fields(table = %p.table, rows = p.frame.height()))]
 pub async fn publish(
     wh: &Warehouse,
     p: Publication<'_>,
     mut stats: RunStats,
 ) -> Result<u64, WarehouseError> {
-    let table = p.table.to_string();
-    let lim = p.limits;
+    let (table, lim) = (p.table.to_string(), p.limits);
     wh.ensure_table(p.table, &p.columns, &p.key, p.write == WriteMode::Upsert)
         .await
         .map_err(on(&table, lim))?;
-    let history_key: Vec<&str> = p.key.iter().copied().chain(["as_of"]).collect();
-    let history = p.history.as_ref().map(|(h, _)| h.to_string());
-    let history = history.as_deref().unwrap_or_default();
     if let Some((h, _)) = &p.history {
-        wh.ensure_table(h, &p.columns, &history_key, false)
+        wh.ensure_table(h, &p.columns, &history_key(&p), false)
             .await
-            .map_err(on(history, lim))?;
+            .map_err(on(&h.to_string(), lim))?;
     }
     let mut tx = wh.begin().await.map_err(on("the warehouse", lim))?;
     let written = if backfill_of_replaced(&mut tx, &p)
@@ -86,31 +86,55 @@ pub async fn publish(
             .await
             .map_err(on(&table, lim))?
     };
-    if let Some((h, keep)) = &p.history {
-        let guard = Guard {
-            newer_by: None,
-            concurrent: p.sharded,
-        };
-        tx.write_with(h, &history_key, &p.frame, WriteMode::Upsert, guard)
-            .await
-            .map_err(on(history, lim))?;
-        let cutoff = p.as_of - chrono::Duration::from_std(*keep).unwrap_or(chrono::Duration::MAX);
-        tx.execute(
-            &format!("DELETE FROM {} WHERE as_of < $1", h.quoted()),
-            &[Value::Ts(Some(cutoff))],
-        )
-        .await
-        .map_err(on(history, lim))?;
-    }
+    write_history(&mut tx, &p).await?;
     crate::fault::pause("commit").await;
+    stats.rows_written = Some(written as i64);
+    record(&mut tx, &p, &stats).await?;
+    tx.commit().await.map_err(on(&table, lim))?;
+    tracing::info!(rows = written, "published");
+    Ok(written)
+}
+
+/// The history table's key: the results table's and `as_of`.
+fn history_key<'a>(p: &Publication<'a>) -> Vec<&'a str> {
+    p.key.iter().copied().chain(["as_of"]).collect()
+}
+
+/// Appends the rows to the history table and drops what is older than it keeps.
+async fn write_history(tx: &mut Tx, p: &Publication<'_>) -> Result<(), WarehouseError> {
+    let Some((h, keep)) = &p.history else {
+        return Ok(());
+    };
+    let name = h.to_string();
+    let guard = Guard {
+        newer_by: None,
+        concurrent: p.sharded,
+    };
+    tx.write_with(h, &history_key(p), &p.frame, WriteMode::Upsert, guard)
+        .await
+        .map_err(on(&name, p.limits))?;
+    let cutoff = p.as_of - chrono::Duration::from_std(*keep).unwrap_or(chrono::Duration::MAX);
+    tx.execute(
+        &format!("DELETE FROM {} WHERE as_of < $1", h.quoted()),
+        &[Value::Ts(Some(cutoff))],
+    )
+    .await
+    .map_err(on(&name, p.limits))?;
+    Ok(())
+}
+
+/// In the publish transaction: promotes the model, prunes old artifacts (`registry.keep`),
+/// records the run's metrics and marks the ledger row `succeeded`.
+async fn record(tx: &mut Tx, p: &Publication<'_>, stats: &RunStats) -> Result<(), WarehouseError> {
+    let lim = p.limits;
     if let Some((version, reason)) = &p.promote {
         let by = registry::Actor::run(p.command, p.run_id);
-        registry::promote_in(&mut tx, p.job, *version, reason, by)
+        registry::promote_in(tx, p.job, *version, reason, by)
             .await
             .map_err(on("prescore_models", lim))?;
     }
     if let Some(keep) = p.keep {
-        registry::prune_in(&mut tx, p.job, keep)
+        registry::prune_in(tx, p.job, keep)
             .await
             .map_err(on("prescore_models", lim))?;
     }
@@ -126,22 +150,16 @@ pub async fn publish(
                 Value::Float(Some(*value)),
             ],
         )
-        .await?;
-    }
-    stats.rows_written = Some(written as i64);
-    ledger::finish_in(&mut tx, p.run_id, Status::Succeeded, &stats)
         .await
-        .map_err(on("prescore_runs", lim))?;
-    tx.commit().await.map_err(on(&table, lim))?;
-    tracing::info!(rows = written, "published");
-    Ok(written)
+        .map_err(on("prescore_metrics", lim))?;
+    }
+    ledger::finish_in(tx, p.run_id, Status::Succeeded, stats)
+        .await
+        .map_err(on("prescore_runs", lim))
 }
 
 /// Whether this run replaces a table that already holds rows of a later `as_of`.
-async fn backfill_of_replaced(
-    tx: &mut crate::warehouse::Tx,
-    p: &Publication<'_>,
-) -> Result<bool, WarehouseError> {
+async fn backfill_of_replaced(tx: &mut Tx, p: &Publication<'_>) -> Result<bool, WarehouseError> {
     if p.write != WriteMode::Replace {
         return Ok(false);
     }
