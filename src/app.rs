@@ -332,7 +332,11 @@ async fn models_action(
                 .map(|m| {
                     vec![
                         format!("v{}", m.version),
-                        m.status.clone(),
+                        if m.pruned {
+                            format!("{} (pruned)", m.status)
+                        } else {
+                            m.status.clone()
+                        },
                         m.algorithm.clone(),
                         m.trained_at
                             .map(|t| t.format("%Y-%m-%d %H:%M").to_string())

@@ -54,6 +54,8 @@ pub struct StoredModel {
     pub status: String,
     pub status_reason: Option<String>,
     pub status_changed_at: Option<DateTime<Utc>>,
+    /// The artifact was dropped by `registry.keep`: the row is metadata only.
+    pub pruned: bool,
     pub artifact: Option<Vec<u8>>,
 }
 
@@ -76,7 +78,8 @@ pub struct ModelRecord {
 }
 
 const SUMMARY: &str = "version, algorithm, task, params, features, feature_hash, trained_at, as_of, \
-    rows_train, rows_holdout, metrics, baseline, importances, status, status_reason, status_changed_at";
+    rows_train, rows_holdout, metrics, baseline, importances, status, status_reason, status_changed_at, \
+    length(artifact)";
 
 fn parse(row: Vec<Value>, with_artifact: bool) -> StoredModel {
     let mut it = row.into_iter();
@@ -104,6 +107,7 @@ fn parse(row: Vec<Value>, with_artifact: bool) -> StoredModel {
         status: text(next()),
         status_reason: next().as_str().map(str::to_string),
         status_changed_at: next().as_ts(),
+        pruned: next().as_i64() == Some(0),
         artifact: None,
     };
     if with_artifact {

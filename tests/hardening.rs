@@ -691,6 +691,13 @@ async fn registry_keep_prunes_old_artifacts_and_keeps_every_champion() {
             let o = prescore(&["score", "--config", cfg], &[]);
             assert!(o.status.success(), "{}: {}", db.name, text(&o));
         }
+        let o = prescore(&["models", "list", "--config", cfg], &[]);
+        assert!(
+            text(&o).contains("rejected (pruned)"),
+            "{}: {}",
+            db.name,
+            text(&o)
+        );
         // A pruned version cannot be promoted.
         let o = prescore(&["models", "promote", "1", "--config", cfg], &[]);
         assert_eq!(o.status.code(), Some(1), "{}: {}", db.name, text(&o));
@@ -733,4 +740,28 @@ async fn a_current_schema_takes_no_ddl_locks_against_a_concurrent_publish() {
         rows(&db, "SELECT version FROM prescore_schema").await,
         current
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_past_statement_timeout_exits_7_naming_the_sql_file() {
+    let Some(db) = postgres("stmttimeout") else {
+        return;
+    };
+    let (_, before) = published_churn(&db, 600).await;
+    let slow = format!(
+        "SELECT {FEATURES} FROM customer_months, (SELECT pg_sleep(5)) AS s \
+         WHERE period_end = (SELECT MAX(period_end) FROM customer_months)"
+    );
+    let (cfg, file) = churn_scoring(&db, "slow.sql", &slow);
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    let limited = text_cfg.replacen("[job]\n", "[job]\nstatement_timeout = \"1s\"\n", 1);
+    std::fs::write(&cfg, limited).unwrap();
+    let o = prescore(&["run", "--config", &cfg], &[]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let (status, error) = last_run(&db).await;
+    assert_eq!(status, "failed");
+    let needle = format!("the job's SQL {file} ran longer than job.statement_timeout = 1s");
+    assert!(error.contains(&needle), "{error}");
+    let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+    assert!(before == after, "the scores changed");
 }
