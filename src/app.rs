@@ -37,7 +37,8 @@ pub async fn dispatch(command: Command, metrics_file: Option<&Path>) -> Result<(
 pub async fn connect(job: &Job) -> Result<Warehouse, Error> {
     let url = job.warehouse.expose();
     tracing::info!(warehouse = %redact(url), job = %job.name, "connecting");
-    Ok(Warehouse::connect(url, 4).await?)
+    let l = job.limits;
+    Ok(Warehouse::connect_bounded(url, 4, l.lock, l.statement).await?)
 }
 
 async fn connect_target(t: &Target) -> Result<(Warehouse, Option<Job>), Error> {
@@ -369,7 +370,11 @@ async fn models_action(
                 .map(|m| {
                     vec![
                         format!("v{}", m.version),
-                        m.status.clone(),
+                        if m.pruned {
+                            format!("{} (pruned)", m.status)
+                        } else {
+                            m.status.clone()
+                        },
                         m.algorithm.clone(),
                         m.trained_at
                             .map(|t| t.format("%Y-%m-%d %H:%M").to_string())

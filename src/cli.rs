@@ -20,7 +20,8 @@ Applications and dashboards read that table with plain SQL.\n\n\
 A job is one TOML config plus its SQL files (see configs/). Start with `prescore demo`.",
     after_help = "Exit codes: 0 ok, 1 failed (nothing published), 2 bad config or usage, \
 3 input contract broken (nothing published), 4 gated (candidate model rejected; previous \
-predictions kept), 5 already running, 130/143 interrupted by SIGINT/SIGTERM.\n\nExamples:\n  prescore demo\n  prescore check --config configs/churn_daily.toml\n  \
+predictions kept), 5 already running, 6 incomplete (status), 7 timed out (job.timeout, a lock \
+or statement time-out; nothing published), 130/143 interrupted by SIGINT/SIGTERM.\n\nExamples:\n  prescore demo\n  prescore check --config configs/churn_daily.toml\n  \
 DATABASE_URL=postgres://etl@wh/analytics prescore run --config configs/churn_daily.toml\n  prescore runs --config configs/churn_daily.toml"
 )]
 pub struct Cli {

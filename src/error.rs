@@ -2,7 +2,8 @@
 //! and stable: 0 success, 1 failed (nothing published), 2 bad config or usage, 3 input
 //! contract broken (bad data; nothing published), 4 gated (the candidate model was rejected,
 //! or waits for a person with no champion to serve; the previous predictions stay), 5 already
-//! running, 130/143 interrupted by SIGINT/SIGTERM (see `pipeline::interrupt`).
+//! running, 6 incomplete (`status`), 7 timed out (`job.timeout`, a lock or statement time-out;
+//! nothing published), 130/143 interrupted by SIGINT/SIGTERM (see `pipeline::interrupt`).
 
 use crate::config::ConfigError;
 use crate::monitor::evaluate::EvaluateError;
@@ -19,6 +20,8 @@ pub const EXIT_CONTRACT: u8 = 3;
 pub const EXIT_GATED: u8 = 4;
 pub const EXIT_RUNNING: u8 = 5;
 pub const EXIT_INCOMPLETE: u8 = 6;
+/// The run passed `job.timeout`, or a statement its lock or statement time-out.
+pub const EXIT_TIMEOUT: u8 = 7;
 /// Interrupted by SIGINT (128 + 2) or SIGTERM (128 + 15), as shells report them.
 pub const EXIT_SIGINT: u8 = 130;
 pub const EXIT_SIGTERM: u8 = 143;
@@ -52,6 +55,9 @@ pub enum Error {
     /// `prescore status`: the logical run is not complete.
     #[error("{0}")]
     Incomplete(String),
+    /// The run passed its deadline (`job.timeout`).
+    #[error("the run did not finish within job.timeout = {limit}: it was in stage {stage} and was stopped there; nothing was published")]
+    TimedOut { limit: String, stage: String },
     /// A bug or an unexpected library failure, not the user's input.
     #[error("internal error in {context}: {message} (nothing was published; please report this)")]
     Internal { context: String, message: String },
@@ -75,6 +81,7 @@ impl Error {
             Error::Gated { .. } | Error::AwaitingPromotion { .. } => EXIT_GATED,
             Error::Internal { .. } => EXIT_FAILED,
             Error::Incomplete(_) => EXIT_INCOMPLETE,
+            Error::TimedOut { .. } => EXIT_TIMEOUT,
         }
     }
 
@@ -88,6 +95,9 @@ impl Error {
 }
 
 fn warehouse_code(w: &WarehouseError) -> u8 {
+    if w.is_timeout() {
+        return EXIT_TIMEOUT;
+    }
     match w {
         WarehouseError::Locked { .. } => EXIT_RUNNING,
         WarehouseError::Decode { .. }

@@ -167,7 +167,9 @@ pub async fn interrupt(wh: &Warehouse, run_id: &str, signal: &str) -> Result<boo
     .map(|n| n > 0)
 }
 
-/// Sets a final status outside any transaction, with the error text for failures.
+/// Sets a final status outside any transaction, with the error text for failures. Only a row
+/// still `running` changes: a run stopped by its deadline just as its publish committed stays
+/// `succeeded`.
 pub async fn finish(
     wh: &Warehouse,
     run_id: &str,
@@ -178,7 +180,8 @@ pub async fn finish(
     let [a, b, c, d, e] = stats.values();
     wh.execute(
         "UPDATE prescore_runs SET status = $1, finished_at = $2, rows_read = $3, rows_scored = $4, \
-         rows_written = $5, model_version = $6, stage_seconds = $7, error = $8 WHERE run_id = $9",
+         rows_written = $5, model_version = $6, stage_seconds = $7, error = $8 \
+         WHERE run_id = $9 AND status = 'running'",
         &[
             Value::text(status.as_str()),
             Value::Ts(Some(Utc::now())),

@@ -3,6 +3,8 @@
 //! artifact, and a status (candidate, champion, retired, rejected) with when and why it last
 //! changed. A partial unique index keeps at most one champion per job. Every change is also
 //! appended to `prescore_model_events` (see [`events`]) in the same transaction.
+//! `registry.keep` prunes the artifacts of old versions that never served ([`prune_in`]), and
+//! candidates left behind by runs that never finished are rejected ([`reject_orphans`]).
 
 pub mod events;
 
@@ -21,6 +23,8 @@ pub enum RegistryError {
     NoSuchVersion { job: String, version: i64 },
     #[error("job {job} has no champion model yet: train one first with `prescore train` (or an unsharded `prescore run`); sharded runs only load the champion")]
     NoChampion { job: String },
+    #[error("model {job} v{version} cannot serve: its artifact was pruned (registry.keep keeps the last versions and every champion); train a new one")]
+    Pruned { job: String, version: i64 },
     #[error("job {job} has no earlier model to roll back to")]
     NothingToRollBack { job: String },
     #[error("model {job} v{version} is {status}; only a candidate, retired or rejected model can be promoted")]
@@ -50,6 +54,8 @@ pub struct StoredModel {
     pub status: String,
     pub status_reason: Option<String>,
     pub status_changed_at: Option<DateTime<Utc>>,
+    /// The artifact was dropped by `registry.keep`: the row is metadata only.
+    pub pruned: bool,
     pub artifact: Option<Vec<u8>>,
 }
 
@@ -72,7 +78,8 @@ pub struct ModelRecord {
 }
 
 const SUMMARY: &str = "version, algorithm, task, params, features, feature_hash, trained_at, as_of, \
-    rows_train, rows_holdout, metrics, baseline, importances, status, status_reason, status_changed_at";
+    rows_train, rows_holdout, metrics, baseline, importances, status, status_reason, status_changed_at, \
+    length(artifact)";
 
 fn parse(row: Vec<Value>, with_artifact: bool) -> StoredModel {
     let mut it = row.into_iter();
@@ -100,6 +107,7 @@ fn parse(row: Vec<Value>, with_artifact: bool) -> StoredModel {
         status: text(next()),
         status_reason: next().as_str().map(str::to_string),
         status_changed_at: next().as_ts(),
+        pruned: next().as_i64() == Some(0),
         artifact: None,
     };
     if with_artifact {
@@ -291,6 +299,12 @@ pub async fn promote(wh: &Warehouse, job: &str, version: i64) -> Result<(), Regi
             status: m.status,
         });
     }
+    if pruned(wh, job, version).await? {
+        return Err(RegistryError::Pruned {
+            job: job.into(),
+            version,
+        });
+    }
     let mut tx = wh.begin().await?;
     promote_in(
         &mut tx,
@@ -354,4 +368,72 @@ async fn legacy_previous(
         )
         .await?;
     Ok(rows.first().and_then(|r| r[0].as_i64()))
+}
+
+/// Whether `version`'s artifact was pruned by `registry.keep`.
+pub async fn pruned(wh: &Warehouse, job: &str, version: i64) -> Result<bool, WarehouseError> {
+    let rows = wh
+        .fetch(
+            "SELECT length(artifact) FROM prescore_models WHERE job = $1 AND version = $2",
+            &[Value::text(job), Value::Int(Some(version))],
+        )
+        .await?;
+    Ok(rows.first().and_then(|r| r[0].as_i64()) == Some(0))
+}
+
+/// `registry.keep`: drops the artifacts of versions older than the job's last `keep`, except
+/// every version that ever served (champion or retired now, or promoted or rolled back to in
+/// the model history), inside `tx` (the publish, or a training's promotion). A pruned row
+/// keeps its metadata (params, metrics, status, history) and an empty artifact. Returns how
+/// many artifacts were dropped.
+pub async fn prune_in(tx: &mut Tx, job: &str, keep: usize) -> Result<u64, WarehouseError> {
+    let pruned = tx
+        .execute(
+            "UPDATE prescore_models SET artifact = $3 \
+             WHERE job = $1 AND length(artifact) > 0 \
+             AND version <= (SELECT MAX(version) FROM prescore_models WHERE job = $1) - $2 \
+             AND status NOT IN ('champion', 'retired') \
+             AND version NOT IN (SELECT version FROM prescore_model_events \
+                 WHERE job = $1 AND event IN ('promoted', 'rolled_back'))",
+            &[
+                Value::text(job),
+                Value::Int(Some(keep as i64)),
+                Value::Bytes(Some(Vec::new())),
+            ],
+        )
+        .await?;
+    if pruned > 0 {
+        tracing::info!(
+            pruned,
+            keep,
+            "dropped the artifacts of old model versions (registry.keep)"
+        );
+    }
+    Ok(pruned)
+}
+
+/// Candidates that their run left behind, never judged (the run was killed, timed out or
+/// failed between training and the gate's verdict), become `rejected` with the reason, so no
+/// one promotes a model whose run did not finish. Returns how many.
+pub async fn reject_orphans(wh: &Warehouse, job: &str) -> Result<u64, WarehouseError> {
+    let mut tx = wh.begin().await?;
+    let orphans: Vec<(i64, String)> = tx
+        .fetch(
+            "SELECT m.version, r.run_id FROM prescore_models m JOIN prescore_runs r ON r.run_id = m.run_id \
+             WHERE m.job = $1 AND m.status = 'candidate' AND m.status_reason = 'trained' \
+             AND r.status IN ('abandoned', 'failed')",
+            &[Value::text(job)],
+        )
+        .await?
+        .into_iter()
+        .filter_map(|r| Some((r[0].as_i64()?, r[1].as_str()?.to_string())))
+        .collect();
+    for (version, run_id) in &orphans {
+        let why = format!("orphaned: run {run_id} ended before the gate's verdict was published");
+        set_status_in(&mut tx, job, *version, "rejected", &why).await?;
+        let by = Actor::run("run", run_id);
+        events::record(&mut tx, job, *version, Event::Rejected, &why, by).await?;
+    }
+    tx.commit().await?;
+    Ok(orphans.len() as u64)
 }

@@ -1,5 +1,7 @@
 //! Reliability and security, round two (issue 13): repeated columns, unclear messages, SQLite
-//! lock contention, SQL that writes, secrets. Each test first pins the fault it fixes.
+//! lock contention, SQL that writes, secrets, signals, bounded waits (job.timeout,
+//! lock_timeout), registry hygiene (registry.keep, orphaned candidates) and a migration that
+//! takes no locks when the schema is current. Each test first pins the fault it fixes.
 
 use std::process::{Child, Command, Stdio};
 
@@ -112,11 +114,21 @@ async fn unclear_config_values_exit_2_with_a_message_naming_the_key() {
         ("[output]\n", "keep_history"),
         ("[model]\n", "retrain"),
         ("[job]\n", "retry_backoff"),
+        ("[job]\n", "timeout"),
+        ("[job]\n", "lock_timeout"),
+        ("[job]\n", "statement_timeout"),
     ] {
         let edit = format!("{section}{key} = {absurd}\n");
         let path = format!("{}.{key}", section.trim_matches(['[', ']', '\n']));
         config_refused(&db, &[(section, &edit)], &path, "is longer than");
     }
+    // A zero time-out would mean "no limit" to PostgreSQL: refused.
+    config_refused(
+        &db,
+        &[("[job]\n", "[job]\nlock_timeout = \"0s\"\n")],
+        "job.lock_timeout",
+        "must be at least 1ms",
+    );
     let dir = db.dir.path().display().to_string();
     let sql = format!("{ROOT}/sql/weather_hourly/history.sql");
     config_refused(
@@ -535,6 +547,221 @@ async fn as_pid_1_in_a_pid_namespace_sigterm_still_ends_the_run() {
         (status.as_str(), error.as_str()),
         ("failed", "interrupted by SIGTERM")
     );
+    let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+    assert!(before == after, "the scores changed");
+}
+
+/// The churn job with `[job]` limits added (e.g. `timeout = "2s"`).
+fn churn_with_limits(db: &Db, limits: &str, replace: bool) -> String {
+    let job = format!("[job]\n{limits}\n");
+    let mut edits = vec![("[job]\n", job.as_str())];
+    if replace {
+        edits.push(WRITE_REPLACE);
+    }
+    config(db, CHURN, &edits).display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_past_job_timeout_fails_with_exit_7_naming_its_stage() {
+    for db in backends("deadline") {
+        let (_, before) = published_churn(&db, 600).await;
+        let cfg = churn_with_limits(&db, "timeout = \"2s\"", false);
+        let pause = [
+            ("PRESCORE_PAUSE_AT", "trained"),
+            ("PRESCORE_PAUSE_SECS", "60"),
+        ];
+        let start = std::time::Instant::now();
+        let o = prescore(&["run", "--config", &cfg], &pause);
+        let took = start.elapsed();
+        assert_eq!(o.status.code(), Some(7), "{}: {}", db.name, text(&o));
+        assert!(took.as_secs() < 20, "{}: took {took:?}", db.name);
+        let (status, error) = last_run(&db).await;
+        assert_eq!(status, "failed", "{}", db.name);
+        assert!(
+            error.contains("job.timeout = 2s") && error.contains("stage train"),
+            "{}: {error}",
+            db.name
+        );
+        let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+        assert!(before == after, "{}: the scores changed", db.name);
+        // The lock was released: the next run (no pause) succeeds.
+        let o = prescore(&["run", "--config", &cfg], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_results_table_times_out_with_exit_7_naming_the_table() {
+    let Some(db) = postgres("locktimeout") else {
+        return;
+    };
+    let (_, before) = published_churn(&db, 600).await;
+    for replace in [false, true] {
+        let cfg = churn_with_limits(&db, "lock_timeout = \"2s\"", replace);
+        let holder = connect(&db).await;
+        let mut tx = holder.begin().await.unwrap();
+        tx.execute("LOCK TABLE churn_scores IN ACCESS EXCLUSIVE MODE", &[])
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        let o = prescore(&["run", "--config", &cfg], &[]);
+        let took = start.elapsed();
+        drop(tx);
+        holder.close().await;
+        assert_eq!(o.status.code(), Some(7), "replace {replace}: {}", text(&o));
+        assert!(took.as_secs() < 30, "replace {replace}: took {took:?}");
+        let (status, error) = last_run(&db).await;
+        assert_eq!(status, "failed");
+        assert!(
+            error.contains("waited 2s for a lock on churn_scores: another session holds it"),
+            "replace {replace}: {error}"
+        );
+        let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+        assert!(before == after, "replace {replace}: the scores changed");
+    }
+    // Once the lock is gone, the next run publishes.
+    let cfg = churn_with_limits(&db, "lock_timeout = \"2s\"", false);
+    let o = prescore(&["run", "--config", &cfg], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_keep_prunes_old_artifacts_and_keeps_every_champion() {
+    for db in backends("registrykeep") {
+        seed_churn(&db, 600);
+        let cfg = config(
+            &db,
+            CHURN,
+            &[("[output]\n", "[registry]\nkeep = 2\n\n[output]\n")],
+        );
+        let cfg = cfg.to_str().unwrap();
+        // A run stopped after registering its candidate leaves it behind: an orphan.
+        let slow = churn_with_limits(&db, "timeout = \"5s\"", false);
+        let pause = [
+            ("PRESCORE_PAUSE_AT", "score"),
+            ("PRESCORE_PAUSE_SECS", "60"),
+        ];
+        let o = prescore(&["run", "--config", &slow], &pause);
+        assert_eq!(o.status.code(), Some(7), "{}: {}", db.name, text(&o));
+        for _ in 0..5 {
+            let o = prescore(&["train", "--config", cfg], &[]);
+            assert!(
+                matches!(o.status.code(), Some(0 | 4)),
+                "{}: {}",
+                db.name,
+                text(&o)
+            );
+        }
+        let models = rows(
+            &db,
+            "SELECT version, status, length(artifact), status_reason, \
+             (SELECT COUNT(*) FROM prescore_model_events e WHERE e.job = m.job \
+              AND e.version = m.version AND e.event IN ('promoted', 'rolled_back')) \
+             FROM prescore_models m WHERE job = 'churn_daily' ORDER BY version",
+        )
+        .await;
+        assert_eq!(models.len(), 6, "{}: {models:?}", db.name);
+        assert_eq!(
+            models[0][1], "rejected",
+            "{}: the orphan {models:?}",
+            db.name
+        );
+        assert!(
+            models[0][3].starts_with("orphaned"),
+            "{}: {models:?}",
+            db.name
+        );
+        for m in &models {
+            let version: i64 = m[0].parse().unwrap();
+            let served = m[1] == "champion" || m[1] == "retired" || m[4] != "0";
+            let kept = m[2] != "0";
+            assert_eq!(
+                kept,
+                served || version > 4,
+                "{}: {m:?} in {models:?}",
+                db.name
+            );
+        }
+        // The champion serves, and so does the one before it after a rollback.
+        let o = prescore(&["score", "--config", cfg], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        if models.iter().filter(|m| m[1] == "retired").count() > 0 {
+            let o = prescore(&["models", "rollback", "--config", cfg], &[]);
+            assert!(o.status.success(), "{}: {}", db.name, text(&o));
+            let o = prescore(&["score", "--config", cfg], &[]);
+            assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        }
+        let o = prescore(&["models", "list", "--config", cfg], &[]);
+        assert!(
+            text(&o).contains("rejected (pruned)"),
+            "{}: {}",
+            db.name,
+            text(&o)
+        );
+        // A pruned version cannot be promoted.
+        let o = prescore(&["models", "promote", "1", "--config", cfg], &[]);
+        assert_eq!(o.status.code(), Some(1), "{}: {}", db.name, text(&o));
+        assert!(text(&o).contains("pruned"), "{}: {}", db.name, text(&o));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_current_schema_takes_no_ddl_locks_against_a_concurrent_publish() {
+    let Some(db) = postgres("migrate") else {
+        return;
+    };
+    let (_, _) = published_churn(&db, 600).await;
+    let current = rows(&db, "SELECT version FROM prescore_schema").await;
+    assert_eq!(current.len(), 1, "{current:?}");
+    let cfg = churn_with_limits(&db, "lock_timeout = \"2s\"", false);
+    // What another job's open publish holds: `CREATE INDEX IF NOT EXISTS` waited for these
+    // (and deadlocked against a publish that then wanted the migration's locks).
+    let holder = connect(&db).await;
+    let mut tx = holder.begin().await.unwrap();
+    tx.execute(
+        "LOCK TABLE prescore_runs, prescore_model_events IN ROW EXCLUSIVE MODE",
+        &[],
+    )
+    .await
+    .unwrap();
+    let o = prescore(&["run", "--config", &cfg], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    drop(tx);
+    holder.close().await;
+    // An older schema is migrated and recorded.
+    let wh = connect(&db).await;
+    wh.execute("UPDATE prescore_schema SET version = 'older'", &[])
+        .await
+        .unwrap();
+    wh.close().await;
+    let o = prescore(&["run", "--config", &cfg], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        rows(&db, "SELECT version FROM prescore_schema").await,
+        current
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_past_statement_timeout_exits_7_naming_the_sql_file() {
+    let Some(db) = postgres("stmttimeout") else {
+        return;
+    };
+    let (_, before) = published_churn(&db, 600).await;
+    let slow = format!(
+        "SELECT {FEATURES} FROM customer_months, (SELECT pg_sleep(5)) AS s \
+         WHERE period_end = (SELECT MAX(period_end) FROM customer_months)"
+    );
+    let (cfg, file) = churn_scoring(&db, "slow.sql", &slow);
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    let limited = text_cfg.replacen("[job]\n", "[job]\nstatement_timeout = \"1s\"\n", 1);
+    std::fs::write(&cfg, limited).unwrap();
+    let o = prescore(&["run", "--config", &cfg], &[]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let (status, error) = last_run(&db).await;
+    assert_eq!(status, "failed");
+    let needle = format!("the job's SQL {file} ran longer than job.statement_timeout = 1s");
+    assert!(error.contains(&needle), "{error}");
     let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
     assert!(before == after, "the scores changed");
 }

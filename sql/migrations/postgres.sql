@@ -120,4 +120,10 @@ CREATE TABLE IF NOT EXISTS prescore_locks (
     holder      TEXT NOT NULL,
     acquired_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (job, shard)
-)
+);
+
+-- The version of this script (its hash) once it ran: a current schema skips the DDL above.
+CREATE TABLE IF NOT EXISTS prescore_schema (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version TEXT NOT NULL
+);

@@ -371,6 +371,27 @@ pub struct Output {
     pub history_table: Option<Ident>,
 }
 
+/// The bounded waits of a run (`job.timeout`, `job.lock_timeout`, `job.statement_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The deadline of the whole run.
+    pub run: Duration,
+    /// PostgreSQL `lock_timeout`: one statement's wait for a lock.
+    pub lock: Duration,
+    /// PostgreSQL `statement_timeout`: one statement's run time.
+    pub statement: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            run: Duration::from_secs(50 * 60),
+            lock: Duration::from_secs(30),
+            statement: Duration::from_secs(50 * 60),
+        }
+    }
+}
+
 /// A validated job: everything the pipeline needs, checked.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -380,6 +401,10 @@ pub struct Job {
     pub threads: usize,
     pub retry_attempts: u32,
     pub retry_backoff: Duration,
+    /// How long the run and its statements may wait.
+    pub limits: Limits,
+    /// `registry.keep`: artifacts of how many recent versions to keep (None: all).
+    pub registry_keep: Option<usize>,
     pub input: Input,
     pub features: FeatureSpec,
     pub model: ModelSpec,

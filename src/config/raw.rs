@@ -68,6 +68,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub gate: RawGate,
     pub output: RawOutput,
+    #[serde(default)]
+    pub registry: RawRegistry,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +91,25 @@ pub struct RawJob {
     /// First back-off between attempts; doubles each time.
     #[serde(default = "default_retry_backoff")]
     pub retry_backoff: String,
+    /// A deadline for the whole run (`"50m"`); past it the run fails with exit 7.
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+    /// PostgreSQL: how long one statement waits for a table lock (`lock_timeout`).
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: String,
+    /// PostgreSQL: how long one statement may run (`statement_timeout`); default `timeout`.
+    #[serde(default)]
+    pub statement_timeout: Option<String>,
+}
+
+/// `[registry]`: what the model registry keeps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    /// Keep the artifacts of the last `keep` versions (and of every champion, ever); older
+    /// versions keep their row and metadata, without the artifact. None: keep everything.
+    #[serde(default, deserialize_with = "lenient::de_opt")]
+    pub keep: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,6 +321,12 @@ fn default_retry_attempts() -> u32 {
 }
 fn default_retry_backoff() -> String {
     "1s".into()
+}
+fn default_timeout() -> String {
+    "50m".into()
+}
+fn default_lock_timeout() -> String {
+    "30s".into()
 }
 fn default_min_rows() -> usize {
     1
@@ -547,6 +574,9 @@ impl Problems {
 /// The longest duration any key accepts.
 const LONGEST_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 
+/// The longest `job.timeout`, `lock_timeout` or `statement_timeout`.
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+
 /// The longest first retry back-off (it doubles with each attempt).
 const LONGEST_BACKOFF: Duration = Duration::from_secs(3_600);
 
@@ -564,34 +594,38 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Job, 
     let gate = validate_gate(&raw.gate, raw.model.task, &mut p);
     let output = validate_output(&raw.output, raw.job.kind, raw.model.task, &mut p);
     match (job, input, model, kind, output) {
-        (Some((warehouse, retry_backoff)), Some(input), Some(model), Some(kind), Some(output))
-            if p.0.is_empty() =>
-        {
-            Ok(Job {
-                name: raw.job.name,
-                kind,
-                warehouse: Secret::new(warehouse),
-                threads: raw.job.threads,
-                retry_attempts: raw.job.retry_attempts.max(1),
-                retry_backoff,
-                input,
-                features: FeatureSpec {
-                    numeric: raw.features.numeric,
-                    categorical: raw.features.categorical,
-                },
-                model,
-                retrain,
-                gate,
-                output,
-                config_path: path.to_path_buf(),
-            })
-        }
+        (
+            Some((warehouse, retry_backoff, limits)),
+            Some(input),
+            Some(model),
+            Some(kind),
+            Some(output),
+        ) if p.0.is_empty() => Ok(Job {
+            name: raw.job.name,
+            kind,
+            warehouse: Secret::new(warehouse),
+            threads: raw.job.threads,
+            retry_attempts: raw.job.retry_attempts.max(1),
+            retry_backoff,
+            limits,
+            registry_keep: raw.registry.keep,
+            input,
+            features: FeatureSpec {
+                numeric: raw.features.numeric,
+                categorical: raw.features.categorical,
+            },
+            model,
+            retrain,
+            gate,
+            output,
+            config_path: path.to_path_buf(),
+        }),
         _ => Err(p.0),
     }
 }
 
 /// `[job]`: the name, the warehouse URL and the retry policy.
-fn validate_job(j: &RawJob, p: &mut Problems) -> Option<(String, Duration)> {
+fn validate_job(j: &RawJob, p: &mut Problems) -> Option<(String, Duration, Limits)> {
     if j.name.is_empty()
         || !j
             .name
@@ -615,7 +649,32 @@ fn validate_job(j: &RawJob, p: &mut Problems) -> Option<(String, Duration)> {
     }
     let backoff =
         p.duration_at_most("job.retry_backoff", &j.retry_backoff, LONGEST_BACKOFF, "1h")?;
-    Some((warehouse, backoff))
+    let limits = validate_limits(j, p)?;
+    Some((warehouse, backoff, limits))
+}
+
+/// `job.timeout`, `job.lock_timeout` and `job.statement_timeout`: positive, at most a week.
+fn validate_limits(j: &RawJob, p: &mut Problems) -> Option<Limits> {
+    let mut positive = |key: &str, text: &str| {
+        let d = p.duration_at_most(key, text, LONGEST_TIMEOUT, "7d")?;
+        if d < Duration::from_millis(1) {
+            p.push(key, format!("{text:?} must be at least 1ms"));
+            return None;
+        }
+        Some(d)
+    };
+    let run = positive("job.timeout", &j.timeout);
+    let lock = positive("job.lock_timeout", &j.lock_timeout);
+    let statement = match &j.statement_timeout {
+        Some(t) => positive("job.statement_timeout", t).map(Some),
+        None => Some(None),
+    };
+    let (run, lock, statement) = (run?, lock?, statement?);
+    Some(Limits {
+        run,
+        lock,
+        statement: statement.unwrap_or(run),
+    })
 }
 
 /// Reads one SQL file, relative to the config or to the working directory.

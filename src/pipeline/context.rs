@@ -19,6 +19,8 @@ pub struct RunContext<'a> {
     /// The key, time and target of recent history rows, kept by a forecast run that
     /// evaluates its earlier forecasts after publishing (see `monitor::evaluate`).
     pub actuals: Option<polars::prelude::DataFrame>,
+    /// The stage the run entered last, for a run stopped by its deadline.
+    pub stage: String,
 }
 
 impl<'a> RunContext<'a> {
@@ -36,13 +38,15 @@ impl<'a> RunContext<'a> {
             run_id,
             report,
             actuals: None,
+            stage: "start".into(),
         }
     }
 
     /// Runs one stage in a tracing span and adds its wall-clock seconds to the report (a
     /// stage that runs twice, such as two reads, adds up).
     pub async fn time<T, F: Future<Output = T>>(&mut self, stage: &str, f: F) -> T {
-        crate::fault::pause(stage);
+        self.stage = stage.to_string();
+        crate::fault::pause(stage).await;
         let start = Instant::now();
         let span = tracing::info_span!("stage", stage);
         let spinner = crate::progress::stage(stage);

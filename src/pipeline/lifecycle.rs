@@ -116,7 +116,7 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
     if training {
         let champion = registry::champion(ctx.wh, &ctx.job.name).await?;
         let candidate = kind.train(ctx, &data, champion.as_ref()).await?;
-        crate::fault::pause("trained");
+        crate::fault::pause("trained").await;
         let version = register_and_gate(ctx, &candidate).await?;
         if let Some(version) = version {
             promote = Some((version, format!("passed the gate in run {}", ctx.run_id)));
@@ -152,6 +152,8 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
         metrics: output.metrics,
         drift: output.drift,
         model_version: version,
+        limits: ctx.job.limits,
+        keep: ctx.job.registry_keep,
     };
     let stats = ctx.report.stats();
     let wh = ctx.wh;
@@ -263,6 +265,14 @@ async fn register_and_gate<S>(
         }
     };
     ctx.report.trained = Some(summary);
+    if let Some(keep) = job.registry_keep {
+        if ctx.opts.mode == Mode::Train || outcome.is_err() {
+            // No publish follows, which would prune in its transaction: prune now.
+            let mut tx = wh.begin().await?;
+            registry::prune_in(&mut tx, &job.name, keep).await?;
+            tx.commit().await?;
+        }
+    }
     outcome
 }
 

@@ -13,7 +13,8 @@
 //! `lifecycle` holds that sequence once; the [`lifecycle::Kind`] trait is what differs by kind
 //! (`score/` and `forecast/`). Around it, [`run`] takes the job lock and keeps the ledger row:
 //! every failure ends the row as `failed` (or `gated`) with the error text and leaves the
-//! results table untouched.
+//! results table untouched. The lifecycle runs within `job.timeout`: past it, it is dropped
+//! where it stands (an open publish rolls back) and the run fails with exit 7.
 
 pub mod context;
 pub mod contract;
@@ -204,6 +205,10 @@ async fn run_locked(
         if stale > 0 {
             tracing::warn!(runs = stale, "marked runs of a dead process as abandoned");
         }
+        let orphans = crate::registry::reject_orphans(wh, &job.name).await?;
+        if orphans > 0 {
+            tracing::warn!(models = orphans, "rejected candidates whose runs never finished");
+        }
         ledger::start(wh, run_id, &job.name, &shard, opts.mode.name(), opts.as_of).await?;
         if opts.mode != Mode::Train {
             // A training run publishes nothing: it is no shard of a scheduled run.
@@ -213,18 +218,10 @@ async fn run_locked(
         let span = tracing::info_span!("run", job = %job.name, run_id = %run_id, as_of = %opts.as_of.format("%Y-%m-%dT%H:%M:%SZ"));
         let fresh = Report::new(job, run_id);
         let mut ctx = RunContext::new(job, wh, opts, run_id, std::mem::replace(report, fresh));
-        let r = tracing::Instrument::instrument(lifecycle::run(&mut ctx), span).await;
+        let r = within_deadline(job, &mut ctx, span).await;
         *report = ctx.finish();
         if let Err(e) = &r {
-            let status = match e {
-                Error::Gated { .. } | Error::AwaitingPromotion { .. } => Status::Gated,
-                _ => Status::Failed,
-            };
-            let stats = report.stats();
-            if let Err(le) = ledger::finish(wh, run_id, status, &stats, Some(&e.to_string())).await
-            {
-                tracing::error!(error = %le, "could not record the failure in the ledger");
-            }
+            record_failure(wh, run_id, e, report).await;
         }
         r
     }
@@ -232,4 +229,38 @@ async fn run_locked(
     watch.stop();
     lock.release().await;
     result
+}
+
+/// Runs the lifecycle within `job.timeout`. Past it the lifecycle is dropped where it stands
+/// (an open publish transaction rolls back) and the run fails naming the stage it was in.
+async fn within_deadline(
+    job: &Job,
+    ctx: &mut RunContext<'_>,
+    span: tracing::Span,
+) -> Result<(), Error> {
+    let limit = job.limits.run;
+    let run = tracing::Instrument::instrument(lifecycle::run(ctx), span);
+    match tokio::time::timeout(limit, run).await {
+        Ok(r) => r,
+        Err(_) => {
+            let limit = humantime::format_duration(limit).to_string();
+            tracing::error!(%limit, stage = %ctx.stage, "the run passed job.timeout; stopping it");
+            Err(Error::TimedOut {
+                limit,
+                stage: ctx.stage.clone(),
+            })
+        }
+    }
+}
+
+/// Ends the ledger row of a run that failed or was gated, with the error text.
+async fn record_failure(wh: &Warehouse, run_id: &str, e: &Error, report: &Report) {
+    let status = match e {
+        Error::Gated { .. } | Error::AwaitingPromotion { .. } => Status::Gated,
+        _ => Status::Failed,
+    };
+    let stats = report.stats();
+    if let Err(le) = ledger::finish(wh, run_id, status, &stats, Some(&e.to_string())).await {
+        tracing::error!(error = %le, "could not record the failure in the ledger");
+    }
 }

@@ -3,15 +3,19 @@
 //! and appends them to the job's history table, promotes the model if the gate passed,
 //! records the run's metrics and marks the ledger row `succeeded`. Until the commit, readers see the previous predictions exactly as they were
 //! (with `write = "replace"` on PostgreSQL they wait for the commit instead); a crash anywhere
-//! before it changes nothing.
+//! before it changes nothing. Every lock wait is bounded by the session's `lock_timeout`; one
+//! that runs out is reported as a wait on the table it happened on.
 
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
 
+use crate::config::Limits;
 use crate::ledger::{self, RunStats, Status};
 use crate::registry;
 use crate::warehouse::ident::Ident;
-use crate::warehouse::{ColumnDef, ColumnType, Guard, Value, Warehouse, WarehouseError, WriteMode};
+use crate::warehouse::{
+    ColumnDef, ColumnType, Guard, Tx, Value, Warehouse, WarehouseError, WriteMode,
+};
 
 /// Everything one publish writes.
 pub struct Publication<'a> {
@@ -37,23 +41,39 @@ pub struct Publication<'a> {
     pub drift: Vec<(String, f64)>,
     /// The model that made the rows.
     pub model_version: i64,
+    /// The session's lock and statement time-outs, for the error that names what waited.
+    pub limits: Limits,
+    /// `registry.keep`: prune old artifacts in the same transaction.
+    pub keep: Option<usize>,
 }
 
-/// Writes a publication atomically; returns the rows upserted.
+/// An error of a step that touches `object`, with a time-out named as a wait on it.
+fn on(object: &str, limits: Limits) -> impl FnOnce(WarehouseError) -> WarehouseError + '_ {
+    move |e| e.waited_on(object, limits.lock, limits.statement)
+}
+
+/// Writes a publication atomically; returns the rows upserted. A lock or statement time-out
+/// is reported as a wait on the table (or prescore table) it happened on.
 #[tracing::instrument(skip_all, fields(table = %p.table, rows = p.frame.height()))]
 pub async fn publish(
     wh: &Warehouse,
     p: Publication<'_>,
     mut stats: RunStats,
 ) -> Result<u64, WarehouseError> {
+    let (table, lim) = (p.table.to_string(), p.limits);
     wh.ensure_table(p.table, &p.columns, &p.key, p.write == WriteMode::Upsert)
-        .await?;
-    let history_key: Vec<&str> = p.key.iter().copied().chain(["as_of"]).collect();
+        .await
+        .map_err(on(&table, lim))?;
     if let Some((h, _)) = &p.history {
-        wh.ensure_table(h, &p.columns, &history_key, false).await?;
+        wh.ensure_table(h, &p.columns, &history_key(&p), false)
+            .await
+            .map_err(on(&h.to_string(), lim))?;
     }
-    let mut tx = wh.begin().await?;
-    let written = if backfill_of_replaced(&mut tx, &p).await? {
+    let mut tx = wh.begin().await.map_err(on("the warehouse", lim))?;
+    let written = if backfill_of_replaced(&mut tx, &p)
+        .await
+        .map_err(on(&table, lim))?
+    {
         tracing::warn!(
             "a backfill of a job that writes with replace: its rows go to the history only, \
              the results table keeps the fresher run's rows"
@@ -67,26 +87,60 @@ pub async fn publish(
             concurrent: p.sharded,
         };
         tx.write_with(p.table, &p.key, &p.frame, p.write, guard)
-            .await?
+            .await
+            .map_err(on(&table, lim))?
     };
-    if let Some((h, keep)) = &p.history {
-        let guard = Guard {
-            newer_by: None,
-            concurrent: p.sharded,
-        };
-        tx.write_with(h, &history_key, &p.frame, WriteMode::Upsert, guard)
-            .await?;
-        let cutoff = p.as_of - chrono::Duration::from_std(*keep).unwrap_or(chrono::Duration::MAX);
-        tx.execute(
-            &format!("DELETE FROM {} WHERE as_of < $1", h.quoted()),
-            &[Value::Ts(Some(cutoff))],
-        )
-        .await?;
-    }
-    crate::fault::pause("commit");
+    write_history(&mut tx, &p).await?;
+    crate::fault::pause("commit").await;
+    stats.rows_written = Some(written as i64);
+    record(&mut tx, &p, &stats).await?;
+    tx.commit().await.map_err(on(&table, lim))?;
+    tracing::info!(rows = written, "published");
+    Ok(written)
+}
+
+/// The history table's key: the results table's and `as_of`.
+fn history_key<'a>(p: &Publication<'a>) -> Vec<&'a str> {
+    p.key.iter().copied().chain(["as_of"]).collect()
+}
+
+/// Appends the rows to the history table and drops what is older than it keeps.
+async fn write_history(tx: &mut Tx, p: &Publication<'_>) -> Result<(), WarehouseError> {
+    let Some((h, keep)) = &p.history else {
+        return Ok(());
+    };
+    let name = h.to_string();
+    let guard = Guard {
+        newer_by: None,
+        concurrent: p.sharded,
+    };
+    tx.write_with(h, &history_key(p), &p.frame, WriteMode::Upsert, guard)
+        .await
+        .map_err(on(&name, p.limits))?;
+    let cutoff = p.as_of - chrono::Duration::from_std(*keep).unwrap_or(chrono::Duration::MAX);
+    tx.execute(
+        &format!("DELETE FROM {} WHERE as_of < $1", h.quoted()),
+        &[Value::Ts(Some(cutoff))],
+    )
+    .await
+    .map_err(on(&name, p.limits))?;
+    Ok(())
+}
+
+/// In the publish transaction: promotes the model, prunes old artifacts (`registry.keep`),
+/// records the run's metrics and marks the ledger row `succeeded`.
+async fn record(tx: &mut Tx, p: &Publication<'_>, stats: &RunStats) -> Result<(), WarehouseError> {
+    let lim = p.limits;
     if let Some((version, reason)) = &p.promote {
         let by = registry::Actor::run(p.command, p.run_id);
-        registry::promote_in(&mut tx, p.job, *version, reason, by).await?;
+        registry::promote_in(tx, p.job, *version, reason, by)
+            .await
+            .map_err(on("prescore_models", lim))?;
+    }
+    if let Some(keep) = p.keep {
+        registry::prune_in(tx, p.job, keep)
+            .await
+            .map_err(on("prescore_models", lim))?;
     }
     for (name, labels, value) in &p.metrics {
         tx.execute(
@@ -100,14 +154,15 @@ pub async fn publish(
                 Value::Float(Some(*value)),
             ],
         )
-        .await?;
+        .await
+        .map_err(on("prescore_metrics", lim))?;
     }
-    record_drift(&mut tx, &p).await?;
-    stats.rows_written = Some(written as i64);
-    ledger::finish_in(&mut tx, p.run_id, Status::Succeeded, &stats).await?;
-    tx.commit().await?;
-    tracing::info!(rows = written, "published");
-    Ok(written)
+    record_drift(tx, p)
+        .await
+        .map_err(on("prescore_drift", lim))?;
+    ledger::finish_in(tx, p.run_id, Status::Succeeded, stats)
+        .await
+        .map_err(on("prescore_runs", lim))
 }
 
 /// The run's PSI per feature, in the publish transaction: drift is recorded for what was
@@ -137,10 +192,7 @@ async fn record_drift(
 }
 
 /// Whether this run replaces a table that already holds rows of a later `as_of`.
-async fn backfill_of_replaced(
-    tx: &mut crate::warehouse::Tx,
-    p: &Publication<'_>,
-) -> Result<bool, WarehouseError> {
+async fn backfill_of_replaced(tx: &mut Tx, p: &Publication<'_>) -> Result<bool, WarehouseError> {
     if p.write != WriteMode::Replace {
         return Ok(false);
     }

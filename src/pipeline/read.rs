@@ -37,7 +37,11 @@ pub async fn read(
     let df = retry(what, job.retry_attempts, job.retry_backoff, || {
         wh.read_frame(&sql.text, &file, &params, contract)
     })
-    .await?;
+    .await
+    .map_err(|e| {
+        let l = job.limits;
+        e.waited_on(&format!("the job's SQL {file}"), l.lock, l.statement)
+    })?;
     tracing::info!(rows = df.height(), columns = df.width(), "read {what}");
     Ok(df)
 }

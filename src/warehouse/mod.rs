@@ -49,6 +49,10 @@ pub enum WarehouseError {
     SqlWrites { file: String },
     #[error("results table {table} exists but does not match this job: {problem}. Drop it or choose another output.table")]
     TableMismatch { table: String, problem: String },
+    #[error("waited {waited} for a lock on {object}: another session holds it (raise job.lock_timeout, or find the session that holds it); nothing was published")]
+    LockTimeout { object: String, waited: String },
+    #[error("{object} ran longer than job.statement_timeout = {limit} and was cancelled; nothing was published")]
+    StatementTimeout { object: String, limit: String },
     #[error("job {job} (shard {shard}) is already running: {holder}")]
     Locked {
         job: String,
@@ -74,6 +78,51 @@ impl WarehouseError {
             }
             _ => None,
         }
+    }
+
+    /// A lock wait or statement that ran out of time (PostgreSQL 55P03 `lock_timeout`, 57014
+    /// `statement_timeout`; SQLite busy past its busy timeout) becomes
+    /// [`WarehouseError::LockTimeout`] or [`WarehouseError::StatementTimeout`] naming `object`,
+    /// what it waited for. `lock` and `statement` are the limits the session runs with.
+    pub fn waited_on(self, object: &str, lock: Duration, statement: Duration) -> Self {
+        let code = self.sqlstate();
+        let object = object.to_string();
+        match code.as_deref() {
+            Some("55P03") => WarehouseError::LockTimeout {
+                object,
+                waited: humantime::format_duration(lock).to_string(),
+            },
+            Some("57014") => WarehouseError::StatementTimeout {
+                object,
+                limit: humantime::format_duration(statement).to_string(),
+            },
+            Some(c) if self.is_sqlite_busy(c) => WarehouseError::LockTimeout {
+                object,
+                waited: humantime::format_duration(sqlite::BUSY_TIMEOUT).to_string(),
+            },
+            _ => self,
+        }
+    }
+
+    /// SQLite's SQLITE_BUSY (5) or one of its extended codes (5 + 256 × n).
+    fn is_sqlite_busy(&self, code: &str) -> bool {
+        let WarehouseError::Query {
+            source: sqlx::Error::Database(db),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+            && code.parse::<i64>().is_ok_and(|c| c & 0xff == 5)
+    }
+
+    /// Whether this is a bounded wait that ran out (exit 7).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            WarehouseError::LockTimeout { .. } | WarehouseError::StatementTimeout { .. }
+        ) || matches!(self.sqlstate().as_deref(), Some("55P03" | "57014"))
     }
 
     /// A query error that says the job's SQL tried to write becomes [`WarehouseError::SqlWrites`]
@@ -263,13 +312,24 @@ impl Warehouse {
     /// Opens a pool. SQLite files are created when missing and run in WAL mode with a busy
     /// timeout, so a reader (a dashboard) never blocks a publish for long.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, WarehouseError> {
-        Self::open(url, max_connections, false).await
+        Self::open(url, max_connections, false, None).await
+    }
+
+    /// [`Warehouse::connect`] for a run: PostgreSQL sessions get `lock_timeout = lock` and
+    /// `statement_timeout = statement`, so no statement waits for a lock, or runs, unbounded.
+    pub async fn connect_bounded(
+        url: &str,
+        max_connections: u32,
+        lock: Duration,
+        statement: Duration,
+    ) -> Result<Self, WarehouseError> {
+        Self::open(url, max_connections, false, Some((lock, statement))).await
     }
 
     /// Opens a pool that cannot write: a SQLite file must exist and is opened read-only, and
     /// PostgreSQL sessions default to read-only transactions. `prescore check` uses it.
     pub async fn connect_read_only(url: &str) -> Result<Self, WarehouseError> {
-        Self::open(url, 2, true).await
+        Self::open(url, 2, true, None).await
     }
 
     #[tracing::instrument(skip_all, fields(url = %redact(url), read_only))]
@@ -277,6 +337,7 @@ impl Warehouse {
         url: &str,
         max_connections: u32,
         read_only: bool,
+        limits: Option<(Duration, Duration)>,
     ) -> Result<Self, WarehouseError> {
         let connect_err = |source| WarehouseError::Connect {
             url: redact(url),
@@ -310,6 +371,13 @@ impl Warehouse {
             if read_only {
                 opts = opts.options([("default_transaction_read_only", "on")]);
             }
+            if let Some((lock, statement)) = limits {
+                let ms = |d: Duration| d.as_millis().max(1).to_string();
+                opts = opts.options([
+                    ("lock_timeout", ms(lock)),
+                    ("statement_timeout", ms(statement)),
+                ]);
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(15))
@@ -327,13 +395,44 @@ impl Warehouse {
         }
     }
 
-    /// Creates prescore's own tables if they are missing (idempotent).
+    /// Creates prescore's own tables if they are missing (idempotent). When `prescore_schema`
+    /// already records this version's script, nothing runs: no DDL, no lock, so the migration
+    /// every command starts with cannot wait for, or deadlock with, a concurrent publish
+    /// (`CREATE INDEX IF NOT EXISTS` locks its table even when the index exists). A deadlock
+    /// or another transient error is retried.
     #[tracing::instrument(skip_all)]
     pub async fn migrate(&self) -> Result<(), WarehouseError> {
         let script = match self {
             Warehouse::Sqlite(_) => include_str!("../../sql/migrations/sqlite.sql"),
             Warehouse::Postgres(_) => include_str!("../../sql/migrations/postgres.sql"),
         };
+        let views = match self {
+            Warehouse::Sqlite(_) => include_str!("../../sql/migrations/sqlite_views.sql"),
+            Warehouse::Postgres(_) => include_str!("../../sql/migrations/postgres_views.sql"),
+        };
+        let version = schema_version(&format!("{script}{views}"));
+        if self.schema_is(&version).await {
+            tracing::debug!(%version, "schema is current; no migration");
+            return Ok(());
+        }
+        retry("migrate", 3, Duration::from_millis(200), || {
+            self.run_migration(script, &version)
+        })
+        .await?;
+        self.create_views(views).await;
+        Ok(())
+    }
+
+    /// Whether `prescore_schema` records `version` (false when the table is missing).
+    async fn schema_is(&self, version: &str) -> bool {
+        let rows = self
+            .fetch("SELECT version FROM prescore_schema WHERE id = 1", &[])
+            .await;
+        matches!(rows.as_deref(), Ok([row]) if row[0].as_str() == Some(version))
+    }
+
+    /// Runs the migration script and records its version, in one transaction.
+    async fn run_migration(&self, script: &str, version: &str) -> Result<(), WarehouseError> {
         // One transaction, and on PostgreSQL a lock, so two processes migrating at once
         // cannot trip over each other's CREATE TABLE.
         let mut tx = self.begin().await?;
@@ -347,19 +446,19 @@ impl Warehouse {
         for stmt in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             tx.execute(stmt, &[]).await?;
         }
-        tx.commit().await?;
-        self.create_views().await;
-        Ok(())
+        tx.execute(
+            "INSERT INTO prescore_schema (id, version) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+            &[Value::text(version)],
+        )
+        .await?;
+        tx.commit().await
     }
 
     /// The dashboard views and, on PostgreSQL, the tables' comments. Best effort, one
     /// statement at a time: a role that does not own prescore's tables (they were created by
     /// an administrator) cannot comment on them, and that must not stop a run.
-    async fn create_views(&self) {
-        let script = match self {
-            Warehouse::Sqlite(_) => include_str!("../../sql/migrations/sqlite_views.sql"),
-            Warehouse::Postgres(_) => include_str!("../../sql/migrations/postgres_views.sql"),
-        };
+    async fn create_views(&self, script: &str) {
         for stmt in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             if let Err(e) = self.execute(stmt, &[]).await {
                 let head: String = stmt
@@ -749,6 +848,14 @@ impl Tx {
         }
         .map_err(WarehouseError::query("commit"))
     }
+}
+
+/// The version of a migration script: its FNV-1a hash, so any change to the script runs it.
+fn schema_version(script: &str) -> String {
+    let hash = script.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// Runs `op` until it succeeds, fails permanently, or `attempts` are used; the back-off

@@ -236,7 +236,7 @@ impl Kind for ForecastJob<'_> {
                 pool::on_pool(job.threads, move || f2.forecast(&s2)),
             )
             .await?;
-        crate::fault::pause("scored");
+        crate::fault::pause("scored").await;
         ctx.report.entities = series.len();
         let (frame, columns) =
             output::frame(job, &f, &series, &forecasts, version, ctx.run_id, ctx.opts)?;

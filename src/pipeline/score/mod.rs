@@ -211,7 +211,7 @@ impl Kind for ScoreJob<'_> {
                 }),
             )
             .await?;
-        crate::fault::pause("scored");
+        crate::fault::pause("scored").await;
         ctx.report.entities = scores.len();
         let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
         metrics.push(("rows_scored".into(), String::new(), scores.len() as f64));
