@@ -15,6 +15,7 @@ use polars::prelude::*;
 
 use super::accuracy::{self, Actuals, Clock, Group};
 use crate::config::{ColumnType, ForecastSpec, Job, JobKind};
+use crate::pipeline::forecast::output::forecast_columns;
 use crate::pipeline::{read, Shard};
 use crate::warehouse::ident::Ident;
 use crate::warehouse::{Dialect, Guard, Value, Warehouse, WarehouseError, WriteMode};
@@ -205,19 +206,11 @@ async fn read_issued(
         ("as_of", Value::Ts(Some(range.as_of))),
     ]);
     let key_type = job.input.columns[job.input.key.as_str()];
-    let contract: BTreeMap<String, ColumnType> = [
-        ("series_id", key_type),
-        ("target_ts", ColumnType::Timestamp),
-        ("horizon", ColumnType::Int),
-        ("yhat", ColumnType::Float),
-        ("yhat_lo", ColumnType::Float),
-        ("yhat_hi", ColumnType::Float),
-        ("method", ColumnType::Text),
-        ("model_version", ColumnType::Int),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let contract: BTreeMap<String, ColumnType> = forecast_columns(key_type)
+        .into_iter()
+        .chain([("model_version", ColumnType::Int)])
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     let file = format!("the history table {history}");
     wh.read_frame(&sql, &file, &params, &contract).await
 }

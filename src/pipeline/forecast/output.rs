@@ -65,7 +65,24 @@ pub fn frame(
         Column::new("method".into(), method),
     ];
     let key_type = job.input.columns[job.input.key.as_str()];
-    let mut defs: Vec<ColumnDef> = [
+    let mut defs: Vec<ColumnDef> = forecast_columns(key_type)
+        .into_iter()
+        .map(|(name, ty)| ColumnDef {
+            name: name.into(),
+            ty,
+        })
+        .collect();
+    let (prov, prov_defs) = publish::provenance(n, version, run_id, opts.as_of, "issued_at");
+    cols.extend(prov);
+    defs.extend(prov_defs);
+    let frame = DataFrame::new(n, cols).map_err(|e| Error::internal("the forecast frame", e))?;
+    Ok((frame, defs))
+}
+
+/// The forecast columns of a results table (and of its history), before provenance: what a
+/// publish writes and what the realized accuracy reads back.
+pub fn forecast_columns(key_type: ColumnType) -> [(&'static str, ColumnType); 7] {
+    [
         ("series_id", key_type),
         ("target_ts", ColumnType::Timestamp),
         ("horizon", ColumnType::Int),
@@ -74,15 +91,4 @@ pub fn frame(
         ("yhat_hi", ColumnType::Float),
         ("method", ColumnType::Text),
     ]
-    .into_iter()
-    .map(|(name, ty)| ColumnDef {
-        name: name.into(),
-        ty,
-    })
-    .collect();
-    let (prov, prov_defs) = publish::provenance(n, version, run_id, opts.as_of, "issued_at");
-    cols.extend(prov);
-    defs.extend(prov_defs);
-    let frame = DataFrame::new(n, cols).map_err(|e| Error::internal("the forecast frame", e))?;
-    Ok((frame, defs))
 }
