@@ -133,7 +133,8 @@ pub struct RunArgs {
     /// Bind the job's SQL to this time instead of now (backfills). RFC 3339, or a date.
     #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of)]
     pub as_of: Option<DateTime<Utc>>,
-    /// Handle only shard k of N (entities split by a stable hash of the key), e.g. `3/8`.
+    /// Handle only shard k of N (an integer key modulo N, any other key by its hash; the SQL
+    /// may split the reading itself with `:shard_index` and `:shard_count`), e.g. `3/8`.
     /// Defaults to $JOB_COMPLETION_INDEX of $PRESCORE_SHARDS when both are set.
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
