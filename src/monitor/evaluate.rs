@@ -102,18 +102,8 @@ pub async fn evaluate(
     let actuals = match actuals {
         Some(df) => df,
         None => {
-            let sql = &job.input.train_sql;
             let what = "the history SQL (actuals)";
-            read::read(
-                job,
-                wh,
-                sql,
-                what,
-                &job.input.columns,
-                range.as_of,
-                Shard::ALL,
-            )
-            .await?
+            read::history(job, wh, what, range.as_of, Shard::ALL).await?
         }
     };
     let frame = |what| move |source| EvaluateError::Frame { what, source };

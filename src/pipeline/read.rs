@@ -46,6 +46,19 @@ pub async fn read(
     Ok(df)
 }
 
+/// Reads the job's training (forecast: history) SQL with every declared column: what a
+/// forecast run builds its series from and what the realized accuracy takes its actuals from.
+pub async fn history(
+    job: &Job,
+    wh: &Warehouse,
+    what: &str,
+    as_of: DateTime<Utc>,
+    shard: Shard,
+) -> Result<DataFrame, WarehouseError> {
+    let sql = &job.input.train_sql;
+    read(job, wh, sql, what, &job.input.columns, as_of, shard).await
+}
+
 /// The columns the scoring SQL must return: the contract without the target and time.
 pub fn scoring_contract(job: &Job) -> BTreeMap<String, ColumnType> {
     job.input

@@ -49,18 +49,7 @@ impl Kind for ForecastJob<'_> {
         let what = "the history SQL";
         let sql = &job.input.train_sql;
         let history = ctx
-            .time(
-                "read",
-                read::read(
-                    job,
-                    wh,
-                    sql,
-                    what,
-                    &job.input.columns,
-                    opts.as_of,
-                    opts.shard,
-                ),
-            )
+            .time("read", read::history(job, wh, what, opts.as_of, opts.shard))
             .await?;
         ctx.report.rows_read = history.height();
         // Only this shard's series are built (and, with the split in the SQL, read).
