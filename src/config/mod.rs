@@ -328,6 +328,23 @@ pub struct ForecastSpec {
     pub refit: bool,
     /// Rows each backtest fit samples (the served model trains on every row).
     pub backtest_rows: usize,
+    /// Where the backtest's forecasts read their covariates after each origin.
+    #[serde(default)]
+    pub backtest_covariates: BacktestCovariates,
+}
+
+/// The covariates a backtest forecast reads after its origin (`forecast.backtest_covariates`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BacktestCovariates {
+    /// What the future SQL returns when run as of the origin: the values a run at that time
+    /// would have served (a weather forecast issued then, or a persistence rule), so that the
+    /// backtest measures the error users will see.
+    #[default]
+    Served,
+    /// The values observed later (the history SQL's): optimistic wherever the served ones
+    /// are forecasts, for a future SQL that cannot be run as of a past time.
+    Observed,
 }
 
 impl ForecastSpec {

@@ -265,6 +265,11 @@ pub struct RawForecast {
     /// that trying four variants stays cheap on large jobs.
     #[serde(default = "default_backtest_rows", deserialize_with = "lenient::de")]
     pub backtest_rows: usize,
+    /// The covariates the backtest's forecasts read after each origin: `served` (the future
+    /// SQL run as of that origin, what a run then would have served) or `observed` (the
+    /// covariates as they were later observed: only for future SQL that cannot look back).
+    #[serde(default)]
+    pub backtest_covariates: BacktestCovariates,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1118,6 +1123,7 @@ fn validate_forecast(
         max_stale: f.max_stale.unwrap_or(f.horizon),
         refit: f.refit,
         backtest_rows: f.backtest_rows.max(1_000),
+        backtest_covariates: f.backtest_covariates,
     })
 }
 

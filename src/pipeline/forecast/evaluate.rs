@@ -7,7 +7,7 @@
 //! calibration and the gate all read these points.
 
 use super::features::{Fitted, Scale, SeriesSchema};
-use super::series::Series;
+use super::series::{AsServed, Series};
 use crate::model::metrics::{self, Metrics};
 
 /// A forecast method: what produced a published row (`method` in the results table).
@@ -134,14 +134,18 @@ pub struct Fit<'a> {
 
 /// Runs the backtest: every fitted variant and both seasonal naives at every window.
 /// `origins_of[i]` are series i's origins (empty for a series the model does not serve).
+/// With `served`, the models read the covariates a run at each origin would have served
+/// (see [`AsServed`]); without it, the ones observed later.
 pub fn backtest(
     series: &[Series],
     scales: &[Scale],
     origins_of: &[Vec<usize>],
     fits: &[Fit],
+    served: Option<&AsServed>,
     horizon: usize,
     day: usize,
 ) -> Points {
+    use rayon::prelude::*;
     let h = horizon;
     let windows = origins_of.iter().map(Vec::len).max().unwrap_or(0);
     let mut p = Points {
@@ -152,9 +156,18 @@ pub fn backtest(
         let idx: Vec<usize> = (0..series.len())
             .filter(|&i| origins_of[i].len() > w)
             .collect();
-        let refs: Vec<&Series> = idx.iter().map(|&i| &series[i]).collect();
         let sc: Vec<Scale> = idx.iter().map(|&i| scales[i]).collect();
         let origin_at: Vec<usize> = idx.iter().map(|&i| origins_of[i][w]).collect();
+        let as_served: Vec<Series>;
+        let refs: Vec<&Series> = match served {
+            Some(served) => {
+                as_served = (idx.par_iter().zip(&origin_at))
+                    .map(|(&i, &o)| served.as_of(&series[i], w, o, h))
+                    .collect();
+                as_served.iter().collect()
+            }
+            None => idx.iter().map(|&i| &series[i]).collect(),
+        };
         let by_fit: Vec<Vec<Vec<f64>>> = fits
             .iter()
             .map(|f| {

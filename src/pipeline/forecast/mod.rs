@@ -22,7 +22,7 @@ use super::contract::{self, ContractError};
 use super::lifecycle::{Candidate, Kind, Output};
 use super::score::to_json;
 use super::{pool, read, TrainSummary};
-use crate::config::{ForecastSpec, Job, Sql};
+use crate::config::{BacktestCovariates, ForecastSpec, Job, Sql};
 use crate::error::Error;
 use crate::ledger;
 use crate::model::metrics::Metrics;
@@ -30,13 +30,52 @@ use crate::registry::{ModelRecord, StoredModel};
 use crate::warehouse::ident::Ident;
 use features::SeriesSchema;
 pub use forecaster::Forecaster;
-use series::Series;
+use series::{AsServed, Series};
 
 /// A forecast job's kind-specific config.
 pub struct ForecastJob<'a> {
     pub spec: &'a ForecastSpec,
     pub time: &'a Ident,
     pub future_sql: Option<&'a Sql>,
+}
+
+impl ForecastJob<'_> {
+    /// The covariates a run at each backtest origin would have served: the future SQL run
+    /// as of each window's origin (`forecast.backtest_covariates = "served"`). None when the
+    /// job has no future SQL or no covariates, or reads the observed ones.
+    async fn as_served(&self, ctx: &mut RunContext<'_>) -> Result<Option<AsServed>, Error> {
+        let (job, wh, opts, spec) = (ctx.job, ctx.wh, ctx.opts, self.spec);
+        let Some(sql) = self.future_sql else {
+            return Ok(None);
+        };
+        if job.features.numeric.is_empty() || spec.backtest_covariates != BacktestCovariates::Served
+        {
+            return Ok(None);
+        }
+        let contract = series::future_contract(job, self.time.as_str());
+        let what = "the future covariates SQL (as of a backtest origin)";
+        let reads = (0..spec.backtest_windows).map(|w| {
+            let back = (spec.horizon + w * spec.backtest_step) as i64 * spec.step_seconds;
+            let as_of = opts.as_of - chrono::Duration::seconds(back);
+            read::read(job, wh, sql, what, &contract, as_of, opts.shard)
+        });
+        let frames = ctx
+            .time("read", futures_util::future::try_join_all(reads))
+            .await?;
+        let key = job.input.key.as_str();
+        let mut split = Vec::with_capacity(frames.len());
+        for f in frames {
+            ctx.report.rows_read += f.height();
+            split.push(opts.shard.split(f, key, &sql.text, what)?);
+        }
+        let step_us = spec.step_seconds * 1_000_000;
+        let served = AsServed::new(job, self.time.as_str(), &split, step_us)?;
+        tracing::debug!(
+            windows = split.len(),
+            "the backtest reads the covariates as served"
+        );
+        Ok(Some(served))
+    }
 }
 
 impl Kind for ForecastJob<'_> {
@@ -125,6 +164,7 @@ impl Kind for ForecastJob<'_> {
         let h = self.spec.horizon;
         let statics = series::learn_statics(job, series);
         let schema = SeriesSchema::new(self.spec, &job.features.numeric, statics);
+        let served = self.as_served(ctx).await?;
         let (s2, sc2, spec2, model_spec) = (
             series.clone(),
             schema.clone(),
@@ -135,7 +175,7 @@ impl Kind for ForecastJob<'_> {
             .time(
                 "train",
                 pool::on_pool(job.threads, move || {
-                    train::train(&sc2, &spec2, &model_spec, &s2)
+                    train::train(&sc2, &spec2, &model_spec, &s2, served.as_ref())
                 }),
             )
             .await??;

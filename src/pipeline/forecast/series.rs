@@ -354,6 +354,67 @@ fn future_covariates(job: &Job, time: &str, f: &DataFrame) -> Result<FutureMap, 
     Ok(m)
 }
 
+/// The covariates the backtest's forecasts read after their origins
+/// (`forecast.backtest_covariates = "served"`): for each backtest window (0 = the latest), the
+/// future SQL's rows when run as of that window's origin, which is what a run at that time
+/// would have served. Without it a backtest reads the covariates observed later, and a model
+/// that leans on them (temperature for energy) looks better than it will be when served a
+/// forecast or a persistence rule.
+pub struct AsServed {
+    windows: Vec<FutureMap>,
+    step_us: i64,
+}
+
+impl AsServed {
+    /// From the future SQL's frames, one per window, latest first.
+    pub fn new(
+        job: &Job,
+        time: &str,
+        frames: &[DataFrame],
+        step_us: i64,
+    ) -> Result<AsServed, FeatureError> {
+        let windows = frames
+            .iter()
+            .map(|f| future_covariates(job, time, f))
+            .collect::<Result<_, _>>()?;
+        Ok(AsServed { windows, step_us })
+    }
+
+    /// Series `s` as a run forecasting from `origin` in window `w` would have seen it: its
+    /// history up to the origin, and for the `horizon` steps from it the covariates the future
+    /// SQL returned then, or where it returned none the last value before the origin (as a
+    /// served forecast does).
+    pub fn as_of(&self, s: &Series, w: usize, origin: usize, horizon: usize) -> Series {
+        let name = s.key.to_string();
+        let map = self.windows.get(w);
+        let exog = s
+            .exog
+            .iter()
+            .enumerate()
+            .map(|(j, e)| {
+                let mut v = e[..origin.min(e.len())].to_vec();
+                let last = v.last().copied().unwrap_or(f64::NAN);
+                for k in 0..horizon {
+                    let t = s.time_at(origin + k, self.step_us);
+                    let served = map
+                        .and_then(|m| m.get(&(name.clone(), t)))
+                        .and_then(|vals| vals[j]);
+                    v.push(served.unwrap_or(last));
+                }
+                v
+            })
+            .collect();
+        Series {
+            key: s.key.clone(),
+            start_us: s.start_us,
+            y: s.y[..origin.min(s.y.len())].to_vec(),
+            exog,
+            statics: s.statics.clone(),
+            model_ok: s.model_ok,
+        }
+    }
+}
+
 /// The columns the future-covariates SQL must return: key, time and the numeric covariates.
 pub fn future_contract(job: &Job, time: &str) -> BTreeMap<String, ColumnType> {
     let mut wanted: Vec<&str> = vec![job.input.key.as_str(), time];
@@ -408,5 +469,41 @@ mod tests {
         assert!(v[0].is_nan() && v[3].is_nan());
         fill_edges(&mut v);
         assert_eq!(v, vec![2.0, 2.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn a_backtest_origin_sees_the_covariates_served_then() {
+        let step_us = 3_600_000_000;
+        // 10 observed steps, 2 future ones; the covariate was observed as 100 + i.
+        let s = Series {
+            key: Key::Int(7),
+            start_us: 0,
+            y: (0..10).map(f64::from).collect(),
+            exog: vec![(0..12).map(|i| 100.0 + f64::from(i)).collect()],
+            statics: vec![],
+            model_ok: true,
+        };
+        // As of the origin 6, the future SQL served step 6 only (a forecast of -1).
+        let mut then = FutureMap::new();
+        then.insert(("7".into(), 6 * step_us), vec![Some(-1.0)]);
+        let served = AsServed {
+            windows: vec![FutureMap::new(), then],
+            step_us,
+        };
+        let seen = served.as_of(&s, 1, 6, 3);
+        assert_eq!(
+            seen.y,
+            vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+            "history ends at the origin"
+        );
+        // Served where the SQL had it; else the last value before the origin, never the
+        // value observed later.
+        assert_eq!(
+            seen.exog[0],
+            vec![100.0, 101.0, 102.0, 103.0, 104.0, 105.0, -1.0, 105.0, 105.0]
+        );
+        // A window the SQL returned nothing for: persistence throughout.
+        let seen = served.as_of(&s, 0, 8, 2);
+        assert_eq!(seen.exog[0][8..], [107.0, 107.0]);
     }
 }

@@ -8,7 +8,7 @@ use super::evaluate::{self, Points};
 use super::features::{Fitted, Scale, SeriesSchema};
 use super::forecaster::Forecaster;
 use super::select::{self, Choice};
-use super::series::Series;
+use super::series::{AsServed, Series};
 use crate::config::{ForecastMethod, ForecastSpec, ModelSpec, Strategy};
 use crate::model::metrics::Metrics;
 use crate::model::{Model, ModelError};
@@ -169,22 +169,25 @@ impl Frame {
     }
 }
 
-/// Trains, backtests and chooses. `per_series` selection by `spec.selection`.
+/// Trains, backtests and chooses. `per_series` selection by `spec.selection`. The backtest's
+/// models read the covariates in `served` where given (see [`AsServed`]).
 pub fn train(
     schema: &SeriesSchema,
     spec: &ForecastSpec,
     model_spec: &ModelSpec,
     series: &[Series],
+    served: Option<&AsServed>,
 ) -> Result<Outcome, ModelError> {
     let (h, day) = (spec.horizon, spec.day());
     let frame = Frame::new(schema, spec, series);
-    let mut variants = fit_variants(&frame, spec, model_spec, series)?;
+    let mut variants = fit_variants(&frame, spec, model_spec, series, served)?;
     crate::progress::step("backtest");
     let points = evaluate::backtest(
         series,
         &frame.scales,
         &frame.origins_of,
         &fits_of(&variants),
+        served,
         h,
         day,
     );
@@ -270,6 +273,7 @@ fn fit_variants(
     spec: &ForecastSpec,
     model_spec: &ModelSpec,
     series: &[Series],
+    served: Option<&AsServed>,
 ) -> Result<Vec<Variant>, ModelError> {
     // A sample ranks the variants as the full data would, and keeps four of them affordable
     // on large jobs. The served model trains on every row.
@@ -313,8 +317,8 @@ fn fit_variants(
             })
             .collect();
         let (h, day) = (spec.horizon, spec.day());
-        let points =
-            evaluate::backtest(series, &frame.scales, &sampled, &fits_of(&variants), h, day);
+        let fits = fits_of(&variants);
+        let points = evaluate::backtest(series, &frame.scales, &sampled, &fits, served, h, day);
         let best = (0..variants.len()).min_by(|&a, &b| {
             mae(&points, &points.models[a]).total_cmp(&mae(&points, &points.models[b]))
         });
