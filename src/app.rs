@@ -115,7 +115,7 @@ async fn evaluate(a: EvaluateArgs) -> Result<(), Error> {
 async fn init(t: Target) -> Result<(), Error> {
     let (wh, _) = connect_target(&t).await?;
     wh.migrate().await?;
-    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_model_events, prescore_metrics, prescore_accuracy, prescore_locks)", wh.dialect().name());
+    println!("prescore: tables ready in the {} warehouse (prescore_runs, prescore_models, prescore_model_events, prescore_metrics, prescore_accuracy, prescore_leases)", wh.dialect().name());
     Ok(())
 }
 

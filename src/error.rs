@@ -99,7 +99,7 @@ fn warehouse_code(w: &WarehouseError) -> u8 {
         return EXIT_TIMEOUT;
     }
     match w {
-        WarehouseError::Locked { .. } => EXIT_RUNNING,
+        WarehouseError::Locked { .. } | WarehouseError::Fenced { .. } => EXIT_RUNNING,
         WarehouseError::Decode { .. }
         | WarehouseError::MissingColumn { .. }
         | WarehouseError::DuplicateColumn { .. } => EXIT_CONTRACT,

@@ -169,7 +169,8 @@ pub async fn interrupt(wh: &Warehouse, run_id: &str, signal: &str) -> Result<boo
 
 /// Sets a final status outside any transaction, with the error text for failures. Only a row
 /// still `running` changes: a run stopped by its deadline just as its publish committed stays
-/// `succeeded`.
+/// `succeeded`. A row another run marked `abandoned` when it took the job over (this run had
+/// stalled past its lease) gets this run's real end: it can only fail, its lock is gone.
 pub async fn finish(
     wh: &Warehouse,
     run_id: &str,
@@ -181,7 +182,7 @@ pub async fn finish(
     wh.execute(
         "UPDATE prescore_runs SET status = $1, finished_at = $2, rows_read = $3, rows_scored = $4, \
          rows_written = $5, model_version = $6, stage_seconds = $7, error = $8 \
-         WHERE run_id = $9 AND status = 'running'",
+         WHERE run_id = $9 AND status IN ('running', 'abandoned')",
         &[
             Value::text(status.as_str()),
             Value::Ts(Some(Utc::now())),

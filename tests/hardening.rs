@@ -765,3 +765,141 @@ async fn a_statement_past_statement_timeout_exits_7_naming_the_sql_file() {
     let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
     assert!(before == after, "the scores changed");
 }
+
+/// Whether `unshare` may make the namespaces in `flags` here (root or user namespaces).
+fn unshare_allowed(flags: &[&str]) -> bool {
+    let mut c = Command::new("unshare");
+    c.args(flags).arg("true");
+    c.output().is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_held_by_a_killed_run_in_another_host_or_pid_namespace_lapses_with_its_lease() {
+    let db = sqlite();
+    let (_, before) = published_churn(&db, 600).await;
+    let cfg = churn_with_limits(&db, "lock_lease = \"3s\"", false);
+    let other_host = format!("hostname elsewhere && exec {BIN} run --config {cfg}");
+    let pid_ns = ["--pid", "--fork", "--mount-proc"];
+    let wrappers: [(&str, Vec<&str>); 2] = [
+        ("another hostname", vec!["--uts", "sh", "-c", &other_host]),
+        (
+            "another PID namespace",
+            [&pid_ns[..], &[BIN, "run", "--config", &cfg]].concat(),
+        ),
+    ];
+    for (what, args) in wrappers {
+        let flags = if args[0] == "--uts" {
+            &args[..1]
+        } else {
+            &pid_ns[..]
+        };
+        if !unshare_allowed(flags) {
+            eprintln!(
+                "\n!!!!! SKIPPING the lease test in {what}: `unshare` is not permitted here\n"
+            );
+            continue;
+        }
+        let child = Command::new("unshare")
+            .args(&args)
+            .current_dir(ROOT)
+            .env("PRESCORE_PAUSE_AT", "trained")
+            .env("PRESCORE_PAUSE_SECS", "60")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_running(&db).await;
+        // SIGKILL the run itself: with --fork it is unshare's child, PID 1 inside.
+        let pid = child.id();
+        let inner = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .map_or(pid.to_string(), str::to_string);
+        assert!(Command::new("kill")
+            .args(["-KILL", &inner])
+            .status()
+            .unwrap()
+            .success());
+        let _ = child.wait_with_output();
+        let holder = rows(&db, "SELECT holder FROM prescore_leases").await;
+        // Its lease still runs: the job is busy (exit 5), not blocked for ever.
+        let o = prescore(&["run", "--config", &cfg], &[]);
+        assert_eq!(o.status.code(), Some(5), "{what}: {}", text(&o));
+        assert!(
+            text(&o).contains("lease runs until"),
+            "{what}: {}",
+            text(&o)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+        let o = prescore(&["run", "--config", &cfg], &[]);
+        assert!(o.status.success(), "{what} {holder:?}: {}", text(&o));
+        let runs = rows(
+            &db,
+            "SELECT status FROM prescore_runs ORDER BY started_at DESC LIMIT 2",
+        )
+        .await;
+        assert_eq!(runs, [["succeeded"], ["abandoned"]], "{what}");
+    }
+    let after = rows(&db, "SELECT COUNT(*) FROM churn_scores").await;
+    assert_eq!(after[0][0], before.len().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_lock_was_taken_over_publishes_nothing() {
+    for db in backends("fencing") {
+        let (_, _) = published_churn(&db, 600).await;
+        let cfg = churn_with_limits(&db, "lock_lease = \"2s\"", false);
+        let pause = [
+            ("PRESCORE_PAUSE_AT", "scored"),
+            ("PRESCORE_PAUSE_SECS", "4"),
+        ];
+        let first = spawn(&["run", "--config", &cfg], &pause);
+        wait_running(&db).await;
+        let stalled = rows(
+            &db,
+            "SELECT run_id FROM prescore_runs WHERE status = 'running'",
+        )
+        .await;
+        let stalled = stalled[0][0].clone();
+        if db.name == "sqlite" {
+            // The process stalls (a frozen VM, SIGSTOP) past its lease: its heartbeat stops.
+            let pid = first.id().to_string();
+            assert!(Command::new("kill")
+                .args(["-STOP", &pid])
+                .status()
+                .unwrap()
+                .success());
+            tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+            let o = prescore(&["run", "--config", &cfg], &[]);
+            assert!(o.status.success(), "{}: {}", db.name, text(&o));
+            assert!(Command::new("kill")
+                .args(["-CONT", &pid])
+                .status()
+                .unwrap()
+                .success());
+        } else {
+            // What a server restart does to the run: its advisory lock's session ends.
+            let killed = rows(
+                &db,
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .await;
+            assert_eq!(killed.len(), 1, "one advisory lock held");
+            let o = prescore(&["run", "--config", &cfg], &[]);
+            assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        }
+        let (code, err) = wait_all(vec![first]).remove(0);
+        assert_eq!(code, Some(5), "{}: {err}", db.name);
+        assert!(
+            err.contains("no longer holds the lock"),
+            "{}: {err}",
+            db.name
+        );
+        let sql = format!("SELECT COUNT(*) FROM churn_scores WHERE run_id = '{stalled}'");
+        assert_eq!(rows(&db, &sql).await[0][0], "0", "{}", db.name);
+        let sql = format!("SELECT status FROM prescore_runs WHERE run_id = '{stalled}'");
+        assert_eq!(rows(&db, &sql).await[0][0], "failed", "{}", db.name);
+    }
+}

@@ -113,12 +113,16 @@ CREATE TABLE IF NOT EXISTS prescore_drift (
     PRIMARY KEY (run_id, feature)
 );
 
-CREATE TABLE IF NOT EXISTS prescore_locks (
+-- The job lock's lease (see src/warehouse/lease.rs): who holds the job, until when unless a
+-- heartbeat renews it, and the fencing token every takeover increments.
+CREATE TABLE IF NOT EXISTS prescore_leases (
     job         TEXT NOT NULL,
     shard       TEXT NOT NULL,
     run_id      TEXT NOT NULL,
     holder      TEXT NOT NULL,
+    token       INTEGER NOT NULL,
     acquired_at TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
     PRIMARY KEY (job, shard)
 );
 

@@ -397,6 +397,8 @@ pub struct Limits {
     pub lock: Duration,
     /// PostgreSQL `statement_timeout`: one statement's run time.
     pub statement: Duration,
+    /// `job.lock_lease`: how long the job lock outlives its holder's last heartbeat.
+    pub lease: Duration,
 }
 
 impl Default for Limits {
@@ -405,6 +407,7 @@ impl Default for Limits {
             run: Duration::from_secs(50 * 60),
             lock: Duration::from_secs(30),
             statement: Duration::from_secs(50 * 60),
+            lease: Duration::from_secs(60),
         }
     }
 }

@@ -100,6 +100,10 @@ pub struct RawJob {
     /// PostgreSQL: how long one statement may run (`statement_timeout`); default `timeout`.
     #[serde(default)]
     pub statement_timeout: Option<String>,
+    /// How long the job lock outlives its holder's last heartbeat (renewed every third of
+    /// it): a run killed on another host or in another PID namespace blocks the job that long.
+    #[serde(default = "default_lock_lease")]
+    pub lock_lease: String,
 }
 
 /// `[registry]`: what the model registry keeps.
@@ -332,6 +336,9 @@ fn default_timeout() -> String {
 }
 fn default_lock_timeout() -> String {
     "30s".into()
+}
+fn default_lock_lease() -> String {
+    "60s".into()
 }
 fn default_min_rows() -> usize {
     1
@@ -658,7 +665,8 @@ fn validate_job(j: &RawJob, p: &mut Problems) -> Option<(String, Duration, Limit
     Some((warehouse, backoff, limits))
 }
 
-/// `job.timeout`, `job.lock_timeout` and `job.statement_timeout`: positive, at most a week.
+/// `job.timeout`, `job.lock_timeout`, `job.statement_timeout` and `job.lock_lease`: positive,
+/// at most a week.
 fn validate_limits(j: &RawJob, p: &mut Problems) -> Option<Limits> {
     let mut positive = |key: &str, text: &str| {
         let d = p.duration_at_most(key, text, LONGEST_TIMEOUT, "7d")?;
@@ -674,11 +682,23 @@ fn validate_limits(j: &RawJob, p: &mut Problems) -> Option<Limits> {
         Some(t) => positive("job.statement_timeout", t).map(Some),
         None => Some(None),
     };
-    let (run, lock, statement) = (run?, lock?, statement?);
+    let lease = p.duration_at_most("job.lock_lease", &j.lock_lease, LONGEST_TIMEOUT, "7d");
+    let lease = lease.and_then(|d| {
+        if d < Duration::from_secs(1) {
+            p.push(
+                "job.lock_lease",
+                format!("{:?} must be at least 1s", j.lock_lease),
+            );
+            return None;
+        }
+        Some(d)
+    });
+    let (run, lock, statement, lease) = (run?, lock?, statement?, lease?);
     Some(Limits {
         run,
         lock,
         statement: statement.unwrap_or(run),
+        lease,
     })
 }
 

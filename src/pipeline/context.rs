@@ -21,6 +21,8 @@ pub struct RunContext<'a> {
     pub actuals: Option<polars::prelude::DataFrame>,
     /// The stage the run entered last, for a run stopped by its deadline.
     pub stage: String,
+    /// The job lock's fencing token, proved in every transaction that publishes or promotes.
+    pub fence: Option<crate::warehouse::lease::Fence>,
 }
 
 impl<'a> RunContext<'a> {
@@ -39,6 +41,7 @@ impl<'a> RunContext<'a> {
             report,
             actuals: None,
             stage: "start".into(),
+            fence: None,
         }
     }
 

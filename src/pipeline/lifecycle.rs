@@ -136,6 +136,7 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
     let output = kind.serve(ctx, data, serving, version).await?;
     let out = &ctx.job.output;
     let history = out.history_table.clone().zip(out.keep_history);
+    let fence = ctx.fence.clone();
     let publication = Publication {
         job: &ctx.job.name,
         run_id: ctx.run_id,
@@ -154,6 +155,7 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
         model_version: version,
         limits: ctx.job.limits,
         keep: ctx.job.registry_keep,
+        fence: fence.as_ref(),
     };
     let stats = ctx.report.stats();
     let wh = ctx.wh;
@@ -257,6 +259,9 @@ async fn register_and_gate<S>(
             if ctx.opts.mode == Mode::Train {
                 // No publish follows: promote now.
                 let mut tx = wh.begin().await?;
+                if let Some(fence) = &ctx.fence {
+                    crate::warehouse::lease::check(&mut tx, fence).await?;
+                }
                 let reason = format!("passed the gate in run {}", ctx.run_id);
                 registry::promote_in(&mut tx, &job.name, version, &reason, by).await?;
                 tx.commit().await?;

@@ -198,7 +198,7 @@ async fn run_locked(
     }
     wh.migrate().await?;
     let shard = opts.shard.label();
-    let lock = wh.lock(&job.name, &shard, run_id).await?;
+    let lock = wh.lock(&job.name, &shard, run_id, job.limits.lease).await?;
     let watch = interrupt::watch(wh, &job.name, &shard, run_id);
     let result = async {
         let stale = ledger::abandon_stale(wh, &job.name, &shard, run_id).await?;
@@ -218,6 +218,7 @@ async fn run_locked(
         let span = tracing::info_span!("run", job = %job.name, run_id = %run_id, as_of = %opts.as_of.format("%Y-%m-%dT%H:%M:%SZ"));
         let fresh = Report::new(job, run_id);
         let mut ctx = RunContext::new(job, wh, opts, run_id, std::mem::replace(report, fresh));
+        ctx.fence = Some(lock.fence().clone());
         let r = within_deadline(job, &mut ctx, span).await;
         *report = ctx.finish();
         if let Err(e) = &r {

@@ -13,6 +13,7 @@ use crate::config::Limits;
 use crate::ledger::{self, RunStats, Status};
 use crate::registry;
 use crate::warehouse::ident::Ident;
+use crate::warehouse::lease::{self, Fence};
 use crate::warehouse::{
     ColumnDef, ColumnType, Guard, Tx, Value, Warehouse, WarehouseError, WriteMode,
 };
@@ -45,6 +46,8 @@ pub struct Publication<'a> {
     pub limits: Limits,
     /// `registry.keep`: prune old artifacts in the same transaction.
     pub keep: Option<usize>,
+    /// The job lock this run must still hold for the transaction to commit.
+    pub fence: Option<&'a Fence>,
 }
 
 /// An error of a step that touches `object`, with a time-out named as a wait on it.
@@ -70,6 +73,11 @@ pub async fn publish(
             .map_err(on(&h.to_string(), lim))?;
     }
     let mut tx = wh.begin().await.map_err(on("the warehouse", lim))?;
+    if let Some(fence) = p.fence {
+        lease::check(&mut tx, fence)
+            .await
+            .map_err(on("prescore_leases", lim))?;
+    }
     let written = if backfill_of_replaced(&mut tx, &p)
         .await
         .map_err(on(&table, lim))?

@@ -5,6 +5,7 @@
 
 pub mod frame;
 pub mod ident;
+pub mod lease;
 pub mod params;
 mod pg_copy;
 mod postgres;
@@ -58,6 +59,13 @@ pub enum WarehouseError {
         job: String,
         shard: String,
         holder: String,
+    },
+    #[error("run {run_id} no longer holds the lock of job {job} (shard {shard}): {taken_by} took it over (this run's lease lapsed, or a server restart dropped its lock); nothing was published")]
+    Fenced {
+        job: String,
+        shard: String,
+        run_id: String,
+        taken_by: String,
     },
 }
 
@@ -647,28 +655,58 @@ impl Warehouse {
         }
     }
 
-    /// Takes the job's lock: one run per job and shard at a time. PostgreSQL uses a session
-    /// advisory lock (released by the server if the process dies); SQLite a lock row whose
-    /// holder's PID is checked, so a killed process never blocks the next run.
+    /// Takes the job's lock: one run per job and shard at a time, held by a lease row (see
+    /// [`lease`]) that a heartbeat renews until the lock is released. PostgreSQL also takes a
+    /// session advisory lock (released by the server if the process dies); on SQLite the lease
+    /// row is the lock, taken over once its holder's lease lapses or its process is gone.
     pub async fn lock(
         &self,
         job: &str,
         shard: &str,
         run_id: &str,
+        lease_for: std::time::Duration,
     ) -> Result<JobLock, WarehouseError> {
-        match self {
-            Warehouse::Sqlite(pool) => sqlite::lock(pool, job, shard, run_id).await,
-            Warehouse::Postgres(pool) => postgres::lock(pool, job, shard).await,
+        let session = match self {
+            Warehouse::Sqlite(_) => None,
+            Warehouse::Postgres(pool) => Some(postgres::lock(pool, job, shard).await?),
+        };
+        let taken = async {
+            let mut tx = self.begin().await?;
+            let exclusive = session.is_some();
+            let token = lease::take(&mut tx, job, shard, run_id, lease_for, exclusive).await?;
+            tx.commit().await?;
+            Ok(token)
         }
+        .await;
+        let token = match taken {
+            Ok(token) => token,
+            Err(e) => {
+                if let Some(conn) = session {
+                    postgres::unlock(conn).await;
+                }
+                return Err(sqlite::busy_as_locked(e, job, shard));
+            }
+        };
+        let fence = lease::Fence {
+            job: job.into(),
+            shard: shard.into(),
+            run_id: run_id.into(),
+            token,
+        };
+        let heartbeat = lease::heartbeat(self.clone(), fence.clone(), lease_for);
+        Ok(JobLock {
+            wh: self.clone(),
+            fence,
+            session,
+            heartbeat,
+        })
     }
 
     /// Releases the job lock of `run_id` without its [`JobLock`], for a process about to exit
-    /// on a signal. SQLite: deletes the lock row. PostgreSQL: nothing to do, the advisory lock
-    /// ends with the session when the process exits.
+    /// on a signal: deletes its lease row (PostgreSQL's advisory lock ends with the session
+    /// when the process exits).
     pub async fn release_lock_of(&self, job: &str, shard: &str, run_id: &str) {
-        if let Warehouse::Sqlite(pool) = self {
-            sqlite::unlock(pool, job, shard, run_id).await;
-        }
+        lease::release(self, job, shard, run_id).await;
     }
 
     /// Opens a transaction for prescore's own writes. SQLite: `BEGIN IMMEDIATE`, which waits
@@ -697,27 +735,27 @@ impl Warehouse {
     }
 }
 
-/// The job lock; dropped or released at the end of the run.
-pub enum JobLock {
-    Sqlite {
-        pool: SqlitePool,
-        job: String,
-        shard: String,
-        run_id: String,
-    },
-    Postgres(sqlx::PgConnection),
+/// The job lock; released at the end of the run.
+pub struct JobLock {
+    wh: Warehouse,
+    fence: lease::Fence,
+    /// PostgreSQL: the session holding the advisory lock.
+    session: Option<sqlx::PgConnection>,
+    heartbeat: tokio::task::JoinHandle<()>,
 }
 
 impl JobLock {
+    /// What the run's publish proves it still holds.
+    pub fn fence(&self) -> &lease::Fence {
+        &self.fence
+    }
+
     pub async fn release(self) {
-        match self {
-            JobLock::Sqlite {
-                pool,
-                job,
-                shard,
-                run_id,
-            } => sqlite::unlock(&pool, &job, &shard, &run_id).await,
-            JobLock::Postgres(conn) => postgres::unlock(conn).await,
+        self.heartbeat.abort();
+        let f = &self.fence;
+        lease::release(&self.wh, &f.job, &f.shard, &f.run_id).await;
+        if let Some(conn) = self.session {
+            postgres::unlock(conn).await;
         }
     }
 }
@@ -887,12 +925,7 @@ where
 }
 
 /// This host and process, as recorded in lock rows and the ledger.
-pub fn holder_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}", std::process::id())
-}
+pub use lease::holder_id;
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@ use sqlx::{Column, Connection, Executor, Postgres, Row, TypeInfo};
 use super::frame::{ColumnBuf, ColumnView};
 use super::ident::Ident;
 use super::pg_copy::copy_in;
-use super::{ColumnType, JobLock, Value, WarehouseError, WriteMode};
+use super::{ColumnType, Value, WarehouseError, WriteMode};
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
@@ -435,7 +435,12 @@ pub(super) async fn write(
     Ok(n)
 }
 
-pub(super) async fn lock(pool: &PgPool, job: &str, shard: &str) -> Result<JobLock, WarehouseError> {
+/// Takes the job's session advisory lock on a connection of its own, which the run keeps.
+pub(super) async fn lock(
+    pool: &PgPool,
+    job: &str,
+    shard: &str,
+) -> Result<sqlx::PgConnection, WarehouseError> {
     let conn = pool.acquire().await.map_err(WarehouseError::query(
         "acquire a connection for the job lock",
     ))?;
@@ -453,7 +458,7 @@ pub(super) async fn lock(pool: &PgPool, job: &str, shard: &str) -> Result<JobLoc
             holder: "another session holds its advisory lock".into(),
         });
     }
-    Ok(JobLock::Postgres(conn))
+    Ok(conn)
 }
 
 /// Releases the advisory lock explicitly (so the next run never races the server noticing

@@ -11,7 +11,7 @@ use sqlx::{Column, Decode, Executor, Row, Sqlite, TypeInfo, ValueRef};
 
 use super::frame::{parse_timestamp, sqlite_ts, ColumnBuf, ColumnView};
 use super::ident::Ident;
-use super::{ColumnType, JobLock, Value, WarehouseError, WriteMode};
+use super::{ColumnType, Value, WarehouseError, WriteMode};
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
@@ -306,28 +306,20 @@ pub(super) async fn write(
     Ok(written)
 }
 
-/// Takes the lock row in a `BEGIN IMMEDIATE` transaction, which waits up to the busy timeout
-/// for other writers of the file. A file still busy after that means another process holds it:
-/// reported as [`WarehouseError::Locked`] (exit 5), never as a failure.
-pub(super) async fn lock(
-    pool: &SqlitePool,
-    job: &str,
-    shard: &str,
-    run_id: &str,
-) -> Result<JobLock, WarehouseError> {
-    take_lock(pool, job, shard, run_id)
-        .await
-        .map_err(|e| match e {
-            WarehouseError::Query { source, .. } if is_busy(&source) => WarehouseError::Locked {
-                job: job.into(),
-                shard: shard.into(),
-                holder: format!(
-                    "the SQLite file stayed busy with another writer for the whole busy timeout ({}s)",
-                    BUSY_TIMEOUT.as_secs()
-                ),
-            },
-            other => other,
-        })
+/// A lock transaction that found the file busy for the whole busy timeout: another process
+/// holds the file, which is reported as [`WarehouseError::Locked`] (exit 5), never as a failure.
+pub(super) fn busy_as_locked(e: WarehouseError, job: &str, shard: &str) -> WarehouseError {
+    match e {
+        WarehouseError::Query { source, .. } if is_busy(&source) => WarehouseError::Locked {
+            job: job.into(),
+            shard: shard.into(),
+            holder: format!(
+                "the SQLite file stayed busy with another writer for the whole busy timeout ({}s)",
+                BUSY_TIMEOUT.as_secs()
+            ),
+        },
+        other => other,
+    }
 }
 
 /// How long a statement waits for another process's write lock on the file.
@@ -341,93 +333,6 @@ fn is_busy(e: &sqlx::Error) -> bool {
             Ok(c) if c & 0xff == 5 || c & 0xff == 6
         ),
         _ => false,
-    }
-}
-
-async fn take_lock(
-    pool: &SqlitePool,
-    job: &str,
-    shard: &str,
-    run_id: &str,
-) -> Result<JobLock, WarehouseError> {
-    let me = super::holder_id();
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(WarehouseError::query("begin lock transaction"))?;
-    let held = fetch(
-        &mut *tx,
-        "SELECT holder, run_id FROM prescore_locks WHERE job = $1 AND shard = $2",
-        &[Value::text(job), Value::text(shard)],
-    )
-    .await?;
-    if let Some(row) = held.first() {
-        let holder = row[0].as_str().unwrap_or_default().to_string();
-        if holder_alive(&holder) {
-            return Err(WarehouseError::Locked {
-                job: job.into(),
-                shard: shard.into(),
-                holder: format!(
-                    "run {} held by {holder}",
-                    row[1].as_str().unwrap_or_default()
-                ),
-            });
-        }
-        tracing::warn!(%holder, "taking over the lock of a process that no longer runs");
-        execute(
-            &mut *tx,
-            "DELETE FROM prescore_locks WHERE job = $1 AND shard = $2",
-            &[Value::text(job), Value::text(shard)],
-        )
-        .await?;
-    }
-    execute(
-        &mut *tx,
-        "INSERT INTO prescore_locks (job, shard, run_id, holder, acquired_at) VALUES ($1, $2, $3, $4, $5)",
-        &[
-            Value::text(job),
-            Value::text(shard),
-            Value::text(run_id),
-            Value::text(me),
-            Value::Ts(Some(chrono::Utc::now())),
-        ],
-    )
-    .await?;
-    tx.commit()
-        .await
-        .map_err(WarehouseError::query("commit lock"))?;
-    Ok(JobLock::Sqlite {
-        pool: pool.clone(),
-        job: job.into(),
-        shard: shard.into(),
-        run_id: run_id.into(),
-    })
-}
-
-/// A holder on this host is alive if its PID is; one on another host is assumed alive.
-fn holder_alive(holder: &str) -> bool {
-    let me = super::holder_id();
-    let (host, pid) = holder.rsplit_once(':').unwrap_or((holder, ""));
-    let (my_host, _) = me.rsplit_once(':').unwrap_or((&me, ""));
-    if host != my_host {
-        return true;
-    }
-    match pid.parse::<u32>() {
-        Ok(pid) if pid == std::process::id() => true,
-        Ok(pid) => std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        Err(_) => false,
-    }
-}
-
-pub(super) async fn unlock(pool: &SqlitePool, job: &str, shard: &str, run_id: &str) {
-    let r = execute(
-        pool,
-        "DELETE FROM prescore_locks WHERE job = $1 AND shard = $2 AND run_id = $3",
-        &[Value::text(job), Value::text(shard), Value::text(run_id)],
-    )
-    .await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "could not release the job lock; the next run will take it over");
     }
 }
 
