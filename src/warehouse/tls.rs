@@ -56,6 +56,26 @@ fn query_param(url: &str, names: &[&str]) -> Option<String> {
     })
 }
 
+/// `url` without its query parameters named `name`.
+fn without_param(url: &str, name: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, format!("#{f}")),
+        None => (query, String::new()),
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| decode(kv.split('=').next().unwrap_or_default()) != name)
+        .collect();
+    if kept.is_empty() {
+        format!("{head}{fragment}")
+    } else {
+        format!("{head}?{}{fragment}", kept.join("&"))
+    }
+}
+
 /// `application/x-www-form-urlencoded` decoding, as the URL parser sqlx uses does.
 fn decode(s: &str) -> String {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
@@ -113,11 +133,20 @@ pub(super) fn options(
             )));
         }
     }
-    let mut opts = PgConnectOptions::from_str(url).map_err(|source| WarehouseError::Connect {
-        url: redacted.to_string(),
-        source,
-        hint: None,
-    })?;
+    // sqlx logs a parameter it does not know with its value: sslpassword (the passphrase of
+    // an encrypted sslkey, which sqlx cannot use) must never reach it.
+    let sqlx_url = without_param(url, "sslpassword");
+    if sqlx_url.len() != url.len() {
+        tracing::warn!(
+            "sslpassword is not supported (an encrypted sslkey cannot be used) and is ignored"
+        );
+    }
+    let mut opts =
+        PgConnectOptions::from_str(&sqlx_url).map_err(|source| WarehouseError::Connect {
+            url: redacted.to_string(),
+            source,
+            hint: None,
+        })?;
     let root_given = query_param(url, &["sslrootcert", "ssl-root-cert", "ssl-ca"])
         .or_else(|| std::env::var("PGSSLROOTCERT").ok())
         .filter(|r| !r.is_empty());
@@ -291,6 +320,21 @@ mod tests {
         assert_eq!(query_param(url, &["sslkey"]), None);
         assert_eq!(query_param("postgres://u@h/db", &["sslmode"]), None);
         assert_eq!(decode("%zz%4"), "%zz%4");
+        assert_eq!(
+            without_param(
+                "postgres://h/d?sslpassword=x&sslmode=require",
+                "sslpassword"
+            ),
+            "postgres://h/d?sslmode=require"
+        );
+        assert_eq!(
+            without_param("postgres://h/d?sslpassword=x", "sslpassword"),
+            "postgres://h/d"
+        );
+        assert_eq!(
+            without_param("postgres://h/d", "sslpassword"),
+            "postgres://h/d"
+        );
     }
 
     #[test]
