@@ -38,6 +38,16 @@ fn admin_url() -> String {
 }
 
 impl Db {
+    /// A database someone else owns (a private cluster's), at `url`; it drops nothing itself.
+    pub fn at(name: &'static str, url: &str) -> Db {
+        Db {
+            name,
+            url: url.to_string(),
+            dir: tempfile::tempdir().unwrap(),
+            pg_db: None,
+        }
+    }
+
     /// The same database under another URL (another role); it drops nothing itself.
     pub fn borrowed(db: &Db, url: &str) -> Db {
         Db {
@@ -58,6 +68,11 @@ pub fn sqlite() -> Db {
         dir,
         pg_db: None,
     }
+}
+
+/// Whether PostgreSQL tests must run (CI, or PRESCORE_REQUIRE_PG=1) rather than be skipped.
+pub fn pg_required() -> bool {
+    std::env::var("PRESCORE_REQUIRE_PG").as_deref() == Ok("1") || std::env::var("CI").is_ok()
 }
 
 /// A fresh, uniquely named PostgreSQL database, or None (skipped) off CI.
@@ -83,9 +98,7 @@ pub fn postgres(test: &str) -> Option<Db> {
                 Ok(o) => String::from_utf8_lossy(&o.stderr).to_string(),
                 Err(e) => e.to_string(),
             };
-            if std::env::var("PRESCORE_REQUIRE_PG").as_deref() == Ok("1")
-                || std::env::var("CI").is_ok()
-            {
+            if pg_required() {
                 panic!("PostgreSQL is required (CI) but unreachable at {admin}: {why}");
             }
             eprintln!("\n!!!!! SKIPPING the PostgreSQL half of `{test}`: cannot create a database at {admin}: {why}\n!!!!! set PRESCORE_TEST_PG to a reachable server to run it\n");

@@ -1,6 +1,7 @@
 //! All integration tests, in one binary (as ripgrep does), grouped by topic. Each test runs
 //! the real `prescore` binary against a fresh SQLite file and a fresh PostgreSQL database.
 
+mod cluster;
 mod support;
 
 mod forecast;
@@ -12,3 +13,4 @@ mod registry;
 mod reliability;
 mod sharding;
 mod spine;
+mod tls;

@@ -10,6 +10,7 @@ pub mod params;
 mod pg_copy;
 mod postgres;
 mod sqlite;
+mod tls;
 mod types;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use polars::prelude::DataFrame;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::ConnectOptions;
 
@@ -28,8 +29,17 @@ pub use types::{ColumnType, Dialect, WriteMode, DEFAULT_URL};
 /// What can go wrong talking to a warehouse. `is_transient` says which are worth a retry.
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
-    #[error("cannot connect to {url}: {source}")]
-    Connect { url: String, source: sqlx::Error },
+    /// `hint` says which setting to change (sslmode, sslrootcert, the password), when known.
+    #[error("cannot connect to {url}: {source}{}", hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default())]
+    Connect {
+        url: String,
+        source: sqlx::Error,
+        hint: Option<String>,
+    },
+    /// The URL's TLS settings are refused before connecting (an unknown sslmode, a sslrootcert
+    /// that cannot be read).
+    #[error("cannot connect to {url}: {problem}")]
+    TlsSetup { url: String, problem: String },
     #[error("{context}: {source}")]
     Query {
         context: String,
@@ -153,6 +163,8 @@ impl WarehouseError {
             _ => return false,
         };
         match source {
+            // A refused certificate or failed handshake fails the same way again.
+            sqlx::Error::Io(_) if tls::is_tls_failure(source) => false,
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
             sqlx::Error::Database(db) => {
                 let code = db.code().unwrap_or_default();
@@ -350,6 +362,7 @@ impl Warehouse {
         let connect_err = |source| WarehouseError::Connect {
             url: redact(url),
             source,
+            hint: None,
         };
         if Dialect::from_url(url) == Some(Dialect::Sqlite) {
             let mut opts = SqliteConnectOptions::from_str(url)
@@ -371,8 +384,8 @@ impl Warehouse {
                 .map_err(connect_err)?;
             Ok(Warehouse::Sqlite(pool))
         } else {
-            let mut opts = PgConnectOptions::from_str(url)
-                .map_err(connect_err)?
+            let (opts, tls) = tls::options(url, &redact(url))?;
+            let mut opts = opts
                 .application_name("prescore")
                 .log_statements(log::LevelFilter::Trace)
                 .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(10));
@@ -386,12 +399,26 @@ impl Warehouse {
                     ("statement_timeout", ms(statement)),
                 ]);
             }
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections.max(2))
-                .acquire_timeout(Duration::from_secs(15))
-                .connect_with(opts)
-                .await
-                .map_err(connect_err)?;
+            let pool = |opts| {
+                PgPoolOptions::new()
+                    .max_connections(max_connections.max(2))
+                    .acquire_timeout(Duration::from_secs(15))
+                    .connect_with(opts)
+            };
+            let connected = match pool(opts.clone()).await {
+                // libpq's `prefer`: when the TLS handshake fails, try without TLS (sqlx
+                // does not; an old server's TLS that rustls cannot speak would stop the run).
+                Err(e) if matches!(tls.mode, PgSslMode::Prefer) && tls::is_tls_failure(&e) => {
+                    tracing::warn!(error = %e, "the TLS handshake failed under sslmode=prefer: connecting without TLS (set sslmode=require to refuse that)");
+                    pool(opts.ssl_mode(PgSslMode::Disable)).await
+                }
+                other => other,
+            };
+            let pool = connected.map_err(|source| WarehouseError::Connect {
+                hint: tls::explain(&source, &tls),
+                url: redact(url),
+                source,
+            })?;
             Ok(Warehouse::Postgres(pool))
         }
     }
