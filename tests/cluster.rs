@@ -229,7 +229,6 @@ impl Cluster {
     }
 
     /// Stops the server (`fast`: sessions are disconnected; `immediate`: as if it crashed).
-    #[allow(dead_code)] // for the tests that restart the server (issue 13 item 2)
     pub fn stop(&mut self, mode: &str) {
         if !self.running {
             return;
@@ -241,7 +240,6 @@ impl Cluster {
     }
 
     /// Starts a stopped server again, on the same port.
-    #[allow(dead_code)] // for the tests that restart the server (issue 13 item 2)
     pub fn restart(&mut self) {
         self.stop("fast");
         let o = self.pg_ctl_start();

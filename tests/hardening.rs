@@ -5,6 +5,7 @@
 
 use std::process::{Child, Command, Stdio};
 
+use crate::cluster::{Cluster, Setup};
 use crate::support::*;
 
 const CHURN: &str = "configs/churn_daily.toml";
@@ -902,4 +903,54 @@ async fn a_run_whose_lock_was_taken_over_publishes_nothing() {
         let sql = format!("SELECT status FROM prescore_runs WHERE run_id = '{stalled}'");
         assert_eq!(rows(&db, &sql).await[0][0], "failed", "{}", db.name);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgresql_restart_mid_run_fences_the_run_whose_lock_it_dropped() {
+    let Some(mut pg) = Cluster::start(
+        "a_postgresql_restart_mid_run_fences_the_run_whose_lock_it_dropped",
+        Setup {
+            hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
+            ..Setup::default()
+        },
+    ) else {
+        return;
+    };
+    pg.create_user("prescore", "s3cret");
+    let url = pg.url(
+        "127.0.0.1",
+        "prescore",
+        "s3cret",
+        "prescore",
+        "sslmode=disable",
+    );
+    let db = Db::at("postgres (private cluster)", &url);
+    let (cfg, _) = published_churn(&db, 600).await;
+    let cfg = cfg.to_str().unwrap();
+    let pause = [
+        ("PRESCORE_PAUSE_AT", "scored"),
+        ("PRESCORE_PAUSE_SECS", "15"),
+    ];
+    let first = spawn(&["run", "--config", cfg], &pause);
+    wait_running(&db).await;
+    let stalled = rows(
+        &db,
+        "SELECT run_id FROM prescore_runs WHERE status = 'running'",
+    )
+    .await;
+    let stalled = stalled[0][0].clone();
+    // The restart ends every session, the first run's advisory lock with it; a second run
+    // then takes the job and publishes.
+    pg.restart();
+    let o = prescore(&["run", "--config", cfg], &[]);
+    assert!(o.status.success(), "the second run: {}", text(&o));
+    let (code, err) = wait_all(vec![first]).remove(0);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("no longer holds the lock"), "{err}");
+    let sql = format!("SELECT COUNT(*) FROM churn_scores WHERE run_id = '{stalled}'");
+    assert_eq!(rows(&db, &sql).await[0][0], "0");
+    let sql = format!("SELECT status, error FROM prescore_runs WHERE run_id = '{stalled}'");
+    let row = rows(&db, &sql).await;
+    assert_eq!(row[0][0], "failed");
+    assert!(row[0][1].contains("no longer holds the lock"), "{row:?}");
 }
