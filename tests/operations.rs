@@ -6,6 +6,7 @@
 use crate::support::*;
 
 const CHURN: &str = "configs/churn_daily.toml";
+const ENERGY: &str = "configs/energy_hourly.toml";
 
 async fn events(db: &Db) -> Vec<Vec<String>> {
     rows(
@@ -507,5 +508,78 @@ async fn drift_is_recorded_per_feature_and_the_psi_guard_refuses_a_shifted_input
         );
         assert_eq!(count(&db, "prescore_drift").await, 8, "{}", db.name);
         assert_eq!(last_run(&db).await.0, "failed", "{}", db.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forecast_drift_is_recorded_for_the_target_covariates_and_forecasts_and_guarded() {
+    for db in backends("forecastdrift") {
+        seed_energy(&db, 12, 30, 3);
+        let cfg = config(&db, ENERGY, &[]);
+        let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let drift = rows(
+            &db,
+            "SELECT feature, psi FROM prescore_drift ORDER BY feature",
+        )
+        .await;
+        let features: Vec<&str> = drift.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(features, ["kwh", "score", "temperature"], "{}", db.name);
+        for r in &drift {
+            let psi: f64 = r[1].parse().unwrap();
+            assert!(psi.is_finite() && psi >= 0.0, "{}: {drift:?}", db.name);
+        }
+        let before = rows(&db, "SELECT * FROM energy_forecasts ORDER BY 1, 2").await;
+        // A guard tighter than any real input: the run is refused, naming the worst feature.
+        let guard = config(&db, ENERGY, &[("[gate]\n", "[gate]\nmax_psi = 0.000001\n")]);
+        let o = prescore(&["score", "--config", guard.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}: {}", db.name, text(&o));
+        let worst = drift
+            .iter()
+            .max_by(|a, b| {
+                a[1].parse::<f64>()
+                    .unwrap()
+                    .total_cmp(&b[1].parse().unwrap())
+            })
+            .unwrap();
+        assert!(text(&o).contains("gate.max_psi"), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("for {}", worst[0])),
+            "{}",
+            text(&o)
+        );
+        let after = rows(&db, "SELECT * FROM energy_forecasts ORDER BY 1, 2").await;
+        assert!(before == after, "{}: the forecasts changed", db.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_score_shift_past_the_guard_is_refused_with_the_table_intact() {
+    for db in backends("scoreshift") {
+        seed_churn(&db, 1500);
+        let guard = (
+            "require = [\"auc >= 0.6\"]",
+            "require = [\"auc >= 0.6\"]\nmax_score_shift = 0.1",
+        );
+        let cfg = config(&db, CHURN, &[guard]);
+        let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let before = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+        // Every customer suddenly late with payments: the churn scores jump.
+        let score_sql = format!("{ROOT}/sql/churn_daily/score.sql");
+        let shifted = sql_file(
+            &db,
+            "score.sql",
+            &std::fs::read_to_string(&score_sql).unwrap().replace(
+                "support_tickets, payment_delays",
+                "support_tickets, payment_delays + 6 AS payment_delays",
+            ),
+        );
+        let moved = config(&db, CHURN, &[guard, (&score_sql, &shifted)]);
+        let o = prescore(&["score", "--config", moved.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(3), "{}: {}", db.name, text(&o));
+        assert!(text(&o).contains("gate.max_score_shift"), "{}", text(&o));
+        let after = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+        assert!(before == after, "{}: the scores changed", db.name);
     }
 }

@@ -371,6 +371,9 @@ pub struct Gate {
     pub auto_promote: bool,
     /// Refuse to publish when a feature's (or the score's) PSI exceeds this.
     pub max_psi: Option<f64>,
+    /// Score jobs: refuse to publish when the mean score moved further than this from its
+    /// mean on the model's holdout.
+    pub max_score_shift: Option<f64>,
 }
 
 #[derive(Debug, Clone)]

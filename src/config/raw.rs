@@ -291,10 +291,15 @@ pub struct RawGate {
     /// Promote a passing candidate at once; `false` waits for `prescore models promote`.
     #[serde(default = "default_true", deserialize_with = "lenient::de")]
     pub auto_promote: bool,
-    /// Score jobs: refuse to publish (exit 3) when any feature's, or the score's, PSI against
-    /// the model's training data exceeds this (e.g. 0.25).
+    /// Refuse to publish (exit 3) when any feature's, or the score's, PSI against the model's
+    /// training data exceeds this (e.g. 0.25). Forecast jobs: the target, the covariates and
+    /// the forecasts.
     #[serde(default, deserialize_with = "lenient::de_opt")]
     pub max_psi: Option<f64>,
+    /// Score jobs: refuse to publish (exit 3) when the mean score moved further than this from
+    /// its mean on the model's holdout (in score units: 0.05 is five points of probability).
+    #[serde(default, deserialize_with = "lenient::de_opt")]
+    pub max_score_shift: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1282,6 +1287,14 @@ fn validate_gate(g: &RawGate, task: Task, p: &mut Problems) -> Gate {
     if g.max_psi.is_some_and(|m| !(m > 0.0 && m.is_finite())) {
         p.push("gate.max_psi", "must be a positive number, e.g. 0.25");
     }
+    if g.max_score_shift
+        .is_some_and(|m| !(m > 0.0 && m.is_finite()))
+    {
+        p.push(
+            "gate.max_score_shift",
+            "must be a positive number, e.g. 0.05",
+        );
+    }
     Gate {
         bounds,
         must_beat_baseline,
@@ -1289,6 +1302,7 @@ fn validate_gate(g: &RawGate, task: Task, p: &mut Problems) -> Gate {
         tolerance: g.tolerance,
         auto_promote: g.auto_promote,
         max_psi: g.max_psi,
+        max_score_shift: g.max_score_shift,
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Reference {
     pub numeric: BTreeMap<String, Numeric>,
     pub categorical: BTreeMap<String, BTreeMap<String, f64>>,
     pub score: Option<Numeric>,
+    /// The mean score on the holdout (`gate.max_score_shift`); None for models stored before.
+    #[serde(default)]
+    pub score_mean: Option<f64>,
 }
 
 fn bin_of(edges: &[f64], v: f64) -> usize {
@@ -148,6 +151,8 @@ impl Reference {
                 .map(|c| Ok((c.clone(), levels(df, c)?)))
                 .collect::<PolarsResult<_>>()?,
             score: (!scores.is_empty()).then(|| Numeric::of(scores)),
+            score_mean: (!scores.is_empty())
+                .then(|| scores.iter().sum::<f64>() / scores.len() as f64),
         })
     }
 

@@ -12,6 +12,13 @@ use crate::config::{ColumnType, Job};
 pub enum ContractError {
     #[error("the input drifted from the model's training data: PSI {psi:.3} for {feature} exceeds gate.max_psi = {max} (every PSI is in the log); nothing was published")]
     Drift { feature: String, psi: f64, max: f64 },
+    #[error("the scores moved: their mean is {now:.4} against {then:.4} on the model's holdout, a shift of {shift:.4} past gate.max_score_shift = {max}; nothing was published")]
+    ScoreShift {
+        now: f64,
+        then: f64,
+        shift: f64,
+        max: f64,
+    },
     #[error(
         "{what} returned {rows} row(s); the contract requires at least {min} (input.min_rows)"
     )]
@@ -266,4 +273,22 @@ mod tests {
         let text = df!("id" => ["b", "a", "b"]).unwrap();
         assert_eq!(dup(&text, &["id"]), Some((1, 3, "id=b".into())));
     }
+}
+
+/// Refuses a run whose drift passed `gate.max_psi`: the worst PSI names the feature, every PSI
+/// goes to the log.
+pub fn refuse_drift(job: &Job, psi: &[(String, f64)]) -> Result<(), ContractError> {
+    let worst = crate::monitor::drift::worst(psi);
+    if let (Some(max), Some((feature, value))) = (job.gate.max_psi, worst) {
+        if *value > max {
+            let all: Vec<String> = psi.iter().map(|(f, v)| format!("{f} {v:.3}")).collect();
+            tracing::warn!(psi = %all.join(", "), "input drifted past gate.max_psi");
+            return Err(ContractError::Drift {
+                feature: feature.clone(),
+                psi: *value,
+                max,
+            });
+        }
+    }
+    Ok(())
 }

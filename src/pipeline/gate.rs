@@ -93,6 +93,7 @@ mod tests {
             tolerance: 0.05,
             auto_promote: true,
             max_psi: None,
+            max_score_shift: None,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct Forecaster {
     pub interval: f64,
     /// Steps per day: the seasonal-naive period.
     pub day: usize,
+    /// The training data's distribution, for drift (None for forecasters stored before).
+    #[serde(default)]
+    pub reference: Option<crate::monitor::drift::Reference>,
 }
 
 /// One series' forecast: values, interval half-widths and the method, per step.

@@ -6,6 +6,7 @@
 //! writes one row per series and step (`output`).
 
 pub mod dataset;
+pub mod drift;
 pub mod evaluate;
 pub mod features;
 pub mod forecaster;
@@ -171,7 +172,7 @@ impl Kind for ForecastJob<'_> {
             self.spec.clone(),
             job.model.clone(),
         );
-        let out = ctx
+        let mut out = ctx
             .time(
                 "train",
                 pool::on_pool(job.threads, move || {
@@ -179,6 +180,8 @@ impl Kind for ForecastJob<'_> {
                 }),
             )
             .await??;
+        let target = job.input.target.as_str();
+        out.forecaster.reference = Some(drift::reference(target, &job.features.numeric, series));
         // The gate compares with the better of the two seasonal-naive baselines.
         let best_naive = if out.naive_week.get("mae") < out.naive_day.get("mae") {
             out.naive_week.clone()
@@ -291,12 +294,29 @@ impl Kind for ForecastJob<'_> {
                 metrics.push(("holdout_naive_mae".into(), label, *naive));
             }
         }
+        let drift = match &f.reference {
+            Some(r) => {
+                let yhat: Vec<f64> = forecasts
+                    .iter()
+                    .flat_map(|s| s.yhat.iter().copied())
+                    .collect();
+                let (target, exog) = (job.input.target.as_str(), &job.features.numeric);
+                let recent = self.spec.horizon.max(7 * self.spec.day());
+                drift::psi(r, target, exog, &series, recent, &yhat)
+            }
+            None => Vec::new(),
+        };
+        for (feature, value) in &drift {
+            tracing::debug!(feature = %feature, psi = value, "drift against the training data");
+        }
+        ctx.report.max_psi = crate::monitor::drift::worst(&drift).cloned();
+        contract::refuse_drift(job, &drift)?;
         Ok(Output {
             columns,
             key: vec!["series_id".into(), "target_ts".into()],
             frame,
             metrics,
-            drift: Vec::new(),
+            drift,
         })
     }
 }

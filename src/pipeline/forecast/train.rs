@@ -248,6 +248,7 @@ pub fn train(
         half_width: cal.half_width,
         interval: spec.interval,
         day,
+        reference: None,
     };
     Ok(Outcome {
         forecaster,

@@ -376,15 +376,16 @@ fn drift(
     for (feature, value) in &psi {
         tracing::debug!(feature = %feature, psi = value, "drift against the training data");
     }
-    if let (Some(max), Some((feature, value))) =
-        (job.gate.max_psi, crate::monitor::drift::worst(&psi))
-    {
-        if *value > max {
-            let all: Vec<String> = psi.iter().map(|(f, v)| format!("{f} {v:.3}")).collect();
-            tracing::warn!(psi = %all.join(", "), "input drifted past gate.max_psi");
-            return Err(ContractError::Drift {
-                feature: feature.clone(),
-                psi: *value,
+    super::contract::refuse_drift(job, &psi)?;
+    if let (Some(max), Some(then)) = (job.gate.max_score_shift, reference.score_mean) {
+        let now = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+        let shift = (now - then).abs();
+        tracing::debug!(now, then, shift, "mean score against the holdout's");
+        if shift > max {
+            return Err(ContractError::ScoreShift {
+                now,
+                then,
+                shift,
                 max,
             }
             .into());
