@@ -10,5 +10,6 @@ mod monitoring;
 mod operations;
 mod registry;
 mod reliability;
+mod report;
 mod sharding;
 mod spine;
