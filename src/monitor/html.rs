@@ -41,7 +41,7 @@ pub enum ReportError {
 #[derive(Debug, Clone)]
 pub struct Gathered {
     pub job: String,
-    /// Known from the config; None when the report was asked by job name only.
+    /// From the config, or from what the tables hold; None when neither tells.
     pub kind: Option<KindTag>,
     /// The config's path, for the commands the report suggests.
     pub config: Option<String>,
@@ -104,7 +104,13 @@ pub async fn gather(
     };
     let gathered = Gathered {
         job: name.to_string(),
-        kind: job.map(|j| j.kind.tag()),
+        // Without a config, what the tables hold tells the kind: drift is recorded for score
+        // jobs, realized accuracy for forecasts.
+        kind: job.map(|j| j.kind.tag()).or(match (&drift, leads.is_empty()) {
+            (Some(_), _) => Some(KindTag::Score),
+            (None, false) => Some(KindTag::Forecast),
+            (None, true) => None,
+        }),
         config: job.map(|j| j.config_path.display().to_string()),
         warehouse: wh.dialect().name(),
         generated: now,

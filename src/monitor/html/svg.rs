@@ -150,12 +150,16 @@ impl Chart {
             .flat_map(|l| l.points.iter().map(|p| p.1))
             .chain(bands.iter().flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2])))
             .chain(self.rules.iter().map(|r| r.at));
-        let (x0, x1) = extent(xs, false);
-        let (y0, y1) = extent(ys, self.from_zero);
+        let x_pad = match self.x {
+            XAxis::Time => 3600.0,
+            XAxis::Lead => 1.0,
+        };
+        let (x0, x1) = extent(xs, false, x_pad);
+        let (y0, y1) = extent(ys, self.from_zero, 1.0);
         let plot = Plot::new(self.width, self.height, (x0, x1), (y0, y1));
         let mut s = plot.open(&self.title);
         s.push_str(&plot.y_axis(&self.y_label));
-        s.push_str(&plot.x_axis(self.x));
+        s.push_str(&plot.x_axis(self.x, (self.width / 135.0) as usize));
         for b in &bands {
             s.push_str(&plot.band(b));
         }
@@ -168,10 +172,10 @@ impl Chart {
         for l in &lines {
             s.push_str(&plot.line(l));
         }
-        let legend: Vec<(&str, &str, Style)> = bands
+        let legend: Vec<(&str, &str, Swatch)> = bands
             .iter()
-            .map(|b| (b.label.as_str(), b.color, Style::Solid))
-            .chain(lines.iter().map(|l| (l.label.as_str(), l.color, l.style)))
+            .map(|b| (b.label.as_str(), b.color, Swatch::Area))
+            .chain(lines.iter().map(|l| (l.label.as_str(), l.color, Swatch::Line(l.style))))
             .filter(|(label, ..)| !label.is_empty())
             .collect();
         s.push_str(&plot.legend(&legend));
@@ -188,8 +192,19 @@ fn finite(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// The range of the values, padded when it is a single value; (0, 1) when there are none.
-fn extent(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
+/// How a legend entry shows its series.
+#[derive(Debug, Clone, Copy)]
+enum Swatch {
+    Line(Style),
+    /// A shaded interval.
+    Area,
+    /// A bar.
+    Block,
+}
+
+/// The range of the values, widened by `pad` (or a tenth of the value, if larger) when it is
+/// a single value; (0, 1) when there are none.
+fn extent(values: impl Iterator<Item = f64>, from_zero: bool, pad: f64) -> (f64, f64) {
     let (mut lo, mut hi) = values
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -203,7 +218,11 @@ fn extent(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
         hi = hi.max(0.0);
     }
     if hi - lo < 1e-12 {
-        let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+        let pad = if from_zero {
+            pad.max(lo.abs() * 0.1)
+        } else {
+            pad
+        };
         lo -= pad;
         hi += pad;
     }
@@ -284,10 +303,10 @@ impl Plot {
         s
     }
 
-    fn x_axis(&self, axis: XAxis) -> String {
+    fn x_axis(&self, axis: XAxis, n: usize) -> String {
         let ticks = match axis {
-            XAxis::Time => time_ticks(self.x.0, self.x.1, 8),
-            XAxis::Lead => number_ticks(self.x.0, self.x.1, 12)
+            XAxis::Time => time_ticks(self.x.0, self.x.1, n.clamp(2, 8)),
+            XAxis::Lead => number_ticks(self.x.0, self.x.1, n.clamp(2, 12))
                 .into_iter()
                 .filter(|(v, _)| v.fract() == 0.0)
                 .map(|(v, t)| (v, format!("+{t}")))
@@ -389,20 +408,32 @@ impl Plot {
     }
 
     /// Swatches and labels in a row under the title.
-    fn legend(&self, items: &[(&str, &str, Style)]) -> String {
+    fn legend(&self, items: &[(&str, &str, Swatch)]) -> String {
         let mut x = self.left;
         let y = 34.0;
         let mut s = String::new();
-        for (label, color, style) in items {
-            let swatch = match style {
-                Style::Dots => format!(
+        for (label, color, swatch) in items {
+            let swatch = match swatch {
+                Swatch::Line(Style::Dots) => format!(
                     "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"/>",
                     x + 7.0,
                     y - 4.0
                 ),
-                _ => format!(
-                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"14\" height=\"4\" fill=\"{color}\"/>",
-                    y - 6.0
+                Swatch::Line(style) => format!(
+                    "<line x1=\"{x:.1}\" y1=\"{y0:.1}\" x2=\"{:.1}\" y2=\"{y0:.1}\" stroke=\"{color}\" \
+                     stroke-width=\"3\"{}/>",
+                    x + 14.0,
+                    if *style == Style::Dashed { " stroke-dasharray=\"4 2\"" } else { "" },
+                    y0 = y - 4.0
+                ),
+                Swatch::Area => format!(
+                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"14\" height=\"9\" fill=\"{color}\" \
+                     fill-opacity=\"0.25\"/>",
+                    y - 9.0
+                ),
+                Swatch::Block => format!(
+                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"14\" height=\"9\" fill=\"{color}\"/>",
+                    y - 9.0
                 ),
             };
             s.push_str(&swatch);
@@ -499,7 +530,8 @@ pub fn stacked_bars(
     );
     let total = |v: &[f64]| v.iter().filter(|x| x.is_finite()).sum::<f64>();
     let top = bars.iter().map(|(_, v)| total(v)).fold(0.0, f64::max);
-    let plot = Plot::new(WIDTH, 260.0, (0.0, bars.len().max(1) as f64), extent([0.0, top].into_iter(), true));
+    let y = extent([0.0, top].into_iter(), true, 1.0);
+    let plot = Plot::new(WIDTH, 260.0, (0.0, bars.len().max(1) as f64), y);
     let mut s = plot.open(title);
     s.push_str(&plot.y_axis(y_label));
     s.push_str(&format!(
@@ -509,7 +541,7 @@ pub fn stacked_bars(
         b = plot.bottom
     ));
     let slot = (plot.right - plot.left) / bars.len().max(1) as f64;
-    let width = (slot * 0.75).max(1.0);
+    let width = (slot * 0.75).clamp(1.0, 40.0);
     let every = bars.len().div_ceil(10).max(1);
     for (i, (label, v)) in bars.iter().enumerate() {
         let x = plot.left + slot * i as f64 + (slot - width) / 2.0;
@@ -537,9 +569,9 @@ pub fn stacked_bars(
             ));
         }
     }
-    let legend: Vec<(&str, &str, Style)> = stacks
+    let legend: Vec<(&str, &str, Swatch)> = stacks
         .iter()
-        .map(|(n, c)| (n.as_str(), *c, Style::Solid))
+        .map(|(n, c)| (n.as_str(), *c, Swatch::Block))
         .collect();
     s.push_str(&plot.legend(&legend));
     s.push_str("</svg>");
