@@ -135,7 +135,11 @@ async fn html_report(a: ReportArgs) -> Result<(), Error> {
                 let known: Vec<String> = known.iter().map(|r| r[0].display()).collect();
                 return Err(Error::Usage(format!(
                     "which job? give --config FILE or --job NAME (jobs in the ledger: {})",
-                    if known.is_empty() { "none yet".into() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none yet".into()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             }
         };

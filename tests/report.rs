@@ -45,8 +45,14 @@ fn assert_self_contained(db: &Db, html: &str) {
             db.name
         );
     }
-    for banned in ["<script", "<link", "<img", "<iframe", "https://", "src=", "@import"] {
-        assert!(!html.contains(banned), "{}: the page holds {banned}", db.name);
+    for banned in [
+        "<script", "<link", "<img", "<iframe", "https://", "src=", "@import",
+    ] {
+        assert!(
+            !html.contains(banned),
+            "{}: the page holds {banned}",
+            db.name
+        );
     }
     assert!(html.len() < 1_000_000, "{}: {} bytes", db.name, html.len());
     assert!(
@@ -101,7 +107,11 @@ async fn a_forecast_report_shows_the_tables_figures_and_draws_actuals_without_pr
             text(&o)
         );
         assert_self_contained(&db, &html);
-        assert!(html.contains("prescore report: weather_hourly"), "{}", db.name);
+        assert!(
+            html.contains("prescore report: weather_hourly"),
+            "{}",
+            db.name
+        );
 
         // Runs: both, the latest one by its id, with seconds per stage.
         let latest = rows(
@@ -141,11 +151,23 @@ async fn a_forecast_report_shows_the_tables_figures_and_draws_actuals_without_pr
                 region[0]
             );
         }
-        assert!(html.contains(">800<"), "{}: the actuals are not drawn", db.name);
-        assert!(!html.contains("987.6"), "{}: an input value is printed", db.name);
+        assert!(
+            html.contains(">800<"),
+            "{}: the actuals are not drawn",
+            db.name
+        );
+        assert!(
+            !html.contains("987.6"),
+            "{}: an input value is printed",
+            db.name
+        );
 
         // Drift is for score jobs; the models and their history are listed.
-        assert!(html.contains("drift is computed for score jobs only"), "{}", db.name);
+        assert!(
+            html.contains("drift is computed for score jobs only"),
+            "{}",
+            db.name
+        );
         let champion = rows(
             &db,
             "SELECT version FROM prescore_models WHERE job = 'weather_hourly' AND status = 'champion'",
@@ -192,7 +214,8 @@ async fn a_score_report_by_job_name_flags_drift_and_lists_the_model_history() {
         } else {
             "stable"
         };
-        let row = format!("<td>{feature}</td><td class=\"num\">{psi:.4}</td><td><span class=\"badge");
+        let row =
+            format!("<td>{feature}</td><td class=\"num\">{psi:.4}</td><td><span class=\"badge");
         assert!(html.contains(&row), "{}: no drift row {row}", db.name);
         assert!(html.contains(&format!(">{flag}</span>")), "{}", db.name);
 
@@ -245,7 +268,11 @@ async fn a_report_without_data_says_so_escapes_the_tables_text_and_exits_as_docu
         ] {
             assert!(html.contains(says), "{}: {says}", db.name);
         }
-        assert!(!html.contains("<svg"), "{}: an empty chart is drawn", db.name);
+        assert!(
+            !html.contains("<svg"),
+            "{}: an empty chart is drawn",
+            db.name
+        );
 
         // A forecast job's config before its first run.
         let cfg = config(&db, WEATHER, &[]);
@@ -292,7 +319,10 @@ async fn a_report_without_data_says_so_escapes_the_tables_text_and_exits_as_docu
         assert!(text(&o).contains("cannot write the report"), "{}", text(&o));
         // An unreachable warehouse: exit 1, as every command.
         if db.name == "sqlite" {
-            let bad = format!("sqlite://{}", db.dir.path().join("no/such/dir/x.db").display());
+            let bad = format!(
+                "sqlite://{}",
+                db.dir.path().join("no/such/dir/x.db").display()
+            );
             let (o, _) = report(&["--warehouse", &bad, "--job", "x"], &out);
             assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         }
@@ -352,18 +382,33 @@ async fn the_report_renders_in_headless_chromium() {
     let bytes = std::fs::read(&png).expect("chromium wrote no screenshot");
     let (w, h, pixels) = png_pixels(&bytes);
     assert_eq!((w, h), (1200, 2000));
-    let white = pixels.iter().filter(|p| p.iter().all(|c| *c >= 250)).count();
+    let white = pixels
+        .iter()
+        .filter(|p| p.iter().all(|c| *c >= 250))
+        .count();
     let inked = 1.0 - white as f64 / pixels.len() as f64;
-    assert!(inked > 0.02, "the page is blank: {:.2}% not white", inked * 100.0);
+    assert!(
+        inked > 0.02,
+        "the page is blank: {:.2}% not white",
+        inked * 100.0
+    );
     let mut colors: Vec<[u8; 3]> = pixels.clone();
     colors.sort_unstable();
     colors.dedup();
     assert!(colors.len() > 50, "{} colours", colors.len());
     // The charts are drawn: the fill of the stage bars (the first stage's colour, #4e79a7,
     // or the next ones') covers whole rectangles.
-    let stage_fill = [[0x4e, 0x79, 0xa7], [0xf2, 0x8e, 0x2b], [0xe1, 0x57, 0x59], [0x76, 0xb7, 0xb2]];
+    let stage_fill = [
+        [0x4e, 0x79, 0xa7],
+        [0xf2, 0x8e, 0x2b],
+        [0xe1, 0x57, 0x59],
+        [0x76, 0xb7, 0xb2],
+    ];
     let filled = pixels.iter().filter(|p| stage_fill.contains(p)).count();
-    assert!(filled > 500, "{filled} pixels of stage bars: the SVG did not render");
+    assert!(
+        filled > 500,
+        "{filled} pixels of stage bars: the SVG did not render"
+    );
 }
 
 /// Decodes an 8-bit, non-interlaced RGB or RGBA PNG (what Chromium writes) to RGB pixels.

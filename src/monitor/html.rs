@@ -106,11 +106,13 @@ pub async fn gather(
         job: name.to_string(),
         // Without a config, what the tables hold tells the kind: drift is recorded for score
         // jobs, realized accuracy for forecasts.
-        kind: job.map(|j| j.kind.tag()).or(match (&drift, leads.is_empty()) {
-            (Some(_), _) => Some(KindTag::Score),
-            (None, false) => Some(KindTag::Forecast),
-            (None, true) => None,
-        }),
+        kind: job
+            .map(|j| j.kind.tag())
+            .or(match (&drift, leads.is_empty()) {
+                (Some(_), _) => Some(KindTag::Score),
+                (None, false) => Some(KindTag::Forecast),
+                (None, true) => None,
+            }),
         config: job.map(|j| j.config_path.display().to_string()),
         warehouse: wh.dialect().name(),
         generated: now,
@@ -182,7 +184,7 @@ padding-bottom:4px;margin-top:36px}h3{font-size:15px;margin:18px 0 6px}\
 .facts div{border:1px solid #ddd;border-radius:6px;padding:6px 10px;min-width:150px}\
 dt{font-size:12px;color:#666}dd{margin:2px 0 0;font-size:15px}\
 nav a{margin-right:14px;color:#1f77b4}\
-table{border-collapse:collapse;font-size:13px;margin:8px 0;width:100%}\
+table{border-collapse:collapse;font-size:13px;margin:8px 0;min-width:60%}\
 th,td{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;vertical-align:top}\
 th{background:#f6f6f6}td.num{text-align:right;font-variant-numeric:tabular-nums}\
 .badge{border-radius:4px;padding:1px 6px;font-size:12px;color:#fff;background:#757575}\

@@ -190,7 +190,11 @@ pub fn header(g: &Gathered) -> String {
     if let Some((mae, naive, _)) = overall(&g.leads) {
         facts.push((
             "realized MAE".into(),
-            format!("{} <small>seasonal naive {}</small>", num(mae, 3), num(naive, 3)),
+            format!(
+                "{} <small>seasonal naive {}</small>",
+                num(mae, 3),
+                num(naive, 3)
+            ),
         ));
     }
     if let Some(d) = &g.drift {
@@ -314,8 +318,16 @@ pub fn runs(g: &Gathered) -> String {
     body.push_str("<h3>Latest runs</h3>");
     body.push_str(&table(
         &[
-            "run", "status", "command", "shard", "as of", "seconds", "rows read",
-            "rows written", "model", "error",
+            "run",
+            "status",
+            "command",
+            "shard",
+            "as of",
+            "seconds",
+            "rows read",
+            "rows written",
+            "model",
+            "error",
         ],
         rows,
     ));
@@ -343,7 +355,11 @@ fn stage_bars(runs: &[Run]) -> String {
         .collect();
     let labels: Vec<String> = recent
         .iter()
-        .map(|r| r.started.map(|t| t.format("%m-%d %H:%M").to_string()).unwrap_or_default())
+        .map(|r| {
+            r.started
+                .map(|t| t.format("%m-%d %H:%M").to_string())
+                .unwrap_or_default()
+        })
         .collect();
     let values: Vec<Vec<f64>> = recent
         .iter()
@@ -391,14 +407,19 @@ pub fn accuracy(g: &Gathered) -> String {
         num(mae, 4),
         num(naive, 4)
     ));
+    // A lead time with a handful of forecasts (the newest targets, whose actuals are only
+    // starting to arrive) would draw a spike that is noise: it is listed, not drawn.
+    let mut ns: Vec<i64> = g.leads.iter().map(|l| l.n).collect();
+    ns.sort_unstable();
+    let enough = (ns[ns.len() / 2] / 10).max(1);
+    let drawn: Vec<&Lead> = g.leads.iter().filter(|l| l.n >= enough).collect();
     let mut chart = Chart::new("MAE by lead time", XAxis::Lead, "MAE");
     chart.from_zero = true;
     chart.lines.push(Line {
         label: "published".into(),
         color: BLUE,
         style: Style::Solid,
-        points: g
-            .leads
+        points: drawn
             .iter()
             .filter_map(|l| Some((l.horizon as f64, l.mae?)))
             .collect(),
@@ -407,18 +428,32 @@ pub fn accuracy(g: &Gathered) -> String {
         label: "seasonal naive".into(),
         color: ORANGE,
         style: Style::Dashed,
-        points: g
-            .leads
+        points: drawn
             .iter()
             .filter_map(|l| Some((l.horizon as f64, l.naive_mae?)))
             .collect(),
     });
     body.push_str(&chart.svg());
+    let few: Vec<String> = g
+        .leads
+        .iter()
+        .filter(|l| l.n < enough)
+        .map(|l| format!("+{} ({})", l.horizon, l.n))
+        .collect();
+    if !few.is_empty() {
+        body.push_str(&para(&format!(
+            "Not drawn, too few forecasts with an actual yet (under a tenth of the median              lead time's {}): {}.",
+            ns[ns.len() / 2],
+            few.join(", ")
+        )));
+    }
     let last = g.leads.iter().map(|l| l.horizon).max().unwrap_or(1);
     let rows = g
         .leads
         .iter()
-        .filter(|l| g.leads.len() <= 12 || l.horizon == 1 || l.horizon % 6 == 0 || l.horizon == last)
+        .filter(|l| {
+            g.leads.len() <= 12 || l.horizon == 1 || l.horizon % 6 == 0 || l.horizon == last
+        })
         .take(ROWS_LISTED)
         .map(|l| {
             vec![
@@ -510,11 +545,7 @@ pub fn forecasts(g: &Gathered) -> String {
         chart.bands.push(Band {
             label: "interval".into(),
             color: BLUE,
-            points: s
-                .forecast
-                .iter()
-                .map(|f| (f.0 as f64, f.2, f.3))
-                .collect(),
+            points: s.forecast.iter().map(|f| (f.0 as f64, f.2, f.3)).collect(),
         });
         chart.lines.push(Line {
             label: "actual".into(),
@@ -667,10 +698,7 @@ pub fn models(g: &Gathered) -> String {
             )),
         );
     }
-    let primary = g
-        .models
-        .first()
-        .map_or("mae", |m| primary_metric(&m.task));
+    let primary = g.models.first().map_or("mae", |m| primary_metric(&m.task));
     let rows = g
         .models
         .iter()
@@ -696,7 +724,14 @@ pub fn models(g: &Gathered) -> String {
     ));
     body.push_str(&table(
         &[
-            "version", "status", "algorithm", "trained at", "rows", primary, &base, "coverage",
+            "version",
+            "status",
+            "algorithm",
+            "trained at",
+            "rows",
+            primary,
+            &base,
+            "coverage",
             "why",
         ],
         rows,

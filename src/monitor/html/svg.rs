@@ -148,13 +148,22 @@ impl Chart {
         let ys = lines
             .iter()
             .flat_map(|l| l.points.iter().map(|p| p.1))
-            .chain(bands.iter().flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2])))
+            .chain(
+                bands
+                    .iter()
+                    .flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2])),
+            )
             .chain(self.rules.iter().map(|r| r.at));
         let x_pad = match self.x {
             XAxis::Time => 3600.0,
             XAxis::Lead => 1.0,
         };
-        let (x0, x1) = extent(xs, false, x_pad);
+        let (mut x0, mut x1) = extent(xs, false, x_pad);
+        // Dots at the very edge of the plot would be cut in half.
+        if lines.iter().any(|l| l.style == Style::Dots) {
+            let margin = (x1 - x0) * 0.03;
+            (x0, x1) = (x0 - margin, x1 + margin);
+        }
         let (y0, y1) = extent(ys, self.from_zero, 1.0);
         let plot = Plot::new(self.width, self.height, (x0, x1), (y0, y1));
         let mut s = plot.open(&self.title);
@@ -175,7 +184,11 @@ impl Chart {
         let legend: Vec<(&str, &str, Swatch)> = bands
             .iter()
             .map(|b| (b.label.as_str(), b.color, Swatch::Area))
-            .chain(lines.iter().map(|l| (l.label.as_str(), l.color, Swatch::Line(l.style))))
+            .chain(
+                lines
+                    .iter()
+                    .map(|l| (l.label.as_str(), l.color, Swatch::Line(l.style))),
+            )
             .filter(|(label, ..)| !label.is_empty())
             .collect();
         s.push_str(&plot.legend(&legend));
@@ -320,9 +333,12 @@ impl Plot {
         );
         for (v, text) in ticks {
             let x = self.px(v);
+            // A label centred on a tick near the right edge would be cut off.
+            let half = 3.5 * text.chars().count() as f64;
+            let anchor = if x + half > self.w { "end" } else { "middle" };
             s.push_str(&format!(
                 "<line x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#999\"/>\
-                 <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{TEXT}\">{}</text>",
+                 <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"{TEXT}\">{}</text>",
                 self.bottom,
                 self.bottom + 4.0,
                 self.bottom + 17.0,
@@ -343,7 +359,10 @@ impl Plot {
                 .iter()
                 .map(|p| {
                     let (x, y) = p.split_once(',').expect("formatted as x,y");
-                    format!("<circle cx=\"{x}\" cy=\"{y}\" r=\"3.5\" fill=\"{}\"/>", l.color)
+                    format!(
+                        "<circle cx=\"{x}\" cy=\"{y}\" r=\"3.5\" fill=\"{}\"/>",
+                        l.color
+                    )
                 })
                 .collect(),
             Style::Solid | Style::Dashed => {
@@ -451,7 +470,7 @@ impl Plot {
 /// Ticks at round numbers (1, 2, 2.5 or 5 times a power of ten), at most about `n`.
 fn number_ticks(lo: f64, hi: f64, n: usize) -> Vec<(f64, String)> {
     let span = hi - lo;
-    if !(span > 0.0) || !span.is_finite() {
+    if span <= 0.0 || !span.is_finite() {
         return vec![(lo, fmt_number(lo, 0))];
     }
     let raw = span / n as f64;
@@ -525,7 +544,11 @@ pub fn stacked_bars(
     values: &[Vec<f64>],
 ) -> String {
     let bars = thin(
-        &labels.iter().cloned().zip(values.iter().cloned()).collect::<Vec<_>>(),
+        &labels
+            .iter()
+            .cloned()
+            .zip(values.iter().cloned())
+            .collect::<Vec<_>>(),
         MAX_POINTS,
     );
     let total = |v: &[f64]| v.iter().filter(|x| x.is_finite()).sum::<f64>();
@@ -579,7 +602,11 @@ pub fn stacked_bars(
 }
 
 /// Horizontal bars, one per (label, value, colour), with vertical reference lines.
-pub fn horizontal_bars(title: &str, bars: &[(String, f64, &'static str)], rules: &[Rule]) -> String {
+pub fn horizontal_bars(
+    title: &str,
+    bars: &[(String, f64, &'static str)],
+    rules: &[Rule],
+) -> String {
     let bars: Vec<_> = bars.iter().take(MAX_POINTS / 10).collect();
     let row = 20.0;
     let h = 60.0 + row * bars.len() as f64;
@@ -672,12 +699,20 @@ mod tests {
             label: "a & b".into(),
             color: "#000",
             style: Style::Solid,
-            points: (0..100_000).map(|i| (i as f64 * 60.0, (i % 7) as f64)).collect(),
+            points: (0..100_000)
+                .map(|i| (i as f64 * 60.0, (i % 7) as f64))
+                .collect(),
         });
         let svg = c.svg();
         assert!(svg.contains("&lt;b&gt;title&lt;/b&gt;") && svg.contains("a &amp; b"));
         assert!(!svg.contains("<b>"));
-        let points = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+        let points = svg
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         assert_eq!(points.split(' ').count(), MAX_POINTS);
         assert!(svg.len() < 40_000, "{} bytes", svg.len());
     }

@@ -63,7 +63,12 @@ pub fn stages(json: &str) -> Vec<(String, f64)> {
         .into_iter()
         .filter_map(|(k, v)| Some((k, v.as_f64()?)))
         .collect();
-    let rank = |s: &str| STAGE_ORDER.iter().position(|o| *o == s).unwrap_or(usize::MAX);
+    let rank = |s: &str| {
+        STAGE_ORDER
+            .iter()
+            .position(|o| *o == s)
+            .unwrap_or(usize::MAX)
+    };
     v.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then_with(|| a.0.cmp(&b.0)));
     v
 }
@@ -90,7 +95,10 @@ pub async fn runs(wh: &Warehouse, job: &str) -> Result<Vec<Run>, WarehouseError>
             rows_read: r[at("rows_read")].as_i64(),
             rows_written: r[at("rows_written")].as_i64(),
             model_version: r[at("model_version")].as_i64(),
-            stages: r[at("stage_seconds")].as_str().map(stages).unwrap_or_default(),
+            stages: r[at("stage_seconds")]
+                .as_str()
+                .map(stages)
+                .unwrap_or_default(),
             error: r[at("error")].as_str().map(str::to_string),
         })
         .collect();
@@ -399,7 +407,8 @@ mod tests {
 
     #[test]
     fn stage_seconds_come_back_in_pipeline_order() {
-        let s = stages(r#"{"publish": 0.5, "read": 1.25, "zeta": 1, "train": 2, "contract": 0.01}"#);
+        let s =
+            stages(r#"{"publish": 0.5, "read": 1.25, "zeta": 1, "train": 2, "contract": 0.01}"#);
         let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["read", "contract", "train", "publish", "zeta"]);
         assert_eq!(s[0].1, 1.25);
