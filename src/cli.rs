@@ -119,7 +119,9 @@ prescore evaluate --config configs/energy_hourly.toml --from 2026-11-01 --to 202
     #[command(
         after_help = "Examples:\n  prescore report --config configs/energy_hourly.toml --out energy.html\n  \
 prescore report --warehouse sqlite://prescore.db --job churn_daily --out churn.html\n  \
-prescore report --config configs/churn_daily.toml --out - | gzip > churn.html.gz"
+prescore report --config configs/churn_daily.toml --out - | gzip > churn.html.gz\n\n\
+Exit codes: 0 written, 1 a warehouse error or a file that cannot be written (the previous one \
+stays), 2 bad config or usage (no job named, --job not the config's), 7 a statement time-out."
     )]
     Report(ReportArgs),
     /// Generate realistic demo data into a warehouse and run the demo jobs on it.
