@@ -6,8 +6,8 @@ use std::path::Path;
 use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::cli::{
-    CheckArgs, Command, EvaluateArgs, ModelsAction, ModelsArgs, RunArgs, RunsArgs, StatusArgs,
-    Target,
+    CheckArgs, Command, EvaluateArgs, ModelsAction, ModelsArgs, ReportArgs, RunArgs, RunsArgs,
+    StatusArgs, Target,
 };
 use crate::config::{self, Job};
 use crate::error::Error;
@@ -29,6 +29,7 @@ pub async fn dispatch(command: Command, metrics_file: Option<&Path>) -> Result<(
         Command::Models(a) => models(a).await,
         Command::Status(a) => status(a).await,
         Command::Evaluate(a) => evaluate(a).await,
+        Command::Report(a) => html_report(a).await,
         Command::Demo(a) => crate::demo::demo(a).await,
     }
 }
@@ -108,6 +109,58 @@ async fn evaluate(a: EvaluateArgs) -> Result<(), Error> {
     print!(
         "{}",
         report::accuracy_table(&accuracy::by_horizon(&e.groups))
+    );
+    Ok(())
+}
+
+/// `prescore report`: the HTML page about one job.
+async fn html_report(a: ReportArgs) -> Result<(), Error> {
+    use crate::monitor::html;
+    let (wh, job) = connect_target(&a.target).await?;
+    let result = async {
+        wh.migrate().await?;
+        let name = match (&a.job, &job) {
+            (Some(n), Some(j)) if *n != j.name => {
+                return Err(Error::Usage(format!(
+                    "--job {n} is not the config's job ({}): give one or the other",
+                    j.name
+                )))
+            }
+            (Some(n), _) => n.clone(),
+            (None, Some(j)) => j.name.clone(),
+            (None, None) => {
+                let known = wh
+                    .fetch("SELECT DISTINCT job FROM prescore_runs ORDER BY job", &[])
+                    .await?;
+                let known: Vec<String> = known.iter().map(|r| r[0].display()).collect();
+                return Err(Error::Usage(format!(
+                    "which job? give --config FILE or --job NAME (jobs in the ledger: {})",
+                    if known.is_empty() {
+                        "none yet".into()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+        };
+        let gathered = html::gather(&wh, &name, job.as_ref(), Utc::now().trunc_subsecs(0)).await?;
+        Ok(gathered)
+    }
+    .await;
+    wh.close().await;
+    let gathered = result?;
+    let page = html::render(&gathered);
+    if a.out.as_os_str() == "-" {
+        print!("{page}");
+        return Ok(());
+    }
+    html::write(&a.out, &page)?;
+    println!(
+        "prescore: wrote {} ({} KB) for job {}: {}",
+        a.out.display(),
+        page.len().div_ceil(1024),
+        gathered.job,
+        gathered.summary()
     );
     Ok(())
 }

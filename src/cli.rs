@@ -106,6 +106,24 @@ prescore status --config configs/energy_hourly.toml --run-group energy-hourly-29
 prescore evaluate --config configs/energy_hourly.toml --from 2026-11-01 --to 2026-11-29"
     )]
     Evaluate(EvaluateArgs),
+    /// Write one self-contained HTML page about a job, to read in a browser or attach to a
+    /// mail: its runs over time (status, seconds per stage), the realized accuracy of its
+    /// forecasts by lead time and by day next to seasonal naive, a few series' forecasts with
+    /// their intervals against the actuals, drift per feature with PSI flags (score jobs), and
+    /// its models with their history. Built from prescore's own tables (prescore_runs,
+    /// prescore_accuracy, prescore_drift, prescore_models, prescore_model_events); for forecast
+    /// jobs the actuals of the few series drawn come from the job's history SQL, so that chart
+    /// needs --config. Aggregates only, no input rows; inline SVG, no script, nothing loaded
+    /// from the network. A section without data says why. Writes nothing to the warehouse
+    /// (besides creating prescore's tables if they are missing, as every command does).
+    #[command(
+        after_help = "Examples:\n  prescore report --config configs/energy_hourly.toml --out energy.html\n  \
+prescore report --warehouse sqlite://prescore.db --job churn_daily --out churn.html\n  \
+prescore report --config configs/churn_daily.toml --out - | gzip > churn.html.gz\n\n\
+Exit codes: 0 written, 1 a warehouse error or a file that cannot be written (the previous one \
+stays), 2 bad config or usage (no job named, --job not the config's), 7 a statement time-out."
+    )]
+    Report(ReportArgs),
     /// Generate realistic demo data into a warehouse and run the demo jobs on it.
     #[command(
         after_help = "Examples:\n  prescore demo                                   # SQLite file prescore.db\n  \
@@ -172,6 +190,18 @@ pub struct EvaluateArgs {
     /// Read the actuals known at this time (the history SQL's :as_of). Default: now.
     #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of)]
     pub as_of: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The job to report on (defaults to the config's job; required with --warehouse).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Where to write the page (replaced atomically); `-` writes it to stdout.
+    #[arg(short, long, value_name = "FILE", default_value = "report.html")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -7,6 +7,7 @@
 
 use crate::config::ConfigError;
 use crate::monitor::evaluate::EvaluateError;
+use crate::monitor::html::ReportError;
 use crate::pipeline::contract::ContractError;
 use crate::pipeline::score::features::FeatureError;
 use crate::pipeline::score::train::TrainError;
@@ -40,6 +41,8 @@ pub enum Error {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Evaluate(#[from] EvaluateError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
     #[error("model {job} v{version} does not fit this job's features: {problem}. Retrain (`prescore train`) or fix the config")]
     SchemaMismatch {
         job: String,
@@ -78,6 +81,8 @@ impl Error {
                 EvaluateError::NotForecast { .. } | EvaluateError::NoHistory { .. },
             ) => EXIT_USAGE,
             Error::Evaluate(_) => EXIT_FAILED,
+            Error::Report(ReportError::Warehouse(w)) => warehouse_code(w),
+            Error::Report(_) => EXIT_FAILED,
             Error::Gated { .. } | Error::AwaitingPromotion { .. } => EXIT_GATED,
             Error::Internal { .. } => EXIT_FAILED,
             Error::Incomplete(_) => EXIT_INCOMPLETE,

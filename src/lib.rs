@@ -6,7 +6,8 @@
 //! Reading order for a newcomer: `config` (what a job declares) → `warehouse` (the one seam to
 //! SQLite and PostgreSQL) → `pipeline` (the stages, numbered in run order) → `model` →
 //! `ledger` and `registry` (the tables prescore owns) → `app` and `cli` (the commands), with
-//! `report` (what people read) and `textfile` (what Prometheus reads).
+//! `report` (what people read on a terminal), `monitor::html` (the page `prescore report`
+//! writes) and `textfile` (what Prometheus reads).
 
 pub mod app;
 pub mod cli;

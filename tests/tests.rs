@@ -11,6 +11,7 @@ mod monitoring;
 mod operations;
 mod registry;
 mod reliability;
+mod report;
 mod sharding;
 mod spine;
 mod tls;

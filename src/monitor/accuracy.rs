@@ -65,7 +65,8 @@ impl Actuals {
         self.0.is_empty()
     }
 
-    fn get(&self, key: &SeriesKey, t: i64) -> Option<f64> {
+    /// The actual of `key` at `t` (microseconds, UTC), if it arrived.
+    pub fn get(&self, key: &SeriesKey, t: i64) -> Option<f64> {
         self.0.get(&(key.clone(), t)).copied()
     }
 }

@@ -1,8 +1,10 @@
 //! Monitoring what prescore published, after the fact: how accurate the issued forecasts
 //! turned out once the actuals arrived (`accuracy` computes it, `evaluate` is the stage that
 //! reads the history and the actuals and records `prescore_accuracy`, after every forecast run
-//! and in `prescore evaluate`).
+//! and in `prescore evaluate`), whether a score job's inputs moved since training (`drift`), and
+//! the page people read about all of it (`html`, `prescore report`).
 
 pub mod accuracy;
 pub mod drift;
 pub mod evaluate;
+pub mod html;
