@@ -238,6 +238,24 @@ pub fn check_drop(now: usize, before: Option<i64>, ratio: f64) -> Result<(), Con
     }
 }
 
+/// Refuses a run whose drift passed `gate.max_psi`: the worst PSI names the feature, every PSI
+/// goes to the log.
+pub fn refuse_drift(job: &Job, psi: &[(String, f64)]) -> Result<(), ContractError> {
+    let worst = crate::monitor::drift::worst(psi);
+    if let (Some(max), Some((feature, value))) = (job.gate.max_psi, worst) {
+        if *value > max {
+            let all: Vec<String> = psi.iter().map(|(f, v)| format!("{f} {v:.3}")).collect();
+            tracing::warn!(psi = %all.join(", "), "input drifted past gate.max_psi");
+            return Err(ContractError::Drift {
+                feature: feature.clone(),
+                psi: *value,
+                max,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,22 +291,4 @@ mod tests {
         let text = df!("id" => ["b", "a", "b"]).unwrap();
         assert_eq!(dup(&text, &["id"]), Some((1, 3, "id=b".into())));
     }
-}
-
-/// Refuses a run whose drift passed `gate.max_psi`: the worst PSI names the feature, every PSI
-/// goes to the log.
-pub fn refuse_drift(job: &Job, psi: &[(String, f64)]) -> Result<(), ContractError> {
-    let worst = crate::monitor::drift::worst(psi);
-    if let (Some(max), Some((feature, value))) = (job.gate.max_psi, worst) {
-        if *value > max {
-            let all: Vec<String> = psi.iter().map(|(f, v)| format!("{f} {v:.3}")).collect();
-            tracing::warn!(psi = %all.join(", "), "input drifted past gate.max_psi");
-            return Err(ContractError::Drift {
-                feature: feature.clone(),
-                psi: *value,
-                max,
-            });
-        }
-    }
-    Ok(())
 }
