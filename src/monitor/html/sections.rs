@@ -607,21 +607,15 @@ fn psi_rules(max_psi: Option<f64>) -> Vec<Rule> {
 /// PSI per feature of the latest run, flagged, and the highest PSI over runs.
 pub fn drift(g: &Gathered) -> String {
     let (id, title) = TOC[3];
-    if g.kind == Some(KindTag::Forecast) {
-        return section(
-            id,
-            title,
-            &note("a forecast job: drift is computed for score jobs only, not for forecasts yet"),
-        );
-    }
     let Some(d) = &g.drift else {
         return section(
             id,
             title,
             &note(
-                "no drift recorded yet: each score run records the PSI of every feature and of the \
-                 scores against its model's training data in prescore_drift (a model trained \
-                 before drift references were stored records none)",
+                "no drift recorded yet: each run records the PSI of every feature (forecasts: the \
+                 target and each covariate over the latest week) and of the scores or forecasts \
+                 against its model's training data in prescore_drift (a model trained before \
+                 drift references were stored records none)",
             ),
         );
     };
