@@ -1,6 +1,8 @@
 //! Shards that split the work: with `:shard_index` and `:shard_count` in the job's SQL each
 //! shard reads about 1/N of the rows, and the shards together publish exactly what one
-//! process publishes; SQL whose split disagrees with prescore's is refused.
+//! process publishes; SQL whose split disagrees with prescore's is refused; text keys split in
+//! SQL on both dialects; a shard SIGKILLed inside its publish leaves its slice as it was and
+//! its rerun completes the table.
 
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -454,5 +456,90 @@ async fn a_forecast_shard_killed_mid_publish_on_a_first_run_leaves_its_series_ab
             &[],
         )
         .await;
+    }
+}
+
+/// A text key's split, computed in SQL on each dialect (README, "To make each shard read only
+/// its own entities"): PostgreSQL hashes it, SQLite, which has no hash function, weighs its
+/// last two characters.
+fn text_split(db: &Db) -> &'static str {
+    if db.name == "postgres" {
+        "(hashtext(customer_id) & 2147483647) % :shard_count = :shard_index"
+    } else {
+        "(unicode(substr('00' || customer_id, -1)) + 31 * unicode(substr('00' || customer_id, -2, 1))) \
+         % :shard_count = :shard_index"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_keys_split_in_sql_on_both_dialects_give_what_one_process_does() {
+    for db in backends("shard_text") {
+        seed_churn(&db, 900);
+        // The churn data with a text key, "C-<id>".
+        rows(
+            &db,
+            "CREATE VIEW customer_months_text AS SELECT 'C-' || customer_id AS customer_id, \
+             period_end, tenure_months, plan, region, monthly_usage_gb, usage_change_pct, \
+             support_tickets, payment_delays, churned FROM customer_months",
+        )
+        .await;
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("{ROOT}/sql/churn_daily/{name}"))
+                .unwrap()
+                .replace("FROM customer_months", "FROM customer_months_text")
+        };
+        let train = sql_file(&db, "train_text.sql", &read("train.sql"));
+        let score = format!(
+            "SELECT * FROM ({}) s WHERE {}",
+            read("score.sql").trim_end(),
+            text_split(&db)
+        );
+        let score = sql_file(&db, "score_text.sql", &score);
+        let cfg = config(
+            &db,
+            CHURN,
+            &[
+                (&format!("{ROOT}/sql/churn_daily/train.sql"), train.as_str()),
+                (&format!("{ROOT}/sql/churn_daily/score.sql"), score.as_str()),
+                ("customer_id = \"int\"", "customer_id = \"text\""),
+            ],
+        );
+        let c = cfg.to_str().unwrap();
+        let as_of = as_of();
+        let at = as_of.as_str();
+        let o = prescore(&["train", "--config", c, "--as-of", at], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let o = prescore(&["score", "--config", c, "--as-of", at], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let single = rows(&db, CHURN_VALUES).await;
+        assert!(single.len() > 300 && single[0][0].starts_with("C-"), "{single:?}");
+        let total = single.len() as f64;
+        rows(&db, "DROP TABLE churn_scores").await;
+
+        for k in 0..3 {
+            let s = format!("{k}/3");
+            let o = prescore(
+                &["score", "--config", c, "--as-of", at, "--shard", &s],
+                &[],
+            );
+            assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        }
+        assert_eq!(rows(&db, CHURN_VALUES).await, single, "{}", db.name);
+        let per_shard = rows(
+            &db,
+            "SELECT shard, rows_read FROM prescore_runs WHERE command = 'score' AND shard LIKE '%/3' ORDER BY shard",
+        )
+        .await;
+        assert_eq!(per_shard.len(), 3, "{}", db.name);
+        for r in &per_shard {
+            let share = r[1].parse::<f64>().unwrap() / total;
+            assert!(
+                (share - 1.0 / 3.0).abs() < 0.2 / 3.0,
+                "{}: shard {} read {} of {total} rows",
+                db.name,
+                r[0],
+                r[1]
+            );
+        }
     }
 }
