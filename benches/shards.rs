@@ -17,8 +17,8 @@ use prescore::pipeline::Report;
 use prescore::warehouse::{Warehouse, WriteMode};
 
 use super::{
-    fresh_database, load_table, mib, rate, thousands, vacuum_analyze, Args, ChildResult,
-    ChildSpec, Res, CHILD_ENV,
+    fresh_database, load_table, mib, rate, thousands, vacuum_analyze, Args, ChildResult, ChildSpec,
+    Res, CHILD_ENV,
 };
 
 /// The shard counts measured, each a group of processes started together.
@@ -145,7 +145,15 @@ pub async fn part(args: &Args, config_path: &Path) -> Res<()> {
 
     println!(
         "\n  {:<6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
-        "shard", "rows read", "scored", "read s", "score s", "publ. s", "other s", "wall s", "peak RSS"
+        "shard",
+        "rows read",
+        "scored",
+        "read s",
+        "score s",
+        "publ. s",
+        "other s",
+        "wall s",
+        "peak RSS"
     );
     for (n, group_wall, procs) in &groups {
         for p in procs {

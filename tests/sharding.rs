@@ -315,7 +315,10 @@ async fn kill_one_shard_mid_publish(
             envs,
         )
     };
-    let pause = [("PRESCORE_PAUSE_AT", "commit"), ("PRESCORE_PAUSE_SECS", "60")];
+    let pause = [
+        ("PRESCORE_PAUSE_AT", "commit"),
+        ("PRESCORE_PAUSE_SECS", "60"),
+    ];
     let mut victim = shard(1, &pause);
     let others = [waiter(shard(0, &[])), waiter(shard(2, &[]))];
 
@@ -392,7 +395,12 @@ async fn kill_one_shard_mid_publish(
     // SQLite; the session died with it on PostgreSQL), and the table is complete.
     let o = shard(1, &[]).wait_with_output().unwrap();
     assert!(o.status.success(), "{}: {}", db.name, text(&o));
-    assert_eq!(rows(db, values).await, single, "{}: after the rerun", db.name);
+    assert_eq!(
+        rows(db, values).await,
+        single,
+        "{}: after the rerun",
+        db.name
+    );
     let o = status();
     assert!(o.status.success(), "{}: {}", db.name, text(&o));
     assert!(text(&o).contains("3 of 3 shards succeeded"), "{}", text(&o));
@@ -512,16 +520,16 @@ async fn text_keys_split_in_sql_on_both_dialects_give_what_one_process_does() {
         let o = prescore(&["score", "--config", c, "--as-of", at], &[]);
         assert!(o.status.success(), "{}: {}", db.name, text(&o));
         let single = rows(&db, CHURN_VALUES).await;
-        assert!(single.len() > 300 && single[0][0].starts_with("C-"), "{single:?}");
+        assert!(
+            single.len() > 300 && single[0][0].starts_with("C-"),
+            "{single:?}"
+        );
         let total = single.len() as f64;
         rows(&db, "DROP TABLE churn_scores").await;
 
         for k in 0..3 {
             let s = format!("{k}/3");
-            let o = prescore(
-                &["score", "--config", c, "--as-of", at, "--shard", &s],
-                &[],
-            );
+            let o = prescore(&["score", "--config", c, "--as-of", at, "--shard", &s], &[]);
             assert!(o.status.success(), "{}: {}", db.name, text(&o));
         }
         assert_eq!(rows(&db, CHURN_VALUES).await, single, "{}", db.name);
