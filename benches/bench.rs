@@ -19,8 +19,13 @@
 //!   its first or last reading). The generator also gives some meters a data-quality case (a
 //!   late start, too little history, stopped reporting, a long outage); the pipeline skips those
 //!   and the bench prints how many series were forecast and skipped, and why.
+//! - shards part (`shards.rs`): the churn job on `--shard-entities` customers, trained once,
+//!   then 1, 2 and 4 shard processes started together with the scoring SQL split by
+//!   `:shard_index` / `:shard_count`: each process's rows read and seconds, each group's wall
+//!   time, and rows/s per core per stage for sizing.
 //!
 //! ```text
+//! make bench BENCH_ARGS="--only shards"
 //! make bench BENCH_ARGS="--entities 100000 --scale 10"
 //! make bench BENCH_ARGS="--only forecast --series 1000"
 //! ```
@@ -41,6 +46,7 @@ use prescore::warehouse::ident::Ident;
 use prescore::warehouse::{params, redact, ColumnDef, Warehouse, WriteMode};
 
 mod peer;
+mod shards;
 
 const BENCH_DB: &str = "prescore_bench";
 /// Each floor is measured this many times and the fastest kept: a generous floor, so the
@@ -60,8 +66,9 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     warehouse: String,
-    /// Run only one part: `score` (the churn job), `forecast` (the energy job) or `peer` (prescore
-    /// against the pandas + LightGBM script). All three by default.
+    /// Run only one part: `score` (the churn job), `forecast` (the energy job), `shards` (the
+    /// churn job as 1, 2 and 4 shard processes) or `peer` (prescore against the pandas +
+    /// LightGBM script). All four by default.
     #[arg(long, value_enum)]
     only: Option<Part>,
     /// Score part: customers to generate (about 5.5 monthly rows each).
@@ -70,7 +77,10 @@ struct Args {
     /// Score part: also run with entities/SCALE customers and print how time grows with rows.
     #[arg(long)]
     scale: Option<usize>,
-    /// Score part: the job to run.
+    /// Shards part: customers to generate (about 5.5 monthly rows each).
+    #[arg(long, default_value_t = 500_000)]
+    shard_entities: usize,
+    /// Score and shards parts: the job to run.
     #[arg(long, default_value = "configs/churn_daily.toml")]
     config: PathBuf,
     /// Score part: override the config's model.algorithm (decision_tree, random_forest, linear,
@@ -108,6 +118,8 @@ enum Part {
     Score,
     /// The energy forecast job.
     Forecast,
+    /// The churn score job as 1, 2 and 4 shard processes started together.
+    Shards,
     /// prescore against the pandas + LightGBM peer, on the peer's data.
     Peer,
 }
@@ -231,6 +243,9 @@ async fn bench(args: &Args) -> Res<()> {
     if matches!(args.only, None | Some(Part::Forecast)) {
         let r = forecast_part(args, &resolve(&args.forecast_config)).await?;
         print_forecast(&r);
+    }
+    if matches!(args.only, None | Some(Part::Shards)) {
+        shards::part(args, &resolve(&args.config)).await?;
     }
     if matches!(args.only, None | Some(Part::Peer)) {
         peer::compare(
@@ -364,6 +379,15 @@ struct ChildSpec {
     train: bool,
     write: WriteMode,
     algorithm: Option<String>,
+    /// `--shard index/count`; None: unsharded.
+    #[serde(default)]
+    shard: Option<(u32, u32)>,
+    /// Split the scoring SQL by shard (`:shard_index`, `:shard_count`).
+    #[serde(default)]
+    push_down: bool,
+    /// `--run-group`.
+    #[serde(default)]
+    group: Option<String>,
 }
 
 /// What a child process reports back: its last line of stdout.
@@ -393,12 +417,18 @@ async fn child(spec: &str) -> Res<()> {
     let spec: ChildSpec = serde_json::from_str(spec)?;
     let mut job = job_for(&spec.config, &spec.url, spec.algorithm.as_deref())?;
     job.output.write = spec.write;
+    if spec.push_down {
+        shards::push_down(&mut job);
+    }
     let wh = Warehouse::connect(&spec.url, 4).await?;
     let opts = Options {
         mode: if spec.train { Mode::Run } else { Mode::Score },
         as_of: spec.as_of,
-        shard: Shard::ALL,
-        group: None,
+        shard: spec
+            .shard
+            .map(|(index, count)| Shard { index, count })
+            .unwrap_or(Shard::ALL),
+        group: spec.group.clone(),
     };
     let t = Instant::now();
     // On a task of its own, so a panic in a stage is reported like an error.
@@ -464,6 +494,9 @@ async fn run_modes(
             train,
             write,
             algorithm: algorithm.map(str::to_string),
+            shard: None,
+            push_down: false,
+            group: None,
         };
         let out = tokio::process::Command::new(std::env::current_exe()?)
             .env(CHILD_ENV, serde_json::to_string(&spec)?)

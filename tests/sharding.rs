@@ -1,6 +1,12 @@
 //! Shards that split the work: with `:shard_index` and `:shard_count` in the job's SQL each
 //! shard reads about 1/N of the rows, and the shards together publish exactly what one
-//! process publishes; SQL whose split disagrees with prescore's is refused.
+//! process publishes; SQL whose split disagrees with prescore's is refused; text keys split in
+//! SQL on both dialects; a shard SIGKILLed inside its publish leaves its slice as it was and
+//! its rerun completes the table.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -221,5 +227,327 @@ async fn a_group_is_complete_only_when_every_shard_succeeded_and_shards_need_a_c
         // A group nobody ran is not complete either.
         let o = prescore(&["status", "--config", c, "--run-group", "nightly-8"], &[]);
         assert_eq!(o.status.code(), Some(6), "{}: {}", db.name, text(&o));
+    }
+}
+
+/// The score job with its scoring SQL split by shard (training reads everything).
+fn churn_pushed_down(db: &Db) -> std::path::PathBuf {
+    let score = std::fs::read_to_string(format!("{ROOT}/sql/churn_daily/score.sql")).unwrap();
+    let score = format!(
+        "{}\n  AND customer_id % :shard_count = :shard_index\n",
+        score.trim_end()
+    );
+    let s = sql_file(db, "score_sharded.sql", &score);
+    config(
+        db,
+        CHURN,
+        &[(&format!("{ROOT}/sql/churn_daily/score.sql"), s.as_str())],
+    )
+}
+
+const CHURN_VALUES: &str =
+    "SELECT customer_id, score, label, model_version, as_of FROM churn_scores ORDER BY customer_id";
+const CHURN_ROWS: &str = "SELECT * FROM churn_scores ORDER BY customer_id";
+const FORECAST_ROWS: &str = "SELECT * FROM energy_forecasts ORDER BY series_id, target_ts";
+
+fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .current_dir(ROOT)
+        .env_remove("DATABASE_URL")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.spawn().expect("start prescore")
+}
+
+/// Waits for a child on a thread of its own: its output arrives on the channel.
+fn waiter(child: Child) -> mpsc::Receiver<Output> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output().unwrap());
+    });
+    rx
+}
+
+/// The rows (rendered) whose key, the first column, belongs to shard `k` of 3 (`owned`) or not.
+fn slice(rows: &[Vec<String>], k: i64, owned: bool) -> Vec<Vec<String>> {
+    rows.iter()
+        .filter(|r| (r[0].parse::<i64>().unwrap().rem_euclid(3) == k) == owned)
+        .cloned()
+        .collect()
+}
+
+/// Three shard processes of group `group` start together; shard 1 pauses inside its publish
+/// transaction and is SIGKILLed there. The other two publish (on PostgreSQL while shard 1
+/// still holds its transaction open: no table lock serializes them), shard 1's slice stays
+/// as it was (`before`, every column, run ids included), `status` says the group is
+/// incomplete, and shard 1 run again alone completes the table to the values one unsharded
+/// run published (`single`, read by `values`).
+#[allow(clippy::too_many_arguments)]
+async fn kill_one_shard_mid_publish(
+    db: &Db,
+    c: &str,
+    at: &str,
+    group: &str,
+    values: &str,
+    all: &str,
+    single: &[Vec<String>],
+    before: &[Vec<String>],
+) {
+    let shard = |k: usize, envs: &[(&str, &str)]| {
+        let s = format!("{k}/3");
+        spawn(
+            &[
+                "score",
+                "--config",
+                c,
+                "--as-of",
+                at,
+                "--shard",
+                &s,
+                "--run-group",
+                group,
+            ],
+            envs,
+        )
+    };
+    let pause = [
+        ("PRESCORE_PAUSE_AT", "commit"),
+        ("PRESCORE_PAUSE_SECS", "60"),
+    ];
+    let mut victim = shard(1, &pause);
+    let others = [waiter(shard(0, &[])), waiter(shard(2, &[]))];
+
+    // Wait until shard 1 is paused inside its publish transaction.
+    let mut stderr = victim.stderr.take().unwrap();
+    let paused = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while stderr.read(&mut byte).unwrap_or(0) == 1 {
+            buf.push(byte[0]);
+            if String::from_utf8_lossy(&buf).contains("paused at commit") {
+                return Ok(());
+            }
+        }
+        Err(String::from_utf8_lossy(&buf).into_owned())
+    });
+    if let Err(e) = paused.join().unwrap() {
+        panic!("{}: shard 1 never reached its commit: {e}", db.name);
+    }
+    let finish = |rx: &mpsc::Receiver<Output>| {
+        let o = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a shard did not finish within 120 s");
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+    };
+    if db.name == "postgres" {
+        // Both publish while shard 1's transaction is still open (it sleeps 60 s there).
+        let t = Instant::now();
+        others.iter().for_each(finish);
+        assert!(
+            t.elapsed() < Duration::from_secs(50),
+            "{}: the other shards waited for the paused one",
+            db.name
+        );
+        assert!(victim.try_wait().unwrap().is_none(), "{}", db.name);
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+    } else {
+        // SQLite has one writer: shard 1 holds the file until it dies, and the others,
+        // waiting in their busy timeout, then go ahead.
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        others.iter().for_each(finish);
+    }
+
+    let now = rows(db, values).await;
+    for k in [0, 2] {
+        assert_eq!(
+            slice(&now, k, true),
+            slice(single, k, true),
+            "{}: shard {k}'s slice",
+            db.name
+        );
+    }
+    assert_eq!(
+        slice(&rows(db, all).await, 1, true),
+        slice(before, 1, true),
+        "{}: the killed shard's slice changed",
+        db.name
+    );
+
+    let status = || prescore(&["status", "--config", c, "--run-group", group], &[]);
+    let o = status();
+    assert_eq!(o.status.code(), Some(6), "{}: {}", db.name, text(&o));
+    assert!(
+        text(&o).contains("2 of 3 shards succeeded"),
+        "{}: {}",
+        db.name,
+        text(&o)
+    );
+
+    // Shard 1 again, alone: its lock is taken over at once (the holder's PID is gone on
+    // SQLite; the session died with it on PostgreSQL), and the table is complete.
+    let o = shard(1, &[]).wait_with_output().unwrap();
+    assert!(o.status.success(), "{}: {}", db.name, text(&o));
+    assert_eq!(
+        rows(db, values).await,
+        single,
+        "{}: after the rerun",
+        db.name
+    );
+    let o = status();
+    assert!(o.status.success(), "{}: {}", db.name, text(&o));
+    assert!(text(&o).contains("3 of 3 shards succeeded"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_score_shard_killed_mid_publish_leaves_its_slice_and_a_rerun_completes_the_table() {
+    for db in backends("shard_kill") {
+        seed_churn(&db, 900);
+        let cfg = churn_pushed_down(&db);
+        let c = cfg.to_str().unwrap();
+        let as_of = as_of();
+        let at = as_of.as_str();
+        let o = prescore(&["train", "--config", c, "--as-of", at], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let o = prescore(&["score", "--config", c, "--as-of", at], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let single = rows(&db, CHURN_VALUES).await;
+        // The table stays: the killed shard's slice must keep the unsharded run's rows, run
+        // ids and times included.
+        let before = rows(&db, CHURN_ROWS).await;
+        assert!(slice(&before, 1, true).len() > 100, "{}", db.name);
+        kill_one_shard_mid_publish(
+            &db,
+            c,
+            at,
+            "kill-score",
+            CHURN_VALUES,
+            CHURN_ROWS,
+            &single,
+            &before,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forecast_shard_killed_mid_publish_on_a_first_run_leaves_its_series_absent() {
+    for db in backends("shard_kill_fc") {
+        seed_energy(&db, 30, 30, 9);
+        let cfg = pushed_down(&db, false);
+        let c = cfg.to_str().unwrap();
+        let as_of = as_of();
+        let at = as_of.as_str();
+        let o = prescore(&["train", "--config", c, "--as-of", at], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let o = prescore(&["score", "--config", c, "--as-of", at], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let single = rows(&db, FORECASTS).await;
+        // A first run: no tables, so the killed shard's series must be absent.
+        rows(&db, "DROP TABLE energy_forecasts").await;
+        rows(&db, "DROP TABLE energy_forecasts_history").await;
+        kill_one_shard_mid_publish(
+            &db,
+            c,
+            at,
+            "kill-forecast",
+            FORECASTS,
+            FORECAST_ROWS,
+            &single,
+            &[],
+        )
+        .await;
+    }
+}
+
+/// A text key's split, computed in SQL on each dialect (README, "To make each shard read only
+/// its own entities"): PostgreSQL hashes it, SQLite, which has no hash function, weighs its
+/// last two characters.
+fn text_split(db: &Db) -> &'static str {
+    if db.name == "postgres" {
+        "(hashtext(customer_id) & 2147483647) % :shard_count = :shard_index"
+    } else {
+        "(unicode(substr('00' || customer_id, -1)) + 31 * unicode(substr('00' || customer_id, -2, 1))) \
+         % :shard_count = :shard_index"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_keys_split_in_sql_on_both_dialects_give_what_one_process_does() {
+    for db in backends("shard_text") {
+        seed_churn(&db, 900);
+        // The churn data with a text key, "C-<id>".
+        rows(
+            &db,
+            "CREATE VIEW customer_months_text AS SELECT 'C-' || customer_id AS customer_id, \
+             period_end, tenure_months, plan, region, monthly_usage_gb, usage_change_pct, \
+             support_tickets, payment_delays, churned FROM customer_months",
+        )
+        .await;
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("{ROOT}/sql/churn_daily/{name}"))
+                .unwrap()
+                .replace("FROM customer_months", "FROM customer_months_text")
+        };
+        let train = sql_file(&db, "train_text.sql", &read("train.sql"));
+        let score = format!(
+            "SELECT * FROM ({}) s WHERE {}",
+            read("score.sql").trim_end(),
+            text_split(&db)
+        );
+        let score = sql_file(&db, "score_text.sql", &score);
+        let cfg = config(
+            &db,
+            CHURN,
+            &[
+                (&format!("{ROOT}/sql/churn_daily/train.sql"), train.as_str()),
+                (&format!("{ROOT}/sql/churn_daily/score.sql"), score.as_str()),
+                ("customer_id = \"int\"", "customer_id = \"text\""),
+            ],
+        );
+        let c = cfg.to_str().unwrap();
+        let as_of = as_of();
+        let at = as_of.as_str();
+        let o = prescore(&["train", "--config", c, "--as-of", at], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let o = prescore(&["score", "--config", c, "--as-of", at], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let single = rows(&db, CHURN_VALUES).await;
+        assert!(
+            single.len() > 300 && single[0][0].starts_with("C-"),
+            "{single:?}"
+        );
+        let total = single.len() as f64;
+        rows(&db, "DROP TABLE churn_scores").await;
+
+        for k in 0..3 {
+            let s = format!("{k}/3");
+            let o = prescore(&["score", "--config", c, "--as-of", at, "--shard", &s], &[]);
+            assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        }
+        assert_eq!(rows(&db, CHURN_VALUES).await, single, "{}", db.name);
+        let per_shard = rows(
+            &db,
+            "SELECT shard, rows_read FROM prescore_runs WHERE command = 'score' AND shard LIKE '%/3' ORDER BY shard",
+        )
+        .await;
+        assert_eq!(per_shard.len(), 3, "{}", db.name);
+        for r in &per_shard {
+            let share = r[1].parse::<f64>().unwrap() / total;
+            assert!(
+                (share - 1.0 / 3.0).abs() < 0.2 / 3.0,
+                "{}: shard {} read {} of {total} rows",
+                db.name,
+                r[0],
+                r[1]
+            );
+        }
     }
 }
