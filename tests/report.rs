@@ -168,8 +168,16 @@ async fn a_forecast_report_shows_the_tables_figures_and_draws_actuals_without_pr
             "SELECT feature FROM prescore_drift WHERE job = 'weather_hourly' ORDER BY psi DESC",
         )
         .await;
-        assert!(html.contains("Population stability index of run"), "{}", db.name);
-        assert!(html.contains(&format!(">{}<", psi[0][0])), "{}: {psi:?}", db.name);
+        assert!(
+            html.contains("Population stability index of run"),
+            "{}",
+            db.name
+        );
+        assert!(
+            html.contains(&format!(">{}<", psi[0][0])),
+            "{}: {psi:?}",
+            db.name
+        );
         let champion = rows(
             &db,
             "SELECT version FROM prescore_models WHERE job = 'weather_hourly' AND status = 'champion'",

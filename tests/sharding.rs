@@ -551,3 +551,33 @@ async fn text_keys_split_in_sql_on_both_dialects_give_what_one_process_does() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_first_shard_prunes_the_forecast_history() {
+    for db in backends("shardprune") {
+        seed_energy(&db, 6, 20, 1);
+        let keep = ("[output]\n", "[output]\nkeep_history = \"2d\"\n");
+        let cfg = config(&db, ENERGY, &[keep]);
+        let c = cfg.to_str().unwrap();
+        let now = chrono::Utc::now();
+        let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:00:00Z").to_string();
+        // A backfill five days back leaves history rows past the window of a run now.
+        let old = stamp(now - chrono::Duration::days(5));
+        let o = prescore(&["run", "--config", c, "--as-of", &old], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        // Both warehouses compare a date-only literal with their stored as_of.
+        let cutoff = (now - chrono::Duration::days(3)).format("%Y-%m-%d");
+        let expired =
+            format!("SELECT COUNT(*) FROM energy_forecasts_history WHERE as_of < '{cutoff}'");
+        let before: i64 = rows(&db, &expired).await[0][0].parse().unwrap();
+        assert!(before > 0, "{}: no history rows at {old}", db.name);
+        let o = prescore(&["run", "--config", c, "--shard", "1/2"], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let kept: i64 = rows(&db, &expired).await[0][0].parse().unwrap();
+        assert_eq!(kept, before, "{}: shard 1 pruned", db.name);
+        let o = prescore(&["run", "--config", c, "--shard", "0/2"], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let left: i64 = rows(&db, &expired).await[0][0].parse().unwrap();
+        assert_eq!(left, 0, "{}: shard 0 keeps the window", db.name);
+    }
+}

@@ -144,6 +144,7 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
         table: &ctx.job.output.table,
         history,
         sharded: ctx.opts.shard.count > 1,
+        prunes_history: ctx.opts.shard.index == 0,
         columns: output.columns,
         key: output.key.iter().map(String::as_str).collect(),
         frame: output.frame,

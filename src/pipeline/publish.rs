@@ -28,6 +28,9 @@ pub struct Publication<'a> {
     pub history: Option<(Ident, std::time::Duration)>,
     /// Other shards of the job publish into the same tables at the same time.
     pub sharded: bool,
+    /// This publish prunes the history past `keep_history`: only the first shard's does, so
+    /// that concurrent shards never delete (and lock) the same expired rows.
+    pub prunes_history: bool,
     pub columns: Vec<ColumnDef>,
     pub key: Vec<&'a str>,
     pub frame: DataFrame,
@@ -125,6 +128,9 @@ async fn write_history(tx: &mut Tx, p: &Publication<'_>) -> Result<(), Warehouse
     tx.write_with(h, &history_key(p), &p.frame, WriteMode::Upsert, guard)
         .await
         .map_err(on(&name, p.limits))?;
+    if !p.prunes_history {
+        return Ok(());
+    }
     let cutoff = p.as_of - chrono::Duration::from_std(*keep).unwrap_or(chrono::Duration::MAX);
     tx.execute(
         &format!("DELETE FROM {} WHERE as_of < $1", h.quoted()),
