@@ -162,7 +162,7 @@ pub fn backtest(
         let refs: Vec<&Series> = match served {
             Some(served) => {
                 as_served = (idx.par_iter().zip(&origin_at))
-                    .map(|(&i, &o)| served.as_of(&series[i], w, o, h))
+                    .map(|(&i, &o)| served.as_of(i, &series[i], w, o))
                     .collect();
                 as_served.iter().collect()
             }

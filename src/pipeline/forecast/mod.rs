@@ -44,7 +44,11 @@ impl ForecastJob<'_> {
     /// The covariates a run at each backtest origin would have served: the future SQL run
     /// as of each window's origin (`forecast.backtest_covariates = "served"`). None when the
     /// job has no future SQL or no covariates, or reads the observed ones.
-    async fn as_served(&self, ctx: &mut RunContext<'_>) -> Result<Option<AsServed>, Error> {
+    async fn as_served(
+        &self,
+        ctx: &mut RunContext<'_>,
+        series: &[Series],
+    ) -> Result<Option<AsServed>, Error> {
         let (job, wh, opts, spec) = (ctx.job, ctx.wh, ctx.opts, self.spec);
         let Some(sql) = self.future_sql else {
             return Ok(None);
@@ -69,8 +73,7 @@ impl ForecastJob<'_> {
             ctx.report.rows_read += f.height();
             split.push(opts.shard.split(f, key, &sql.text, what)?);
         }
-        let step_us = spec.step_seconds * 1_000_000;
-        let served = AsServed::new(job, self.time.as_str(), &split, step_us)?;
+        let served = AsServed::new(job, spec, self.time.as_str(), &split, series)?;
         tracing::debug!(
             windows = split.len(),
             "the backtest reads the covariates as served"
@@ -165,7 +168,7 @@ impl Kind for ForecastJob<'_> {
         let h = self.spec.horizon;
         let statics = series::learn_statics(job, series);
         let schema = SeriesSchema::new(self.spec, &job.features.numeric, statics);
-        let served = self.as_served(ctx).await?;
+        let served = self.as_served(ctx, series).await?;
         let (s2, sc2, spec2, model_spec) = (
             series.clone(),
             schema.clone(),
@@ -176,7 +179,7 @@ impl Kind for ForecastJob<'_> {
             .time(
                 "train",
                 pool::on_pool(job.threads, move || {
-                    train::train(&sc2, &spec2, &model_spec, &s2, served.as_ref())
+                    train::train(&sc2, &spec2, &model_spec, &s2, served)
                 }),
             )
             .await??;

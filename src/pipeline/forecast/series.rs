@@ -327,6 +327,20 @@ fn float_column(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, FeatureE
 type FutureMap = std::collections::HashMap<(String, i64), Vec<Option<f64>>>;
 
 fn future_covariates(job: &Job, time: &str, f: &DataFrame) -> Result<FutureMap, FeatureError> {
+    let mut m = FutureMap::with_capacity(f.height());
+    future_rows(job, time, f, |key, t, values| {
+        m.insert((key, t), values);
+    })?;
+    Ok(m)
+}
+
+/// Calls `each(key, time, covariates)` for every row of a future-covariates frame.
+fn future_rows(
+    job: &Job,
+    time: &str,
+    f: &DataFrame,
+    mut each: impl FnMut(String, i64, Vec<Option<f64>>),
+) -> Result<(), FeatureError> {
     let key = job.input.key.as_str();
     let keys = f.column(key).map_err(|source| FeatureError::Frame {
         column: key.into(),
@@ -345,13 +359,12 @@ fn future_covariates(job: &Job, time: &str, f: &DataFrame) -> Result<FutureMap, 
         .iter()
         .map(|c| float_column(f, c))
         .collect::<Result<_, _>>()?;
-    let mut m = FutureMap::with_capacity(f.height());
     for r in 0..f.height() {
         if let Some(t) = times.get(r) {
-            m.insert((cell_text(keys, r), t), cols.iter().map(|c| c[r]).collect());
+            each(cell_text(keys, r), t, cols.iter().map(|c| c[r]).collect());
         }
     }
-    Ok(m)
+    Ok(())
 }
 
 /// The covariates the backtest's forecasts read after their origins
@@ -359,34 +372,79 @@ fn future_covariates(job: &Job, time: &str, f: &DataFrame) -> Result<FutureMap, 
 /// future SQL's rows when run as of that window's origin, which is what a run at that time
 /// would have served. Without it a backtest reads the covariates observed later, and a model
 /// that leans on them (temperature for energy) looks better than it will be when served a
-/// forecast or a persistence rule.
+/// forecast or a persistence rule. Kept per window and series as the `horizon` steps after the
+/// series' origin in that window (NaN where the SQL returned nothing), a few MB where a map of
+/// the rows took hundreds.
 pub struct AsServed {
-    windows: Vec<FutureMap>,
-    step_us: i64,
+    /// `[window][series]`: the steps' values, covariate by covariate (`horizon` each).
+    windows: Vec<Vec<Vec<f64>>>,
+    /// Each series' origin in each window (`[window][series]`), as the backtest computes it.
+    origins: Vec<Vec<Option<usize>>>,
+    horizon: usize,
 }
 
 impl AsServed {
-    /// From the future SQL's frames, one per window, latest first.
+    /// From the future SQL's frames, one per window, latest first; the origin of window `w` of
+    /// a series of `n` steps is `n - horizon - w * backtest_step`.
     pub fn new(
         job: &Job,
+        spec: &ForecastSpec,
         time: &str,
         frames: &[DataFrame],
-        step_us: i64,
+        series: &[Series],
     ) -> Result<AsServed, FeatureError> {
-        let windows = frames
+        let (h, covs) = (spec.horizon, job.features.numeric.len());
+        let step_us = spec.step_seconds * 1_000_000;
+        let index: std::collections::HashMap<String, usize> = series
             .iter()
-            .map(|f| future_covariates(job, time, f))
-            .collect::<Result<_, _>>()?;
-        Ok(AsServed { windows, step_us })
+            .enumerate()
+            .map(|(i, s)| (s.key.to_string(), i))
+            .collect();
+        let mut windows = Vec::with_capacity(frames.len());
+        let mut origins = Vec::with_capacity(frames.len());
+        for (w, f) in frames.iter().enumerate() {
+            let at: Vec<Option<usize>> = series
+                .iter()
+                .map(|s| s.y.len().checked_sub(h + w * spec.backtest_step))
+                .collect();
+            let mut values = vec![Vec::new(); series.len()];
+            future_rows(job, time, f, |key, t, row| {
+                let Some(&i) = index.get(&key) else { return };
+                let Some(o) = at[i] else { return };
+                let k = (t - series[i].time_at(o, step_us)).div_euclid(step_us);
+                if !(0..h as i64).contains(&k) || (t - series[i].start_us) % step_us != 0 {
+                    return;
+                }
+                let v: &mut Vec<f64> = &mut values[i];
+                if v.is_empty() {
+                    v.resize(h * covs, f64::NAN);
+                }
+                for (j, x) in row.into_iter().enumerate() {
+                    v[j * h + k as usize] = x.unwrap_or(f64::NAN);
+                }
+            })?;
+            windows.push(values);
+            origins.push(at);
+        }
+        Ok(AsServed {
+            windows,
+            origins,
+            horizon: h,
+        })
     }
 
-    /// Series `s` as a run forecasting from `origin` in window `w` would have seen it: its
-    /// history up to the origin, and for the `horizon` steps from it the covariates the future
-    /// SQL returned then, or where it returned none the last value before the origin (as a
-    /// served forecast does).
-    pub fn as_of(&self, s: &Series, w: usize, origin: usize, horizon: usize) -> Series {
-        let name = s.key.to_string();
-        let map = self.windows.get(w);
+    /// Series `i` (`s`) as a run forecasting from `origin` in window `w` would have seen it:
+    /// its history up to the origin, and for the `horizon` steps from it the covariates the
+    /// future SQL returned then, or where it returned none the last value before the origin
+    /// (as a served forecast does).
+    pub fn as_of(&self, i: usize, s: &Series, w: usize, origin: usize) -> Series {
+        let h = self.horizon;
+        let same_origin = self.origins.get(w).and_then(|o| o[i]) == Some(origin);
+        let served = self
+            .windows
+            .get(w)
+            .map(|v| v[i].as_slice())
+            .filter(|v| same_origin && !v.is_empty());
         let exog = s
             .exog
             .iter()
@@ -394,12 +452,9 @@ impl AsServed {
             .map(|(j, e)| {
                 let mut v = e[..origin.min(e.len())].to_vec();
                 let last = v.last().copied().unwrap_or(f64::NAN);
-                for k in 0..horizon {
-                    let t = s.time_at(origin + k, self.step_us);
-                    let served = map
-                        .and_then(|m| m.get(&(name.clone(), t)))
-                        .and_then(|vals| vals[j]);
-                    v.push(served.unwrap_or(last));
+                for k in 0..h {
+                    let x = served.map_or(f64::NAN, |sv| sv[j * h + k]);
+                    v.push(if x.is_nan() { last } else { x });
                 }
                 v
             })
@@ -473,7 +528,6 @@ mod tests {
 
     #[test]
     fn a_backtest_origin_sees_the_covariates_served_then() {
-        let step_us = 3_600_000_000;
         // 10 observed steps, 2 future ones; the covariate was observed as 100 + i.
         let s = Series {
             key: Key::Int(7),
@@ -483,14 +537,14 @@ mod tests {
             statics: vec![],
             model_ok: true,
         };
-        // As of the origin 6, the future SQL served step 6 only (a forecast of -1).
-        let mut then = FutureMap::new();
-        then.insert(("7".into(), 6 * step_us), vec![Some(-1.0)]);
+        // Window 0 (origin 8): the SQL served nothing; window 1 (origin 6): step 6 only, a
+        // forecast of -1 (NaN: no row).
         let served = AsServed {
-            windows: vec![FutureMap::new(), then],
-            step_us,
+            windows: vec![vec![vec![]], vec![vec![-1.0, f64::NAN, f64::NAN]]],
+            origins: vec![vec![Some(8)], vec![Some(6)]],
+            horizon: 3,
         };
-        let seen = served.as_of(&s, 1, 6, 3);
+        let seen = served.as_of(0, &s, 1, 6);
         assert_eq!(
             seen.y,
             vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
@@ -503,7 +557,7 @@ mod tests {
             vec![100.0, 101.0, 102.0, 103.0, 104.0, 105.0, -1.0, 105.0, 105.0]
         );
         // A window the SQL returned nothing for: persistence throughout.
-        let seen = served.as_of(&s, 0, 8, 2);
-        assert_eq!(seen.exog[0][8..], [107.0, 107.0]);
+        let seen = served.as_of(0, &s, 0, 8);
+        assert_eq!(seen.exog[0][8..], [107.0, 107.0, 107.0]);
     }
 }

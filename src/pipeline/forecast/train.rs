@@ -170,27 +170,29 @@ impl Frame {
 }
 
 /// Trains, backtests and chooses. `per_series` selection by `spec.selection`. The backtest's
-/// models read the covariates in `served` where given (see [`AsServed`]).
+/// models read the covariates in `served` where given (see [`AsServed`]); they are dropped
+/// before the final fit, the run's peak of memory.
 pub fn train(
     schema: &SeriesSchema,
     spec: &ForecastSpec,
     model_spec: &ModelSpec,
     series: &[Series],
-    served: Option<&AsServed>,
+    served: Option<AsServed>,
 ) -> Result<Outcome, ModelError> {
     let (h, day) = (spec.horizon, spec.day());
     let frame = Frame::new(schema, spec, series);
-    let mut variants = fit_variants(&frame, spec, model_spec, series, served)?;
+    let mut variants = fit_variants(&frame, spec, model_spec, series, served.as_ref())?;
     crate::progress::step("backtest");
     let points = evaluate::backtest(
         series,
         &frame.scales,
         &frame.origins_of,
         &fits_of(&variants),
-        served,
+        served.as_ref(),
         h,
         day,
     );
+    drop(served);
     let strategies_fitted: Vec<Fitted> = variants.iter().map(|v| v.strategy).collect();
     let per_series = spec.selection == crate::config::Selection::PerSeries;
     let choice = select::choose(
