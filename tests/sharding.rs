@@ -324,19 +324,26 @@ async fn kill_one_shard_mid_publish(
 
     // Wait until shard 1 is paused inside its publish transaction.
     let mut stderr = victim.stderr.take().unwrap();
-    let paused = std::thread::spawn(move || {
+    // The reader drains shard 1's stderr to the end, so that a line it logs while paused
+    // never meets a closed pipe.
+    let (tx, paused) = mpsc::channel();
+    std::thread::spawn(move || {
         use std::io::Read;
         let mut buf = Vec::new();
         let mut byte = [0u8; 1];
+        let mut told = false;
         while stderr.read(&mut byte).unwrap_or(0) == 1 {
             buf.push(byte[0]);
-            if String::from_utf8_lossy(&buf).contains("paused at commit") {
-                return Ok(());
+            if !told && String::from_utf8_lossy(&buf).contains("paused at commit") {
+                told = true;
+                let _ = tx.send(Ok(()));
             }
         }
-        Err(String::from_utf8_lossy(&buf).into_owned())
+        if !told {
+            let _ = tx.send(Err(String::from_utf8_lossy(&buf).into_owned()));
+        }
     });
-    if let Err(e) = paused.join().unwrap() {
+    if let Err(e) = paused.recv().unwrap() {
         panic!("{}: shard 1 never reached its commit: {e}", db.name);
     }
     let finish = |rx: &mpsc::Receiver<Output>| {

@@ -149,15 +149,33 @@ pub fn history_table(job: &Job) -> Result<Ident, EvaluateError> {
 /// An index on the history's target times, so that reading a few days does not scan the
 /// whole history (its key leads with the series). Created once; a failure (another process
 /// creating it at the same moment, a role without the right) only costs speed.
-async fn index_targets(wh: &Warehouse, history: &Ident) {
+pub(crate) async fn index_targets(wh: &Warehouse, history: &Ident) {
     let name = format!("{}_target_ts", history.base());
+    let schema = history.to_string();
+    let schema = schema.strip_suffix(history.base()).unwrap_or_default();
+    let index = format!("{}\"{name}\"", quoted_prefix(schema));
+    // Looked up in the catalog first: CREATE INDEX IF NOT EXISTS takes a lock on the table
+    // even when the index is there, and would wait for another shard's open publish.
+    let exists = match wh.dialect() {
+        Dialect::Sqlite => format!(
+            "SELECT COUNT(*) FROM {}sqlite_master WHERE type = 'index' AND name = $1",
+            quoted_prefix(schema)
+        ),
+        Dialect::Postgres => "SELECT COUNT(*) FROM pg_class WHERE oid = to_regclass($1)".into(),
+    };
+    let probe = match wh.dialect() {
+        Dialect::Sqlite => Value::text(&name),
+        Dialect::Postgres => Value::text(&index),
+    };
+    if let Ok(rows) = wh.fetch(&exists, &[probe]).await {
+        if rows.first().and_then(|r| r[0].as_i64()) == Some(1) {
+            return;
+        }
+    }
     let sql = match wh.dialect() {
         // SQLite names the index in the table's schema and the table without one.
         Dialect::Sqlite => {
-            let schema = history.to_string();
-            let schema = schema.strip_suffix(history.base()).unwrap_or_default();
             let on = format!("\"{}\"", history.base());
-            let index = format!("{}\"{name}\"", quoted_prefix(schema));
             format!("CREATE INDEX IF NOT EXISTS {index} ON {on} (target_ts)")
         }
         Dialect::Postgres => format!(

@@ -74,6 +74,8 @@ pub async fn publish(
         wh.ensure_table(h, &p.columns, &history_key(&p), false)
             .await
             .map_err(on(&h.to_string(), lim))?;
+        // Before the transaction, like the table: the realized accuracy reads by target time.
+        crate::monitor::evaluate::index_targets(wh, h).await;
     }
     let mut tx = wh.begin().await.map_err(on("the warehouse", lim))?;
     if let Some(fence) = p.fence {

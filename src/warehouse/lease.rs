@@ -177,10 +177,12 @@ pub(super) fn heartbeat(
 }
 
 /// Inside a publish transaction: fails unless the job's lease row still carries this run's
-/// token. PostgreSQL locks the row, so a takeover waits for this transaction to end.
+/// token. PostgreSQL locks the row against a takeover (`FOR KEY SHARE`: a takeover deletes
+/// it, so it waits for this transaction to end) but not against the heartbeat, whose update
+/// of `expires_at` must not wait for a long publish.
 pub async fn check(tx: &mut Tx, fence: &Fence) -> Result<(), WarehouseError> {
     let lock = match tx {
-        Tx::Postgres(_) => " FOR UPDATE",
+        Tx::Postgres(_) => " FOR KEY SHARE",
         Tx::Sqlite(_) => "",
     };
     let rows = tx
