@@ -184,34 +184,6 @@ async fn an_all_null_forecast_target_is_named() {
     }
 }
 
-fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .current_dir(ROOT)
-        .env_remove("DATABASE_URL")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.spawn().expect("start prescore")
-}
-
-/// Waits for every child: (exit code, stderr) each.
-fn wait_all(children: Vec<Child>) -> Vec<(Option<i32>, String)> {
-    children
-        .into_iter()
-        .map(|c| {
-            let o = c.wait_with_output().unwrap();
-            (
-                o.status.code(),
-                String::from_utf8_lossy(&o.stderr).into_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_jobs_and_shards_started_together_all_succeed() {
     let db = sqlite();

@@ -4,7 +4,7 @@
 //! SQL on both dialects; a shard SIGKILLed inside its publish leaves its slice as it was and
 //! its rerun completes the table.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -249,20 +249,6 @@ const CHURN_VALUES: &str =
     "SELECT customer_id, score, label, model_version, as_of FROM churn_scores ORDER BY customer_id";
 const CHURN_ROWS: &str = "SELECT * FROM churn_scores ORDER BY customer_id";
 const FORECAST_ROWS: &str = "SELECT * FROM energy_forecasts ORDER BY series_id, target_ts";
-
-fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .current_dir(ROOT)
-        .env_remove("DATABASE_URL")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.spawn().expect("start prescore")
-}
 
 /// Waits for a child on a thread of its own: its output arrives on the channel.
 fn waiter(child: Child) -> mpsc::Receiver<Output> {

@@ -270,3 +270,32 @@ pub async fn last_run(db: &Db) -> (String, String) {
     .await;
     (r[0][0].clone(), r[0][1].clone())
 }
+
+/// Starts the binary in the background with `envs`, its output piped.
+pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> std::process::Child {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .current_dir(ROOT)
+        .env_remove("DATABASE_URL")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.spawn().expect("start prescore")
+}
+
+/// Waits for every child: (exit code, stderr) each.
+pub fn wait_all(children: Vec<std::process::Child>) -> Vec<(Option<i32>, String)> {
+    children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .collect()
+}
