@@ -498,32 +498,13 @@ async fn run_modes(
             push_down: false,
             group: None,
         };
-        let out = tokio::process::Command::new(std::env::current_exe()?)
-            .env(CHILD_ENV, serde_json::to_string(&spec)?)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .await?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let parsed = stdout
-            .lines()
-            .last()
-            .and_then(|l| serde_json::from_str::<ChildResult>(l).ok());
-        runs.push(match parsed {
-            Some(r) => RunResult {
-                label,
-                wall: r.wall,
-                peak_rss_kib: r.peak_rss_kib,
-                stages: r.report.as_ref().map(&stages).unwrap_or_default(),
-                report: r.report,
-            },
-            None => RunResult {
-                label,
-                wall: 0.0,
-                peak_rss_kib: None,
-                stages: Vec::new(),
-                report: Err(format!("the child process exited with {}", out.status)),
-            },
+        let (wall, peak_rss_kib, report) = shards::child(spec).await?;
+        runs.push(RunResult {
+            label,
+            wall,
+            peak_rss_kib,
+            stages: report.as_ref().map(&stages).unwrap_or_default(),
+            report,
         });
     }
     Ok(runs)

@@ -44,7 +44,7 @@ struct Process {
 }
 
 /// Runs one child process to the end and reads its [`ChildResult`].
-async fn child(spec: ChildSpec) -> Res<(f64, Option<u64>, Result<Report, String>)> {
+pub(crate) async fn child(spec: ChildSpec) -> Res<(f64, Option<u64>, Result<Report, String>)> {
     let out = tokio::process::Command::new(std::env::current_exe()?)
         .env(CHILD_ENV, serde_json::to_string(&spec)?)
         .stdin(Stdio::null())

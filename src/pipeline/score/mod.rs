@@ -226,7 +226,7 @@ impl Kind for ScoreJob<'_> {
                     .map(|(k, v)| (format!("holdout_{k}"), format!("model=v{}", t.version), v)),
             );
         }
-        let drift = drift(job, &df, &scorer.schema, &scores)?;
+        let drift = drift(job, &df, &scorer.schema, &scores, mean)?;
         ctx.report.max_psi = crate::monitor::drift::worst(&drift).cloned();
         let key_col = df
             .column(key)
@@ -360,12 +360,14 @@ fn with_reference(job: &Job, df: &DataFrame) -> Result<train::Trained, Error> {
 }
 
 /// PSI of the scored rows and their scores against the model's training data (none for a
-/// model stored before references), refusing the run past `gate.max_psi`.
+/// model stored before references), refusing the run past `gate.max_psi`, or when the mean
+/// score `now` moved past `gate.max_score_shift` from the holdout's.
 fn drift(
     job: &Job,
     df: &DataFrame,
     schema: &FeatureSchema,
     scores: &[f64],
+    now: f64,
 ) -> Result<Vec<(String, f64)>, Error> {
     let Some(reference) = &schema.reference else {
         return Ok(Vec::new());
@@ -378,7 +380,6 @@ fn drift(
     }
     super::contract::refuse_drift(job, &psi)?;
     if let (Some(max), Some(then)) = (job.gate.max_score_shift, reference.score_mean) {
-        let now = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
         let shift = (now - then).abs();
         tracing::debug!(now, then, shift, "mean score against the holdout's");
         if shift > max {
