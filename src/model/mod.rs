@@ -98,6 +98,23 @@ impl Matrix {
     }
 }
 
+/// The gbdt's parameters from the job's `[model]`.
+fn gbdt_params(spec: &ModelSpec) -> gbdt::GbdtParams {
+    gbdt::GbdtParams {
+        objective: match spec.task {
+            Task::Classification => gbdt::Objective::LogLoss,
+            Task::Regression => gbdt::Objective::SquaredError,
+        },
+        num_trees: spec.max_trees,
+        learning_rate: spec.learning_rate,
+        num_leaves: spec.num_leaves,
+        max_depth: spec.max_depth,
+        min_data_in_leaf: spec.min_samples_leaf,
+        seed: spec.seed,
+        ..gbdt::GbdtParams::default()
+    }
+}
+
 /// Least squares with an intercept (see `fit_linear`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Linear {
@@ -174,23 +191,30 @@ impl Model {
             }
             Algorithm::Linear => fit_linear(x, y),
             Algorithm::Gbdt => {
-                let params = gbdt::GbdtParams {
-                    objective: match spec.task {
-                        Task::Classification => gbdt::Objective::LogLoss,
-                        Task::Regression => gbdt::Objective::SquaredError,
-                    },
-                    num_trees: spec.max_trees,
-                    learning_rate: spec.learning_rate,
-                    num_leaves: spec.num_leaves,
-                    max_depth: spec.max_depth,
-                    min_data_in_leaf: spec.min_samples_leaf,
-                    seed: spec.seed,
-                    ..gbdt::GbdtParams::default()
-                };
-                let model = gbdt::Gbdt::fit(&params, &x.data, x.rows, x.cols, y, None)
+                let model = gbdt::Gbdt::fit(&gbdt_params(spec), &x.data, x.rows, x.cols, y, None)
                     .map_err(ModelError::Fit)?;
                 Ok(Model::Gbdt(Box::new(model)))
             }
+        }
+    }
+
+    /// `fit` on `rows` rows of `cols` features that `fill(r, buf)` writes into a cleared
+    /// buffer. The gbdt bins them as they are written, so a large training set is never held
+    /// as a matrix of `f64`s; the other algorithms fit the matrix built from them.
+    pub fn fit_rows(
+        spec: &ModelSpec,
+        rows: usize,
+        cols: usize,
+        fill: &(dyn Fn(usize, &mut Vec<f64>) + Sync),
+        y: &[f64],
+    ) -> Result<Model, ModelError> {
+        match spec.algorithm {
+            Algorithm::Gbdt if rows > 0 => {
+                let model = gbdt::Gbdt::fit_rows(&gbdt_params(spec), rows, cols, fill, y, None)
+                    .map_err(ModelError::Fit)?;
+                Ok(Model::Gbdt(Box::new(model)))
+            }
+            _ => Model::fit(spec, &Matrix::build(rows, cols, fill), y),
         }
     }
 

@@ -232,8 +232,40 @@ impl Gbdt {
         y: &[f64],
         weights: Option<&[f64]>,
     ) -> Result<Gbdt, String> {
-        validate(params, x, rows, cols, y, weights)?;
+        validate(params, rows, cols, y, weights)?;
+        if x.len() != rows * cols {
+            return Err(format!(
+                "x has {} values, expected rows * cols = {}",
+                x.len(),
+                rows * cols
+            ));
+        }
         let data = BinnedData::new(x, rows, cols, params.max_bins, params.seed);
+        Ok(Gbdt::fit_binned(params, &data, y, weights))
+    }
+
+    /// `fit` on rows that `fill(r, buf)` writes into a cleared buffer (`cols` values each, NaN
+    /// for missing), binned as they are written: no matrix of `f64`s is ever held.
+    pub fn fit_rows(
+        params: &GbdtParams,
+        rows: usize,
+        cols: usize,
+        fill: &(dyn Fn(usize, &mut Vec<f64>) + Sync),
+        y: &[f64],
+        weights: Option<&[f64]>,
+    ) -> Result<Gbdt, String> {
+        validate(params, rows, cols, y, weights)?;
+        let data = BinnedData::from_rows(rows, cols, fill, params.max_bins, params.seed);
+        Ok(Gbdt::fit_binned(params, &data, y, weights))
+    }
+
+    fn fit_binned(
+        params: &GbdtParams,
+        data: &BinnedData,
+        y: &[f64],
+        weights: Option<&[f64]>,
+    ) -> Gbdt {
+        let cols = data.cols();
         let base_score = base_score(params.objective, y, weights);
         let mut model = Gbdt {
             params: params.clone(),
@@ -246,7 +278,7 @@ impl Gbdt {
             importances: vec![0.0; cols],
         };
         let mut grad = Gradients::new(params.objective, base_score, y, weights);
-        let mut grower = Grower::new(&data, params, HistLayout::new(&grad));
+        let mut grower = Grower::new(data, params, HistLayout::new(&grad));
         for t in 0..params.num_trees {
             let tree = grower.grow(&grad, &mut model.importances);
             let single_leaf = tree.nodes.len() == 1;
@@ -257,7 +289,7 @@ impl Gbdt {
             }
             grad.add_tree(params.objective, y, weights, &grower.leaf_rows());
         }
-        Ok(model)
+        model
     }
 
     /// Same column-major layout; returns the value (SquaredError) or P(y=1) (LogLoss).
@@ -416,7 +448,6 @@ fn sigmoid(s: f64) -> f64 {
 
 fn validate(
     p: &GbdtParams,
-    x: &[f64],
     rows: usize,
     cols: usize,
     y: &[f64],
@@ -428,13 +459,6 @@ fn validate(
     if rows == 0 || cols == 0 {
         return Err(format!(
             "need at least one row and one feature, got {rows} x {cols}"
-        ));
-    }
-    if x.len() != rows * cols {
-        return Err(format!(
-            "x has {} values, expected rows * cols = {}",
-            x.len(),
-            rows * cols
         ));
     }
     if y.len() != rows {

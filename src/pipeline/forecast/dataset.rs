@@ -1,11 +1,10 @@
 //! Training sets of a forecast job: which (target, origin) pairs each series contributes and
-//! the matrix of their feature rows, built in parallel and optionally sampled.
+//! their feature rows, written on demand (in parallel by the fit) and optionally sampled.
 
 use rayon::prelude::*;
 
 use super::features::{mix, Fitted, Scale, SeriesSchema};
 use super::series::Series;
-use crate::model::Matrix;
 
 /// How a training set is drawn: the strategy's rows, `copies` origins per target (direct),
 /// at most about `cap` rows (0: all), seeded.
@@ -52,16 +51,15 @@ impl SeriesSchema {
         out
     }
 
-    /// The training matrix of every model-eligible series `i` for targets before `ends[i]`,
-    /// scaled by `scales[i]`: with `plan.cap > 0` a seeded sample of about
-    /// `cap` rows. Returns the matrix, the targets and the row count before sampling.
-    pub fn training_set(
-        &self,
-        series: &[Series],
+    /// The training rows of every model-eligible series `i` for targets before `ends[i]`,
+    /// scaled by `scales[i]`: with `plan.cap > 0` a seeded sample of about `cap` rows.
+    pub fn training_set<'a>(
+        &'a self,
+        series: &'a [Series],
         scales: &[Scale],
         ends: &[usize],
         plan: Plan,
-    ) -> (Matrix, Vec<f64>, usize) {
+    ) -> TrainingSet<'a> {
         let Plan {
             strategy,
             copies,
@@ -106,23 +104,58 @@ impl SeriesSchema {
                     .map(move |(_, &(t, o))| (i as u32, t, o))
             })
             .collect();
-        let x = Matrix::build(kept.len(), width, |r, row| {
-            let (i, t, o) = kept[r];
-            let b = &per_series[i as usize].0;
-            self.row(
-                &series[i as usize],
-                b,
-                t as usize,
-                o as usize,
-                strategy,
-                row,
-            );
-        });
         let y = kept
             .iter()
             .map(|&(i, t, _)| per_series[i as usize].0[t as usize])
             .collect();
-        (x, y, total)
+        TrainingSet {
+            schema: self,
+            series,
+            strategy,
+            per_series,
+            kept,
+            width,
+            y,
+            total,
+        }
+    }
+}
+
+/// A training set whose feature rows are written on demand ([`TrainingSet::fill`]): the fit
+/// bins them as they come instead of holding them all as `f64`s.
+pub struct TrainingSet<'a> {
+    schema: &'a SeriesSchema,
+    series: &'a [Series],
+    strategy: Fitted,
+    /// Per series: its transformed values and the (target, origin) pairs it contributes.
+    per_series: Vec<(Vec<f64>, Vec<(u32, u32)>)>,
+    /// The rows, in series order: (series, target, origin).
+    kept: Vec<(u32, u32, u32)>,
+    /// Features per row.
+    pub width: usize,
+    /// The targets, one per row.
+    pub y: Vec<f64>,
+    /// Rows before sampling.
+    pub total: usize,
+}
+
+impl TrainingSet<'_> {
+    pub fn rows(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Writes row `r`'s features into `row` (cleared first).
+    pub fn fill(&self, r: usize, row: &mut Vec<f64>) {
+        let (i, t, o) = self.kept[r];
+        let b = &self.per_series[i as usize].0;
+        self.schema.row(
+            &self.series[i as usize],
+            b,
+            t as usize,
+            o as usize,
+            self.strategy,
+            row,
+        );
     }
 }
 
@@ -152,19 +185,22 @@ mod tests {
             cap,
             seed: 7,
         };
-        let (full, y_full, total) =
-            sc.training_set(&all, &scales, end, plan(Fitted::Recursive, 1, 0));
-        assert_eq!(full.rows, total);
-        assert_eq!(y_full.len(), total);
-        let (part, y_part, total2) =
-            sc.training_set(&all, &scales, end, plan(Fitted::Recursive, 1, total / 3));
-        assert_eq!(total2, total);
-        assert!(part.rows < total && part.rows > 0);
-        assert!(y_part.iter().all(|v| y_full.contains(v)));
+        let full = sc.training_set(&all, &scales, end, plan(Fitted::Recursive, 1, 0));
+        let total = full.total;
+        assert_eq!(full.rows(), total);
+        assert_eq!(full.y.len(), total);
+        let part = sc.training_set(&all, &scales, end, plan(Fitted::Recursive, 1, total / 3));
+        assert_eq!(part.total, total);
+        assert!(part.rows() < total && part.rows() > 0);
+        assert!(part.y.iter().all(|v| full.y.contains(v)));
         // Direct with two origins per target: twice the rows, every step ahead in 1..=3.
-        let (d, _, dt) = sc.training_set(&all, &scales, end, plan(Fitted::Direct, 2, 0));
-        assert_eq!(dt, 2 * total);
-        let steps = d.column(d.cols - 1);
-        assert!(steps.iter().all(|h| (1.0..=3.0).contains(h)));
+        let d = sc.training_set(&all, &scales, end, plan(Fitted::Direct, 2, 0));
+        assert_eq!(d.total, 2 * total);
+        let mut row = Vec::new();
+        for r in 0..d.rows() {
+            d.fill(r, &mut row);
+            assert_eq!(row.len(), d.width);
+            assert!((1.0..=3.0).contains(&row[d.width - 1]));
+        }
     }
 }

@@ -12,6 +12,7 @@ use super::series::{AsServed, Series};
 use crate::config::{ForecastMethod, ForecastSpec, ModelSpec, Strategy};
 use crate::model::metrics::Metrics;
 use crate::model::{Model, ModelError};
+use rayon::prelude::*;
 
 /// Training rows aimed at for the direct strategy on small data: each target gets more origins
 /// (up to 8) until the set reaches this size.
@@ -78,31 +79,32 @@ fn fit(
         seed: model.seed,
     };
     let started = std::time::Instant::now();
-    let (x, y, total) = schema.training_set(series, scales, ends, plan);
+    let set = schema.training_set(series, scales, ends, plan);
     let built = started.elapsed().as_secs_f64();
-    if x.rows < MIN_ROWS {
+    if set.rows() < MIN_ROWS {
         tracing::warn!(
-            rows = x.rows,
+            rows = set.rows(),
             strategy = strategy.name(),
             "too few rows to fit a model"
         );
         return Ok(None);
     }
     tracing::info!(
-        rows = total,
-        fitted = x.rows,
-        features = x.cols,
+        rows = set.total,
+        fitted = set.rows(),
+        features = set.width,
         series = series.len(),
         strategy = strategy.name(),
         "training"
     );
-    let fitted = Model::fit(model, &x, &y)?;
+    let fill = |r: usize, row: &mut Vec<f64>| set.fill(r, row);
+    let fitted = Model::fit_rows(model, set.rows(), set.width, &fill, &set.y)?;
     tracing::debug!(
-        build_s = built,
+        pairs_s = built,
         fit_s = started.elapsed().as_secs_f64() - built,
         "fitted"
     );
-    Ok(Some((fitted, total)))
+    Ok(Some((fitted, set.total)))
 }
 
 /// Above this many series, model variants are compared on an even sample of this many.
@@ -288,26 +290,35 @@ fn fit_variants(
         ..model_spec.clone()
     };
     crate::progress::step("backtest fits");
-    let mut variants: Vec<Variant> = Vec::new();
-    for sc in &frame.schemas {
-        for strategy in strategies(spec) {
-            let fitted = fit(
+    // The variants are fitted side by side: a fit of a sample this small builds most of its
+    // histograms on one thread, so one fit alone leaves the other cores idle.
+    let pairs: Vec<(&SeriesSchema, Fitted)> = (frame.schemas.iter())
+        .flat_map(|sc| strategies(spec).into_iter().map(move |st| (sc, st)))
+        .collect();
+    let fitted: Vec<Option<(Model, usize)>> = pairs
+        .par_iter()
+        .map(|&(sc, strategy)| {
+            fit(
                 sc,
                 &backtest_spec,
                 series,
                 &frame.scales,
                 &frame.cut,
                 strategy,
-            )?;
-            if let Some((model, _)) = fitted {
-                variants.push(Variant {
-                    schema: sc.clone(),
-                    strategy,
-                    model,
-                });
-            }
-        }
-    }
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let mut variants: Vec<Variant> = pairs
+        .into_iter()
+        .zip(fitted)
+        .filter_map(|((sc, strategy), f)| {
+            f.map(|(model, _)| Variant {
+                schema: sc.clone(),
+                strategy,
+                model,
+            })
+        })
+        .collect();
     if variants.len() > 1 && series.len() > VARIANT_SAMPLE_SERIES {
         let every = series.len().div_ceil(VARIANT_SAMPLE_SERIES);
         let sampled: Vec<Vec<usize>> = (frame.origins_of.iter().enumerate())
