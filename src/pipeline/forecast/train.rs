@@ -185,14 +185,23 @@ pub fn train(
     let frame = Frame::new(schema, spec, series);
     let mut variants = fit_variants(&frame, spec, model_spec, series, served.as_ref())?;
     crate::progress::step("backtest");
-    let points = evaluate::backtest(
-        series,
-        &frame.scales,
-        &frame.origins_of,
-        &fits_of(&variants),
-        served.as_ref(),
-        h,
-        day,
+    // With one variant left the served model is known before the backtest: its refit on
+    // every row runs beside the backtest (each leaves the other's cores idle at times), and
+    // is dropped in the rare case that no series ends up using the model.
+    let early = variants.len() == 1 && spec.refit;
+    let (points, early_fit) = rayon::join(
+        || {
+            evaluate::backtest(
+                series,
+                &frame.scales,
+                &frame.origins_of,
+                &fits_of(&variants),
+                served.as_ref(),
+                h,
+                day,
+            )
+        },
+        || early.then(|| refit(&variants[0], model_spec, series)),
     );
     drop(served);
     let strategies_fitted: Vec<Fitted> = variants.iter().map(|v| v.strategy).collect();
@@ -217,21 +226,19 @@ pub fn train(
         Some(v) => (variants[v].schema.clone(), variants[v].strategy),
         None => (frame.schemas[0].clone(), Fitted::Recursive),
     };
-    let scales: Vec<Scale> = series
-        .iter()
-        .map(|s| schema.scale_of(s, s.y.len()))
-        .collect();
-    let (model, rows_train) = match (used, winner) {
-        (true, Some(v)) if !spec.refit => (Some(variants.swap_remove(v).model), 0),
-        (true, Some(_)) => {
+    let scales = full_scales(&schema, series);
+    let refitted = match (used, winner, early_fit) {
+        (true, Some(v), _) if !spec.refit => Some((variants.swap_remove(v).model, 0)),
+        (true, Some(_), Some(fitted)) => fitted?,
+        (true, Some(v), None) => {
             crate::progress::step("refit on every row");
-            let ends: Vec<usize> = series.iter().map(|s| s.y.len()).collect();
-            match fit(&schema, model_spec, series, &scales, &ends, strategy)? {
-                Some((m, rows)) => (Some(m), rows),
-                None => (None, 0),
-            }
+            refit(&variants[v], model_spec, series)?
         }
-        _ => (None, 0),
+        _ => None,
+    };
+    let (model, rows_train) = match refitted {
+        Some((m, rows)) => (Some(m), rows),
+        None => (None, 0),
     };
     let importances = importances(model.as_ref(), &schema.names(strategy));
     let key_of = |i: usize| series[i].key.to_string();
@@ -268,6 +275,32 @@ pub fn train(
         choice,
         importances,
     })
+}
+
+/// The served model: `variant` fitted on every row of every series.
+fn refit(
+    variant: &Variant,
+    model_spec: &ModelSpec,
+    series: &[Series],
+) -> Result<Option<(Model, usize)>, ModelError> {
+    let scales = full_scales(&variant.schema, series);
+    let ends: Vec<usize> = series.iter().map(|s| s.y.len()).collect();
+    fit(
+        &variant.schema,
+        model_spec,
+        series,
+        &scales,
+        &ends,
+        variant.strategy,
+    )
+}
+
+/// Each series' scale learned on all of it.
+fn full_scales(schema: &SeriesSchema, series: &[Series]) -> Vec<Scale> {
+    series
+        .iter()
+        .map(|s| schema.scale_of(s, s.y.len()))
+        .collect()
 }
 
 /// Fits every model variant (strategy × differencing) for the backtest, on a sample of rows;
