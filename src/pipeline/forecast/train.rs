@@ -370,9 +370,17 @@ fn fit_variants(
             mae(&points, &points.models[a]).total_cmp(&mae(&points, &points.models[b]))
         });
         if let Some(best) = best {
-            tracing::debug!(
-                variant = best,
-                "the variants compared on a sample of series"
+            let compared: Vec<String> = (variants.iter().enumerate())
+                .map(|(k, v)| {
+                    let m = mae(&points, &points.models[k]);
+                    format!("{} diff {}: {m:.4}", v.strategy.name(), v.schema.difference)
+                })
+                .collect();
+            tracing::info!(
+                sampled_series = series.len().div_ceil(every),
+                mae = %compared.join(", "),
+                chosen = %compared[best],
+                "the model variants compared on a sample of series"
             );
             variants = vec![variants.swap_remove(best)];
         }
