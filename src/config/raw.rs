@@ -147,6 +147,19 @@ pub struct RawInput {
         deserialize_with = "lenient::de"
     )]
     pub min_entities_ratio: f64,
+    /// Score jobs: SQL file returning the label (`input.target`) of each entity (`input.key`)
+    /// scored as of `:as_of`, for the entities whose label has arrived. It runs once for each
+    /// time scores were issued (the `as_of` of the rows in `<table>_history`, so it needs
+    /// `output.keep_history`), and the realized AUC, log loss, Brier score and calibration by
+    /// score decile (regression: MAE, RMSE, bias) go to `prescore_label_accuracy` and
+    /// `prescore_calibration`.
+    #[serde(default)]
+    pub labels_sql: Option<String>,
+    /// Score jobs with `labels_sql`: how long after the scores were issued their labels may
+    /// still arrive. Every run evaluates the scores issued in this window before its as-of
+    /// time; `prescore evaluate` covers any range.
+    #[serde(default = "default_labels_window")]
+    pub labels_window: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,6 +363,9 @@ fn default_min_rows() -> usize {
 }
 fn default_min_entities_ratio() -> f64 {
     0.5
+}
+fn default_labels_window() -> String {
+    "35d".into()
 }
 fn default_max_depth() -> usize {
     8
@@ -797,6 +813,7 @@ fn validate_input(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<Inpu
     if !(0.0..=1.0).contains(&i.min_entities_ratio) {
         p.push("input.min_entities_ratio", "must be between 0 and 1");
     }
+    let labels = validate_labels(raw, base, p);
     Some(Input {
         train_sql: train_sql?,
         key: key?,
@@ -805,7 +822,38 @@ fn validate_input(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<Inpu
         min_rows: i.min_rows,
         max_null_fraction: i.max_null_fraction.clone(),
         min_entities_ratio: i.min_entities_ratio,
+        labels: labels?,
     })
+}
+
+/// `input.labels_sql` and `input.labels_window`: score jobs that keep their issued scores.
+fn validate_labels(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<Option<Labels>> {
+    let i = &raw.input;
+    let window = p.duration("input.labels_window", &i.labels_window);
+    let Some(rel) = &i.labels_sql else {
+        return Some(None);
+    };
+    if raw.job.kind != KindTag::Score {
+        p.push(
+            "input.labels_sql",
+            "labels are for score jobs: a forecast job's actuals come from input.train_sql",
+        );
+    }
+    let keeps = raw.output.keep_history.as_deref().map(str::trim);
+    if matches!(keeps, None | Some("0" | "off" | "none")) {
+        p.push(
+            "input.labels_sql",
+            format!(
+                "needs output.keep_history (such as \"90d\"): the issued scores are read from {}_history",
+                raw.output.table
+            ),
+        );
+    }
+    let sql = read_sql(p, base, "input.labels_sql", rel)?;
+    Some(Some(Labels {
+        sql,
+        window: window?,
+    }))
 }
 
 /// Checks that `name` is a declared column of one of the `allowed` types.

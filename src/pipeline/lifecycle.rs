@@ -143,6 +143,7 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
         as_of: ctx.opts.as_of,
         table: &ctx.job.output.table,
         history,
+        history_time: ctx.job.kind.history_time(),
         sharded: ctx.opts.shard.count > 1,
         prunes_history: ctx.opts.shard.index == 0,
         columns: output.columns,
@@ -163,10 +164,16 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
     ctx.report.rows_written = ctx
         .time("publish", publish::publish(wh, publication, stats))
         .await?;
+    let (job, as_of) = (ctx.job, ctx.opts.as_of);
     if let Some(actuals) = ctx.actuals.take() {
-        let (job, as_of) = (ctx.job, ctx.opts.as_of);
         let eval = crate::monitor::evaluate::after_run(job, wh, as_of, actuals);
         ctx.report.accuracy = ctx.time("evaluate", eval).await;
+    } else if job.input.labels.is_some() && ctx.opts.shard.count == 1 {
+        // A sharded job's scores are whole only once every shard published: `prescore
+        // evaluate` measures them.
+        let eval = crate::monitor::evaluate_scores::after_run(job, wh, as_of);
+        let found = ctx.time("evaluate", eval).await;
+        ctx.report.labels = found.map(|e| e.groups).unwrap_or_default();
     }
     Ok(())
 }
