@@ -72,9 +72,12 @@ crontab:\n  15 * * * * cd /srv/prescore && DATABASE_URL=postgres://etl@wh/db pre
     /// Train, evaluate on the holdout, gate and register a model, without scoring.
     #[command(after_help = "Example:\n  prescore train --config configs/churn_daily.toml")]
     Train(RunArgs),
-    /// Score with the current champion model and publish, without training.
+    /// Score with the champion model and publish, without training. With `--as-of` in the
+    /// past (a backfill) the model is the one that was champion at that time, by the model
+    /// history; a time before any model was promoted is refused.
     #[command(
-        after_help = "Example:\n  prescore score --config configs/churn_daily.toml --shard 0/4"
+        after_help = "Examples:\n  prescore score --config configs/churn_daily.toml --shard 0/4\n  \
+prescore score --config configs/churn_daily.toml --as-of 2026-10-15   # backfill, with that day's champion"
     )]
     Score(RunArgs),
     /// Validate a config, run its SQL with a LIMIT and compare the columns with the contract.

@@ -203,18 +203,26 @@ async fn should_train(ctx: &RunContext<'_>) -> Result<bool, Error> {
     })
 }
 
-/// The champion, rebuilt by the kind.
+/// The model that was champion at the run's as_of, rebuilt by the kind: today's champion for
+/// a run at the present, the one that served then for a backfill.
 async fn load_champion<K: Kind>(
     kind: &K,
     ctx: &RunContext<'_>,
 ) -> Result<(i64, Arc<K::Serving>), Error> {
-    let stored = registry::champion(ctx.wh, &ctx.job.name).await?.ok_or(
-        registry::RegistryError::NoChampion {
-            job: ctx.job.name.clone(),
-        },
-    )?;
+    let (wh, job, as_of) = (ctx.wh, &ctx.job.name, ctx.opts.as_of);
+    let stored = registry::champion_at(wh, job, as_of).await?;
     let serving = kind.load(ctx, &stored)?;
-    tracing::info!(version = stored.version, algorithm = %stored.algorithm, "loaded the champion");
+    if stored.status == "champion" {
+        tracing::info!(version = stored.version, algorithm = %stored.algorithm, "loaded the champion");
+    } else {
+        tracing::info!(
+            version = stored.version,
+            algorithm = %stored.algorithm,
+            status = %stored.status,
+            as_of = %as_of,
+            "loaded the model that was champion at the run's as_of (a backfill)"
+        );
+    }
     Ok((stored.version, Arc::new(serving)))
 }
 
