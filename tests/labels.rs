@@ -211,7 +211,8 @@ async fn issued_scores_are_measured_against_labels_once_they_arrive() {
         assert!(o.status.success(), "{}: {}", db.name, text(&o));
         let html = std::fs::read_to_string(&out).unwrap();
         assert!(
-            html.contains("realized AUC") && html.contains("Calibration by score decile"),
+            html.contains("realized AUC")
+                && html.contains("Observed rate against mean score, by score decile"),
             "{}",
             db.name
         );

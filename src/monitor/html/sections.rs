@@ -648,7 +648,15 @@ fn calibration(c: &Calibration, classification: bool) -> String {
         "mean actual"
     };
     let mut chart = Chart::new(
-        &format!("Calibration by score decile, model v{}", c.model_version),
+        &format!(
+            "{} against mean score, by score decile (model v{})",
+            if classification {
+                "Observed rate"
+            } else {
+                "Mean actual"
+            },
+            c.model_version
+        ),
         XAxis::Value,
         observed,
     );
