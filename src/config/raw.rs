@@ -848,6 +848,17 @@ fn validate_labels(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<Opt
                 raw.output.table
             ),
         );
+    } else if let (Some(kept), Some(w)) = (keeps.and_then(parse_duration), window) {
+        if w > kept {
+            p.push(
+                "input.labels_window",
+                format!(
+                    "{:?} is longer than output.keep_history ({:?}): the scores would be pruned before their labels arrive",
+                    i.labels_window,
+                    keeps.unwrap_or_default()
+                ),
+            );
+        }
     }
     let sql = read_sql(p, base, "input.labels_sql", rel)?;
     Some(Some(Labels {
@@ -1456,6 +1467,46 @@ table = "bad;table"
         assert!(!k.contains(&"output.min_score".to_string()), "{k:?}");
         let k = keys("regression", "interval = 0.9");
         assert!(!k.iter().any(|k| k.starts_with("output")), "{k:?}");
+    }
+
+    #[test]
+    fn labels_belong_to_score_jobs_that_keep_their_scores_long_enough() {
+        let dir = std::env::temp_dir();
+        let problems = |kind: &str, input: &str, output: &str| -> Vec<String> {
+            let text = format!(
+                "[job]\nname = \"j\"\nkind = \"{kind}\"\n[input]\ntrain_sql = \"t.sql\"\n\
+                 score_sql = \"s.sql\"\nkey = \"id\"\ntarget = \"y\"\ntime = \"t\"\n{input}\n\
+                 columns = {{ id = \"int\", y = \"float\", t = \"timestamp\" }}\n[model]\n\
+                 task = \"regression\"\nalgorithm = \"random_forest\"\n[output]\ntable = \"t\"\n{output}"
+            );
+            let raw = parse(&text, &env()).unwrap_or_else(|_| panic!("parses"));
+            match validate(raw, &dir.join("c.toml"), &dir) {
+                Ok(_) => Vec::new(),
+                Err(p) => p
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect(),
+            }
+        };
+        let labels = "labels_sql = \"l.sql\"";
+        let about = |p: &[String], key: &str, text: &str| {
+            p.iter().any(|m| m.starts_with(key) && m.contains(text))
+        };
+        let p = problems("score", labels, "");
+        assert!(
+            about(&p, "input.labels_sql", "needs output.keep_history"),
+            "{p:?}"
+        );
+        let p = problems("forecast", labels, "keep_history = \"90d\"");
+        assert!(about(&p, "input.labels_sql", "score jobs"), "{p:?}");
+        let window = format!("{labels}\nlabels_window = \"60d\"");
+        let p = problems("score", &window, "keep_history = \"30d\"");
+        assert!(about(&p, "input.labels_window", "pruned"), "{p:?}");
+        let p = problems("score", &window, "keep_history = \"90d\"");
+        assert!(
+            !p.iter().any(|m| m.starts_with("input.labels_window")),
+            "{p:?}"
+        );
     }
 
     /// Property: random edits of a valid config never panic the parser or the validator;
