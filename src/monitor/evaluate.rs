@@ -32,7 +32,7 @@ pub enum EvaluateError {
     NoLabels { job: String },
     #[error("input contract broken: {0}")]
     Labels(#[from] super::labels::LabelError),
-    #[error("{table} does not exist yet: run the job first, then evaluate once actuals arrive")]
+    #[error("{table} does not exist yet: run the job first, then evaluate once actuals (or labels) arrive")]
     NoTable { table: String },
     #[error("computing accuracy from {what}: {source}")]
     Frame {
