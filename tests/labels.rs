@@ -240,3 +240,73 @@ async fn labels_need_a_score_job_that_keeps_its_history() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no input.labels_sql"), "{}", text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_scores_get_mae_rmse_and_bias_from_the_run_itself() {
+    for db in backends("labels_ltv") {
+        seed_churn(&db, 800);
+        // A stand-in label known at once: twelve times the scored month's revenue.
+        let labels = sql_file(
+            &db,
+            "ltv_labels.sql",
+            "SELECT customer_id, 12 * monthly_revenue AS revenue_next_12m FROM customer_revenue \
+             WHERE period_end = (SELECT MAX(period_end) FROM customer_revenue WHERE period_end <= :as_of)",
+        );
+        let cfg = config(
+            &db,
+            "configs/ltv_daily.toml",
+            &[
+                (
+                    "[input]\n",
+                    &format!("[input]\nlabels_sql = \"{labels}\"\n"),
+                ),
+                ("[output]\n", "[output]\nkeep_history = \"90d\"\n"),
+            ],
+        );
+        let o = prescore(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let pairs: Vec<(f64, f64)> = rows(
+            &db,
+            "SELECT h.score, 12 * r.monthly_revenue FROM ltv_scores_history h \
+             JOIN customer_revenue r ON r.customer_id = h.customer_id \
+             AND r.period_end = (SELECT MAX(period_end) FROM customer_revenue)",
+        )
+        .await
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
+        .collect();
+        assert!(pairs.len() > 500, "{}: {}", db.name, pairs.len());
+        let recorded = rows(
+            &db,
+            "SELECT n, mae, rmse, bias, auc, log_loss FROM prescore_label_accuracy",
+        )
+        .await;
+        let r = &recorded[0];
+        let f = |i: usize| r[i].parse::<f64>().unwrap();
+        assert_eq!(r[0], pairs.len().to_string(), "{}", db.name);
+        let mae = mean(pairs.iter().map(|(s, y)| (s - y).abs()));
+        let rmse = mean(pairs.iter().map(|(s, y)| (s - y).powi(2))).sqrt();
+        let bias = mean(pairs.iter().map(|(s, y)| s - y));
+        // Sums of a few hundred revenues: compared relative to their size.
+        let near = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        assert!(near(f(1), mae), "{}: MAE {} by hand {mae}", db.name, f(1));
+        assert!(
+            near(f(2), rmse),
+            "{}: RMSE {} by hand {rmse}",
+            db.name,
+            f(2)
+        );
+        assert!(
+            near(f(3), bias),
+            "{}: bias {} by hand {bias}",
+            db.name,
+            f(3)
+        );
+        assert_eq!((r[4].as_str(), r[5].as_str()), ("", ""), "{}", db.name);
+        eprintln!(
+            "{}: ltv scores against 12 x the scored month's revenue, n {}: MAE {mae:.2}, RMSE {rmse:.2}, bias {bias:.2}",
+            db.name,
+            pairs.len()
+        );
+    }
+}
