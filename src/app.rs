@@ -9,7 +9,7 @@ use crate::cli::{
     CheckArgs, Command, EvaluateArgs, ModelsAction, ModelsArgs, ReportArgs, RunArgs, RunsArgs,
     StatusArgs, Target,
 };
-use crate::config::{self, Job};
+use crate::config::{self, Job, KindTag};
 use crate::error::Error;
 use crate::pipeline::{self, Mode, Options, Shard};
 use crate::warehouse::{params, redact, Warehouse};
@@ -77,13 +77,18 @@ fn shard(given: Option<Shard>) -> Result<Shard, Error> {
     }
 }
 
-/// `prescore evaluate`: realized accuracy over a range of target days.
+/// `prescore evaluate`: realized accuracy over a range of target days (forecasts) or issue
+/// days (scores).
 async fn evaluate(a: EvaluateArgs) -> Result<(), Error> {
     use crate::monitor::{
         accuracy,
         evaluate::{self, Range},
     };
     let job = config::load(&a.config)?;
+    if job.kind.tag() == KindTag::Score && job.input.labels.is_none() {
+        // Before connecting: the config alone says there is nothing to evaluate.
+        return Err(evaluate::EvaluateError::NoLabels { job: job.name }.into());
+    }
     let as_of = as_of(a.as_of);
     let keep = job.output.keep_history.unwrap_or_default();
     let oldest = as_of - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::days(90));
@@ -95,6 +100,17 @@ async fn evaluate(a: EvaluateArgs) -> Result<(), Error> {
     let wh = connect(&job).await?;
     wh.migrate().await?;
     let range = Range::days(from, to, as_of);
+    if job.kind.tag() == KindTag::Score {
+        let result = crate::monitor::evaluate_scores::evaluate(&job, &wh, range).await;
+        wh.close().await;
+        let e = result?;
+        println!(
+            "prescore: job {} evaluated the scores issued {from} to {to} ({} issue times): {} of {} issued scores have a label, {} days in prescore_label_accuracy",
+            job.name, e.issue_times, e.matched, e.issued, e.groups.len()
+        );
+        print!("{}", report::label_table(&e.groups));
+        return Ok(());
+    }
     let result = evaluate::evaluate(&job, &wh, range, None).await;
     wh.close().await;
     let e = result?;
@@ -238,6 +254,9 @@ async fn check(a: CheckArgs) -> Result<(), Error> {
             pipeline::forecast::series::future_contract(&job, time.as_str()),
         )),
         config::JobKind::Forecast { .. } => {}
+    }
+    if let Some(labels) = &job.input.labels {
+        files.push((&labels.sql, pipeline::read::labels_contract(&job)));
     }
     let binds = pipeline::read::params(as_of, pipeline::Shard::ALL);
     let mut failed = None;

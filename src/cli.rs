@@ -72,9 +72,12 @@ crontab:\n  15 * * * * cd /srv/prescore && DATABASE_URL=postgres://etl@wh/db pre
     /// Train, evaluate on the holdout, gate and register a model, without scoring.
     #[command(after_help = "Example:\n  prescore train --config configs/churn_daily.toml")]
     Train(RunArgs),
-    /// Score with the current champion model and publish, without training.
+    /// Score with the champion model and publish, without training. With `--as-of` in the
+    /// past (a backfill) the model is the one that was champion at that time, by the model
+    /// history; a time before any model was promoted is refused.
     #[command(
-        after_help = "Example:\n  prescore score --config configs/churn_daily.toml --shard 0/4"
+        after_help = "Examples:\n  prescore score --config configs/churn_daily.toml --shard 0/4\n  \
+prescore score --config configs/churn_daily.toml --as-of 2026-10-15   # backfill, with that day's champion"
     )]
     Score(RunArgs),
     /// Validate a config, run its SQL with a LIMIT and compare the columns with the contract.
@@ -96,22 +99,29 @@ prescore status --config configs/energy_hourly.toml --run-group energy-hourly-29
     Status(StatusArgs),
     /// List, inspect, promote and roll back models in the registry (prescore_models).
     Models(ModelsArgs),
-    /// Forecast jobs: measure the realized accuracy of the issued forecasts (kept in
-    /// `<table>_history`) against the actuals that have arrived (read with the job's history
-    /// SQL) and record it in prescore_accuracy, per model version, method, lead time and
-    /// target day. Replaces the rows of the days it evaluates. Every forecast run does this for
-    /// its recent days; use this command for a range, after late actuals, or for sharded jobs.
+    /// Measure the realized accuracy of what a job issued (kept in `<table>_history`) once the
+    /// truth has arrived. Forecast jobs: against the actuals (read with the job's history SQL),
+    /// into prescore_accuracy per model version, method, lead time and target day. Score jobs
+    /// with input.labels_sql: against the labels of the entities scored at each issue time
+    /// (the labels SQL bound to that time), into prescore_label_accuracy (n, AUC, log loss,
+    /// Brier, positive rate, mean score; regression: MAE, RMSE, bias) and prescore_calibration
+    /// (per score decile) per model version and issue day. Replaces the rows of the days it
+    /// evaluates (score jobs: the days with labels). Every run does this for its recent days;
+    /// use this command for a range, after late actuals or labels, or for sharded jobs.
     #[command(
         after_help = "Examples:\n  prescore evaluate --config configs/energy_hourly.toml\n  \
-prescore evaluate --config configs/energy_hourly.toml --from 2026-11-01 --to 2026-11-29"
+prescore evaluate --config configs/energy_hourly.toml --from 2026-11-01 --to 2026-11-29\n  \
+prescore evaluate --config configs/churn_daily.toml --from 2026-10-01"
     )]
     Evaluate(EvaluateArgs),
     /// Write one self-contained HTML page about a job, to read in a browser or attach to a
     /// mail: its runs over time (status, seconds per stage), the realized accuracy of its
-    /// forecasts by lead time and by day next to seasonal naive, a few series' forecasts with
-    /// their intervals against the actuals, drift per feature with PSI flags (score jobs), and
-    /// its models with their history. Built from prescore's own tables (prescore_runs,
-    /// prescore_accuracy, prescore_drift, prescore_models, prescore_model_events); for forecast
+    /// forecasts by lead time and by day next to seasonal naive (score jobs: AUC and log loss
+    /// by issue day and calibration by score decile), a few series' forecasts with their
+    /// intervals against the actuals, drift per feature with PSI flags, and its models with
+    /// their history. Built from prescore's own tables (prescore_runs, prescore_accuracy,
+    /// prescore_label_accuracy, prescore_calibration, prescore_drift, prescore_models,
+    /// prescore_model_events); for forecast
     /// jobs the actuals of the few series drawn come from the job's history SQL, so that chart
     /// needs --config. Aggregates only, no input rows; inline SVG, no script, nothing loaded
     /// from the network. A section without data says why. Writes nothing to the warehouse
@@ -178,16 +188,19 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct EvaluateArgs {
-    /// Job config (TOML) of a forecast job.
+    /// Job config (TOML) of a forecast job, or of a score job with input.labels_sql.
     #[arg(short, long, value_name = "FILE")]
     pub config: PathBuf,
-    /// First target day (UTC) to evaluate. Default: the oldest day the history keeps.
+    /// First target day (forecasts) or issue day (scores), UTC, to evaluate. Default: the
+    /// oldest day the history keeps.
     #[arg(long, value_name = "DATE")]
     pub from: Option<NaiveDate>,
-    /// Last target day (UTC) to evaluate, included. Default: the as-of day.
+    /// Last target or issue day (UTC) to evaluate, included. Default: the as-of day.
     #[arg(long, value_name = "DATE")]
     pub to: Option<NaiveDate>,
-    /// Read the actuals known at this time (the history SQL's :as_of). Default: now.
+    /// Forecasts: read the actuals known at this time (the history SQL's :as_of). Score jobs:
+    /// evaluate the scores issued up to this time (each issue time's labels SQL is bound to
+    /// that issue time). Default: now.
     #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of)]
     pub as_of: Option<DateTime<Utc>>,
 }

@@ -77,8 +77,11 @@ impl Error {
             Error::Registry(RegistryError::Warehouse(w)) => warehouse_code(w),
             Error::Registry(_) | Error::SchemaMismatch { .. } => EXIT_FAILED,
             Error::Evaluate(EvaluateError::Warehouse(w)) => warehouse_code(w),
+            Error::Evaluate(EvaluateError::Labels(_)) => EXIT_CONTRACT,
             Error::Evaluate(
-                EvaluateError::NotForecast { .. } | EvaluateError::NoHistory { .. },
+                EvaluateError::NotForecast { .. }
+                | EvaluateError::NoHistory { .. }
+                | EvaluateError::NoLabels { .. },
             ) => EXIT_USAGE,
             Error::Evaluate(_) => EXIT_FAILED,
             Error::Report(ReportError::Warehouse(w)) => warehouse_code(w),

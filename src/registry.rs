@@ -25,6 +25,13 @@ pub enum RegistryError {
     NoChampion { job: String },
     #[error("model {job} v{version} cannot serve: its artifact was pruned (registry.keep keeps the last versions and every champion); train a new one")]
     Pruned { job: String, version: i64 },
+    #[error("job {job} had no champion at {as_of}: its first model was promoted as of {first} (v{version}). A backfill serves the model that was champion then; to score that time, train a model as of it (`prescore run --as-of` with model.retrain = \"always\")")]
+    NoChampionAt {
+        job: String,
+        as_of: String,
+        first: String,
+        version: i64,
+    },
     #[error("job {job} has no earlier model to roll back to")]
     NothingToRollBack { job: String },
     #[error("model {job} v{version} is {status}; only a candidate, retired or rejected model can be promoted")]
@@ -183,6 +190,58 @@ pub async fn champion(wh: &Warehouse, job: &str) -> Result<Option<StoredModel>, 
         )
         .await?;
     Ok(rows.into_iter().next().map(|r| parse(r, true)))
+}
+
+/// The model that was champion at `as_of`, with its artifact: the one promoted last (or
+/// rolled back to) by then, by the model history ([`events::serving_at`]), which for a run at
+/// the present is the champion and for a backfill the model that served at its as_of. A
+/// registry without a history (written before it existed) serves its champion. Refuses a time
+/// before any model was promoted: no model existed then that had not seen its future.
+pub async fn champion_at(
+    wh: &Warehouse,
+    job: &str,
+    as_of: DateTime<Utc>,
+) -> Result<StoredModel, RegistryError> {
+    let changes = events::changes(wh, job).await?;
+    if changes.is_empty() {
+        let none = || RegistryError::NoChampion { job: job.into() };
+        return champion(wh, job).await?.ok_or_else(none);
+    }
+    let Some(version) = events::serving_at(&changes, as_of) else {
+        let first = changes
+            .iter()
+            .min_by_key(|c| c.effective)
+            .expect("not empty");
+        return Err(RegistryError::NoChampionAt {
+            job: job.into(),
+            as_of: as_of.to_rfc3339(),
+            first: first.effective.to_rfc3339(),
+            version: first.version,
+        });
+    };
+    let rows = wh
+        .fetch(
+            &format!(
+                "SELECT {SUMMARY}, artifact FROM prescore_models WHERE job = $1 AND version = $2"
+            ),
+            &[Value::text(job), Value::Int(Some(version))],
+        )
+        .await?;
+    let m =
+        rows.into_iter()
+            .next()
+            .map(|r| parse(r, true))
+            .ok_or(RegistryError::NoSuchVersion {
+                job: job.into(),
+                version,
+            })?;
+    if m.pruned {
+        return Err(RegistryError::Pruned {
+            job: job.into(),
+            version,
+        });
+    }
+    Ok(m)
 }
 
 pub async fn get(wh: &Warehouse, job: &str, version: i64) -> Result<StoredModel, RegistryError> {

@@ -148,6 +148,12 @@ pub fn run_summary(r: &Report) -> String {
         out.push_str("\n  realized MAE of earlier forecasts, recent days (prescore_accuracy):\n");
         out.push_str(&accuracy_table(&r.accuracy));
     }
+    if !r.labels.is_empty() {
+        out.push_str(
+            "\n  realized accuracy of scores issued in input.labels_window (prescore_label_accuracy):\n",
+        );
+        out.push_str(&label_table(&r.labels));
+    }
     if !r.stage_seconds.is_empty() {
         let parts: Vec<String> = r
             .stage_seconds
@@ -182,6 +188,44 @@ pub fn accuracy_table(per: &[(i64, i64, f64, Option<f64>)]) -> String {
         })
         .collect();
     indent(&table(&["step", "n", "published", "naive"], &rows))
+}
+
+/// Realized accuracy of issued scores per issue day (the latest week), per model version.
+pub fn label_table(groups: &[crate::monitor::labels::Group]) -> String {
+    let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+    let classification = groups.iter().any(|g| g.auc.is_some());
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .rev()
+        .take(7)
+        .rev()
+        .map(|g| {
+            let day = crate::warehouse::frame::micros_to_utc(g.day_us);
+            let mut row = vec![
+                day.format("%Y-%m-%d").to_string(),
+                format!("v{}", g.model_version),
+                g.n.to_string(),
+            ];
+            row.extend(match classification {
+                true => [g.auc, g.log_loss, g.brier, g.positive_rate].map(f),
+                false => [g.mae, g.rmse, g.bias, Some(g.mean_score)].map(f),
+            });
+            row
+        })
+        .collect();
+    let headers = match classification {
+        true => [
+            "issued",
+            "model",
+            "n",
+            "AUC",
+            "log loss",
+            "Brier",
+            "positive rate",
+        ],
+        false => ["issued", "model", "n", "MAE", "RMSE", "bias", "mean score"],
+    };
+    indent(&table(&headers, &rows))
 }
 
 fn indent(s: &str) -> String {

@@ -41,8 +41,12 @@ pub struct RunMetrics {
     pub model_version: Option<i64>,
     /// Holdout (score) or backtest (forecast) MAE of the model this run trained or served.
     pub mae: Option<f64>,
-    /// Forecasts: the realized MAE of earlier forecasts over the recent days the run evaluated.
+    /// Forecasts: the realized MAE of earlier forecasts over the recent days the run evaluated
+    /// (regression score jobs: of the scores issued in `input.labels_window` against labels).
     pub realized_mae: Option<f64>,
+    /// Classification score jobs: the realized AUC of the scores issued in
+    /// `input.labels_window` whose labels arrived.
+    pub realized_auc: Option<f64>,
     /// Score jobs: the highest PSI of a feature or the score against the training data.
     pub psi_max: Option<f64>,
 }
@@ -181,8 +185,13 @@ fn work_families(m: &RunMetrics) -> Vec<Family> {
         ),
         (
             "prescore_realized_mae",
-            "Forecast jobs: MAE of earlier forecasts against the actuals, over the recent days the latest run evaluated.",
+            "Forecast jobs: MAE of earlier forecasts against the actuals, over the recent days the latest run evaluated (regression score jobs: of earlier scores against their labels).",
             m.realized_mae,
+        ),
+        (
+            "prescore_realized_auc",
+            "Classification score jobs: AUC of the scores issued in input.labels_window against the labels that arrived, as the latest run evaluated.",
+            m.realized_auc,
         ),
         (
             "prescore_psi_max",

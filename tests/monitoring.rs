@@ -1,6 +1,6 @@
 //! What operators check after the fact: every issued forecast is kept in the history table,
-//! and a backfill (an older `--as-of`) fills history and gaps but never overwrites a fresher
-//! prediction.
+//! a backfill (an older `--as-of`) fills history and gaps but never overwrites a fresher
+//! prediction, and a score backfill serves the model that was champion at its as_of.
 
 use crate::support::*;
 
@@ -146,5 +146,80 @@ async fn dashboard_views_show_the_latest_run_and_the_champion_and_tables_are_des
             );
             assert!(described[0][1].contains("Lead time"), "{described:?}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_score_backfill_serves_the_model_that_was_champion_at_its_as_of() {
+    for db in backends("champion_at") {
+        seed_churn(&db, 800);
+        let cfg = config(&db, "configs/churn_daily.toml", &[]);
+        let c = cfg.to_str().unwrap();
+        let now = chrono::Utc::now();
+        let day = chrono::Duration::days(1);
+        // v1 is trained and promoted as of 20 days ago, v2 by today's run, which publishes.
+        let o = prescore(
+            &["train", "--config", c, "--as-of", &at(now - day * 20)],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let o = prescore(&["run", "--config", c, "--as-of", &at(now)], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let champion = rows(
+            &db,
+            "SELECT version FROM prescore_models WHERE status = 'champion'",
+        )
+        .await;
+        assert_eq!(champion, vec![vec!["2".to_string()]], "{}", db.name);
+        let today = rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await;
+
+        // A backfill twelve days back: v1 was the champion then.
+        let o = prescore(
+            &["score", "--config", c, "--as-of", &at(now - day * 12)],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        assert_eq!(
+            rows(&db, "SELECT * FROM churn_scores ORDER BY customer_id").await,
+            today,
+            "{}: today's rows are untouched",
+            db.name
+        );
+        let history = rows(
+            &db,
+            "SELECT model_version, COUNT(*) FROM churn_scores_history \
+             GROUP BY model_version ORDER BY model_version",
+        )
+        .await;
+        let versions: Vec<&str> = history.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(versions, ["1", "2"], "{}: {history:?}", db.name);
+        let ledger = rows(
+            &db,
+            "SELECT model_version FROM prescore_runs WHERE command = 'score'",
+        )
+        .await;
+        assert_eq!(ledger, vec![vec!["1".to_string()]], "{}", db.name);
+
+        // Before v1 no model was champion: refused, nothing written.
+        let o = prescore(
+            &["score", "--config", c, "--as-of", &at(now - day * 30)],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(1), "{}: {}", db.name, text(&o));
+        assert!(
+            text(&o).contains("had no champion at") && text(&o).contains("(v1)"),
+            "{}: {}",
+            db.name,
+            text(&o)
+        );
+        assert_eq!(
+            count(&db, "churn_scores_history").await,
+            history
+                .iter()
+                .map(|r| r[1].parse::<i64>().unwrap())
+                .sum::<i64>(),
+            "{}",
+            db.name
+        );
     }
 }

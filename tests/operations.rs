@@ -401,7 +401,7 @@ async fn realized_accuracy_matches_a_hand_computation_from_history_and_actuals()
         };
         assert_eq!(rows(&db, index).await[0][0], "1", "{}", db.name);
 
-        // A range evaluates only its days; a score job has no forecasts to evaluate.
+        // A range evaluates only its days; a score job without labels has nothing to evaluate.
         let day = t1.date_naive().to_string();
         let o = prescore(
             &[
@@ -419,9 +419,10 @@ async fn realized_accuracy_matches_a_hand_computation_from_history_and_actuals()
         );
         assert!(o.status.success(), "{}: {}", db.name, text(&o));
         assert_close(&db, &recorded(&db).await, &by_hand(&db, t3).await);
-        let churn = config(&db, CHURN, &[]);
+        let churn = config(&db, CHURN, &[("labels_sql = ", "# labels_sql = ")]);
         let o = prescore(&["evaluate", "--config", churn.to_str().unwrap()], &[]);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("no input.labels_sql"), "{}", text(&o));
     }
 }
 

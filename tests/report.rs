@@ -247,8 +247,13 @@ async fn a_score_report_by_job_name_flags_drift_and_lists_the_model_history() {
             "{}: one row per event, under the header",
             db.name
         );
-        // Known to be a score job from its drift: no forecast sections pretending otherwise.
-        assert!(html.contains("a score job: realized accuracy is measured for forecast jobs"));
+        // Known to be a score job from its drift: no forecast sections pretending otherwise,
+        // and realized accuracy waits for the labels of the month it scored.
+        assert!(
+            html.contains("measured once the labels of issued scores arrive"),
+            "{}",
+            db.name
+        );
         assert!(html.contains("no forecasts to draw"), "{}", db.name);
         // No customer is listed: the page is the same size whatever the customer count.
         assert!(html.len() < 200_000, "{}: {} bytes", db.name, html.len());

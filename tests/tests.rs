@@ -6,6 +6,7 @@ mod support;
 
 mod forecast;
 mod hardening;
+mod labels;
 mod ltv;
 mod monitoring;
 mod operations;

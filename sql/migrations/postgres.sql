@@ -101,6 +101,40 @@ CREATE TABLE IF NOT EXISTS prescore_accuracy (
     PRIMARY KEY (job, model_version, method, horizon, day)
 );
 
+-- Realized accuracy of score jobs: the issued scores (<table>_history) joined by key with the
+-- labels that arrived for the entities scored at each issue time (input.labels_sql), per model
+-- version and issue day (UTC). A run, or `prescore evaluate`, replaces the rows of the days it
+-- evaluates that have labels.
+CREATE TABLE IF NOT EXISTS prescore_label_accuracy (
+    job           TEXT NOT NULL,
+    model_version BIGINT NOT NULL,
+    day           TIMESTAMPTZ NOT NULL,  -- midnight UTC of the day the scores were issued (their as_of)
+    n             BIGINT NOT NULL,  -- issued scores with a label
+    mean_score    DOUBLE PRECISION,
+    positive_rate DOUBLE PRECISION,  -- classification: share of positive labels
+    auc           DOUBLE PRECISION,  -- classification
+    log_loss      DOUBLE PRECISION,  -- classification
+    brier         DOUBLE PRECISION,  -- classification: mean of (score - label)^2
+    mae           DOUBLE PRECISION,  -- regression
+    rmse          DOUBLE PRECISION,  -- regression
+    bias          DOUBLE PRECISION,  -- regression: mean of score - actual
+    evaluated_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (job, model_version, day)
+);
+
+-- Calibration of the same scores: ten groups by score (NTILE(10), lowest first), each with its
+-- mean score and the mean label (the observed positive rate, or for regression the mean actual).
+CREATE TABLE IF NOT EXISTS prescore_calibration (
+    job           TEXT NOT NULL,
+    model_version BIGINT NOT NULL,
+    day           TIMESTAMPTZ NOT NULL,
+    decile        BIGINT NOT NULL,  -- 1 (lowest scores) to 10
+    n             BIGINT NOT NULL,
+    mean_score    DOUBLE PRECISION,
+    mean_label    DOUBLE PRECISION,
+    PRIMARY KEY (job, model_version, day, decile)
+);
+
 -- Drift of each published run against its model's training data: the population stability
 -- index per feature (and `score`, the score distribution), written in the publish transaction.
 CREATE TABLE IF NOT EXISTS prescore_drift (

@@ -34,6 +34,11 @@ COMMENT ON COLUMN prescore_accuracy.horizon IS 'Lead time: steps ahead of the fo
 COMMENT ON COLUMN prescore_accuracy.bias IS 'Mean of forecast minus actual (positive: over-forecast)';
 COMMENT ON COLUMN prescore_accuracy.coverage IS 'Share of actuals inside the prediction interval';
 COMMENT ON COLUMN prescore_accuracy.naive_mae IS 'MAE of seasonal naive on the same targets, NULL when its value was unknown';
+COMMENT ON TABLE prescore_label_accuracy IS 'Realized accuracy of issued scores against the labels that arrived later, per job, model version and issue day: AUC, log loss, Brier score, positive rate (classification) or MAE, RMSE, bias (regression)';
+COMMENT ON COLUMN prescore_label_accuracy.day IS 'Midnight UTC of the day the scores were issued (their as_of)';
+COMMENT ON COLUMN prescore_label_accuracy.n IS 'Issued scores with a label';
+COMMENT ON TABLE prescore_calibration IS 'Calibration of issued scores per job, model version and issue day: for each score decile, the mean score and the mean label (observed positive rate)';
+COMMENT ON COLUMN prescore_calibration.decile IS 'Score decile, 1 (lowest scores) to 10, as NTILE(10) over the scores';
 COMMENT ON TABLE prescore_drift IS 'PSI of each feature and of the scores of a run against the training data of its model';
 COMMENT ON VIEW prescore_latest_runs IS 'The latest run of each job and shard';
 COMMENT ON VIEW prescore_champions IS 'The model each job serves now';

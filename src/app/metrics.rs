@@ -62,6 +62,14 @@ fn fill_from_report(m: &mut RunMetrics, r: &Report) {
     let n: i64 = r.accuracy.iter().map(|a| a.1).sum();
     m.realized_mae =
         (n > 0).then(|| r.accuracy.iter().map(|a| a.2 * a.1 as f64).sum::<f64>() / n as f64);
+    // Score jobs: over the issue days with labels, weighted by the labeled scores of each.
+    let labeled: i64 = r.labels.iter().map(|g| g.n).sum();
+    let weighted = |f: fn(&crate::monitor::labels::Group) -> Option<f64>| {
+        let sum: Option<f64> = r.labels.iter().map(|g| Some(f(g)? * g.n as f64)).sum();
+        sum.filter(|_| labeled > 0).map(|s| s / labeled as f64)
+    };
+    m.realized_auc = weighted(|g| g.auc);
+    m.realized_mae = m.realized_mae.or(weighted(|g| g.mae));
     if let Some(t) = &r.trained {
         m.gate_passed = (!t.verdict.is_empty()).then(|| t.verdict.starts_with("passed"));
         m.mae = t.metrics.get("mae").copied().filter(|v| v.is_finite());

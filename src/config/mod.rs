@@ -125,6 +125,15 @@ impl JobKind {
         }
     }
 
+    /// The column of `<table>_history` realized accuracy reads by: a forecast's target time,
+    /// a score's issue time.
+    pub fn history_time(&self) -> &'static str {
+        match self {
+            JobKind::Score { .. } => "as_of",
+            JobKind::Forecast { .. } => "target_ts",
+        }
+    }
+
     /// The time column, if the job has one.
     pub fn time(&self) -> Option<&Ident> {
         match self {
@@ -200,6 +209,17 @@ pub struct Input {
     /// Refuse to publish when the scored entities fall below this fraction of the last
     /// successful run's.
     pub min_entities_ratio: f64,
+    /// Score jobs: where the labels of issued scores come from (`input.labels_sql`).
+    pub labels: Option<Labels>,
+}
+
+/// The labels of a score job's issued scores, once they arrive.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    /// Returns `input.key` and `input.target` of the entities scored as of `:as_of`.
+    pub sql: Sql,
+    /// How long after issue labels may still arrive: the issue times each run evaluates.
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]

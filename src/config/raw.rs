@@ -147,6 +147,19 @@ pub struct RawInput {
         deserialize_with = "lenient::de"
     )]
     pub min_entities_ratio: f64,
+    /// Score jobs: SQL file returning the label (`input.target`) of each entity (`input.key`)
+    /// scored as of `:as_of`, for the entities whose label has arrived. It runs once for each
+    /// time scores were issued (the `as_of` of the rows in `<table>_history`, so it needs
+    /// `output.keep_history`), and the realized AUC, log loss, Brier score and calibration by
+    /// score decile (regression: MAE, RMSE, bias) go to `prescore_label_accuracy` and
+    /// `prescore_calibration`.
+    #[serde(default)]
+    pub labels_sql: Option<String>,
+    /// Score jobs with `labels_sql`: how long after the scores were issued their labels may
+    /// still arrive. Every run evaluates the scores issued in this window before its as-of
+    /// time; `prescore evaluate` covers any range.
+    #[serde(default = "default_labels_window")]
+    pub labels_window: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,6 +363,9 @@ fn default_min_rows() -> usize {
 }
 fn default_min_entities_ratio() -> f64 {
     0.5
+}
+fn default_labels_window() -> String {
+    "35d".into()
 }
 fn default_max_depth() -> usize {
     8
@@ -797,6 +813,7 @@ fn validate_input(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<Inpu
     if !(0.0..=1.0).contains(&i.min_entities_ratio) {
         p.push("input.min_entities_ratio", "must be between 0 and 1");
     }
+    let labels = validate_labels(raw, base, p);
     Some(Input {
         train_sql: train_sql?,
         key: key?,
@@ -805,7 +822,49 @@ fn validate_input(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<Inpu
         min_rows: i.min_rows,
         max_null_fraction: i.max_null_fraction.clone(),
         min_entities_ratio: i.min_entities_ratio,
+        labels: labels?,
     })
+}
+
+/// `input.labels_sql` and `input.labels_window`: score jobs that keep their issued scores.
+fn validate_labels(raw: &RawConfig, base: &Path, p: &mut Problems) -> Option<Option<Labels>> {
+    let i = &raw.input;
+    let window = p.duration("input.labels_window", &i.labels_window);
+    let Some(rel) = &i.labels_sql else {
+        return Some(None);
+    };
+    if raw.job.kind != KindTag::Score {
+        p.push(
+            "input.labels_sql",
+            "labels are for score jobs: a forecast job's actuals come from input.train_sql",
+        );
+    }
+    let keeps = raw.output.keep_history.as_deref().map(str::trim);
+    if matches!(keeps, None | Some("0" | "off" | "none")) {
+        p.push(
+            "input.labels_sql",
+            format!(
+                "needs output.keep_history (such as \"90d\"): the issued scores are read from {}_history",
+                raw.output.table
+            ),
+        );
+    } else if let (Some(kept), Some(w)) = (keeps.and_then(parse_duration), window) {
+        if w > kept {
+            p.push(
+                "input.labels_window",
+                format!(
+                    "{:?} is longer than output.keep_history ({:?}): the scores would be pruned before their labels arrive",
+                    i.labels_window,
+                    keeps.unwrap_or_default()
+                ),
+            );
+        }
+    }
+    let sql = read_sql(p, base, "input.labels_sql", rel)?;
+    Some(Some(Labels {
+        sql,
+        window: window?,
+    }))
 }
 
 /// Checks that `name` is a declared column of one of the `allowed` types.
@@ -1408,6 +1467,46 @@ table = "bad;table"
         assert!(!k.contains(&"output.min_score".to_string()), "{k:?}");
         let k = keys("regression", "interval = 0.9");
         assert!(!k.iter().any(|k| k.starts_with("output")), "{k:?}");
+    }
+
+    #[test]
+    fn labels_belong_to_score_jobs_that_keep_their_scores_long_enough() {
+        let dir = std::env::temp_dir();
+        let problems = |kind: &str, input: &str, output: &str| -> Vec<String> {
+            let text = format!(
+                "[job]\nname = \"j\"\nkind = \"{kind}\"\n[input]\ntrain_sql = \"t.sql\"\n\
+                 score_sql = \"s.sql\"\nkey = \"id\"\ntarget = \"y\"\ntime = \"t\"\n{input}\n\
+                 columns = {{ id = \"int\", y = \"float\", t = \"timestamp\" }}\n[model]\n\
+                 task = \"regression\"\nalgorithm = \"random_forest\"\n[output]\ntable = \"t\"\n{output}"
+            );
+            let raw = parse(&text, &env()).unwrap_or_else(|_| panic!("parses"));
+            match validate(raw, &dir.join("c.toml"), &dir) {
+                Ok(_) => Vec::new(),
+                Err(p) => p
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect(),
+            }
+        };
+        let labels = "labels_sql = \"l.sql\"";
+        let about = |p: &[String], key: &str, text: &str| {
+            p.iter().any(|m| m.starts_with(key) && m.contains(text))
+        };
+        let p = problems("score", labels, "");
+        assert!(
+            about(&p, "input.labels_sql", "needs output.keep_history"),
+            "{p:?}"
+        );
+        let p = problems("forecast", labels, "keep_history = \"90d\"");
+        assert!(about(&p, "input.labels_sql", "score jobs"), "{p:?}");
+        let window = format!("{labels}\nlabels_window = \"60d\"");
+        let p = problems("score", &window, "keep_history = \"30d\"");
+        assert!(about(&p, "input.labels_window", "pruned"), "{p:?}");
+        let p = problems("score", &window, "keep_history = \"90d\"");
+        assert!(
+            !p.iter().any(|m| m.starts_with("input.labels_window")),
+            "{p:?}"
+        );
     }
 
     /// Property: random edits of a valid config never panic the parser or the validator;

@@ -1,5 +1,6 @@
 //! Holdout metrics fitting the task: accuracy, AUC and log loss for classification; MAE,
-//! RMSE, R² and sMAPE for regression. Each metric knows whether higher is better, which is what
+//! RMSE, R² and sMAPE for regression (and the Brier score and bias the realized accuracy of
+//! score jobs adds, `monitor::labels`). Each metric knows whether higher is better, which is what
 //! the quality gate needs to compare a candidate with a baseline or the champion.
 
 use std::collections::BTreeMap;
@@ -89,6 +90,17 @@ pub fn log_loss(truth: &[f64], pred: &[f64]) -> f64 {
     sum / truth.len().max(1) as f64
 }
 
+/// Mean squared difference of the predicted probability and the 0/1 outcome (0 is perfect,
+/// 0.25 is a constant 0.5).
+pub fn brier(truth: &[f64], pred: &[f64]) -> f64 {
+    rmse(truth, pred).powi(2)
+}
+
+/// Mean of prediction minus truth: positive when the model predicts too high.
+pub fn bias(truth: &[f64], pred: &[f64]) -> f64 {
+    truth.iter().zip(pred).map(|(t, p)| p - t).sum::<f64>() / truth.len().max(1) as f64
+}
+
 pub fn mae(truth: &[f64], pred: &[f64]) -> f64 {
     truth
         .iter()
@@ -157,6 +169,8 @@ mod tests {
         assert!((r2(&t, &t) - 1.0).abs() < 1e-12);
         assert!((smape(&[0.0], &[0.0])).abs() < 1e-12);
         assert!((smape(&[1.0], &[3.0]) - 100.0).abs() < 1e-12);
+        assert!((bias(&t, &p) - 2.0 / 3.0).abs() < 1e-12);
+        assert!((brier(&[1.0, 0.0], &[0.5, 0.5]) - 0.25).abs() < 1e-12);
     }
 
     #[test]

@@ -10,15 +10,24 @@ use std::collections::{BTreeMap, HashMap};
 
 use polars::prelude::*;
 
-/// A series key, as the history table and the job's SQL both hold it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A series (or entity) key, as the history table and the job's SQL both hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SeriesKey {
     Int(i64),
     Text(String),
 }
 
+impl std::fmt::Display for SeriesKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SeriesKey::Int(k) => write!(f, "{k}"),
+            SeriesKey::Text(k) => write!(f, "{k:?}"),
+        }
+    }
+}
+
 /// The keys of a column: integers stay integers, anything else is compared as text.
-fn keys(col: &Column) -> PolarsResult<Vec<Option<SeriesKey>>> {
+pub(crate) fn keys(col: &Column) -> PolarsResult<Vec<Option<SeriesKey>>> {
     if let Ok(ints) = col.i64() {
         return Ok(ints.iter().map(|k| k.map(SeriesKey::Int)).collect());
     }
@@ -30,11 +39,11 @@ fn keys(col: &Column) -> PolarsResult<Vec<Option<SeriesKey>>> {
         .collect())
 }
 
-fn micros(col: &Column) -> PolarsResult<Vec<Option<i64>>> {
+pub(crate) fn micros(col: &Column) -> PolarsResult<Vec<Option<i64>>> {
     Ok(col.datetime()?.physical().iter().collect())
 }
 
-fn floats(col: &Column) -> PolarsResult<Vec<Option<f64>>> {
+pub(crate) fn floats(col: &Column) -> PolarsResult<Vec<Option<f64>>> {
     Ok(col.cast(&DataType::Float64)?.f64()?.iter().collect())
 }
 

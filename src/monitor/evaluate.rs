@@ -24,11 +24,15 @@ use crate::warehouse::{Dialect, Guard, Value, Warehouse, WarehouseError, WriteMo
 pub enum EvaluateError {
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
-    #[error("job {job} is a score job: realized accuracy is measured for forecast jobs")]
+    #[error("job {job} is a score job: realized forecast accuracy is measured for forecast jobs")]
     NotForecast { job: String },
-    #[error("job {job} keeps no forecast history (output.keep_history = \"0\"), so there are no issued forecasts to evaluate")]
+    #[error("job {job} keeps no history (output.keep_history), so there are no issued predictions to evaluate")]
     NoHistory { job: String },
-    #[error("{table} does not exist yet: run the job first, then evaluate once actuals arrive")]
+    #[error("job {job} has no input.labels_sql: set it (and output.keep_history) to measure its issued scores against the labels that arrive later")]
+    NoLabels { job: String },
+    #[error("input contract broken: {0}")]
+    Labels(#[from] super::labels::LabelError),
+    #[error("{table} does not exist yet: run the job first, then evaluate once actuals (or labels) arrive")]
     NoTable { table: String },
     #[error("computing accuracy from {what}: {source}")]
     Frame {
@@ -97,7 +101,7 @@ pub async fn evaluate(
             table: history.to_string(),
         });
     }
-    index_targets(wh, &history).await;
+    index_history(wh, &history, "target_ts").await;
     let issued = read_issued(job, wh, &history, range).await?;
     let actuals = match actuals {
         Some(df) => df,
@@ -146,11 +150,12 @@ pub fn history_table(job: &Job) -> Result<Ident, EvaluateError> {
     Ok(Ident::new(&format!("{}_history", job.output.table)).expect("validated with the config"))
 }
 
-/// An index on the history's target times, so that reading a few days does not scan the
-/// whole history (its key leads with the series). Created once; a failure (another process
-/// creating it at the same moment, a role without the right) only costs speed.
-pub(crate) async fn index_targets(wh: &Warehouse, history: &Ident) {
-    let name = format!("{}_target_ts", history.base());
+/// An index on the history's `column` (a forecast's target time, a score's issue time), so
+/// that reading a few days does not scan the whole history (its key leads with the series or
+/// entity). Created once; a failure (another process creating it at the same moment, a role
+/// without the right) only costs speed.
+pub(crate) async fn index_history(wh: &Warehouse, history: &Ident, column: &str) {
+    let name = format!("{}_{column}", history.base());
     let schema = history.to_string();
     let schema = schema.strip_suffix(history.base()).unwrap_or_default();
     let index = format!("{}\"{name}\"", quoted_prefix(schema));
@@ -176,15 +181,15 @@ pub(crate) async fn index_targets(wh: &Warehouse, history: &Ident) {
         // SQLite names the index in the table's schema and the table without one.
         Dialect::Sqlite => {
             let on = format!("\"{}\"", history.base());
-            format!("CREATE INDEX IF NOT EXISTS {index} ON {on} (target_ts)")
+            format!("CREATE INDEX IF NOT EXISTS {index} ON {on} ({column})")
         }
         Dialect::Postgres => format!(
-            "CREATE INDEX IF NOT EXISTS \"{name}\" ON {} (target_ts)",
+            "CREATE INDEX IF NOT EXISTS \"{name}\" ON {} ({column})",
             history.quoted()
         ),
     };
     if let Err(e) = wh.execute(&sql, &[]).await {
-        tracing::warn!(error = %e, table = %history, "could not index the history's target times");
+        tracing::warn!(error = %e, table = %history, column, "could not index the history");
     }
 }
 

@@ -1,6 +1,7 @@
 //! `prescore report`: one self-contained HTML page about a job, for people: runs over time
 //! with their status and seconds per stage, realized accuracy by lead time and by day next to
-//! seasonal naive, a few series' forecasts against their actuals with intervals, drift per
+//! seasonal naive (score jobs: AUC and log loss by issue day and calibration by score decile),
+//! a few series' forecasts against their actuals with intervals, drift per
 //! feature with PSI flags, and the model registry with its history. Everything comes from
 //! prescore's own tables as aggregates (the sampled series' actuals from the job's history
 //! SQL, drawn, never listed), the charts are inline SVG and the page has no script and loads
@@ -19,7 +20,7 @@ use polars::prelude::PolarsError;
 use crate::config::{Job, KindTag};
 use crate::registry::{events::Recorded, StoredModel};
 use crate::warehouse::{Warehouse, WarehouseError};
-use tables::{Day, Drift, Lead, Run, Samples};
+use tables::{Calibration, Day, Drift, LabelDay, Lead, Run, Samples};
 
 /// Models and model events the report lists.
 const MODELS_LISTED: usize = 30;
@@ -50,6 +51,9 @@ pub struct Gathered {
     pub runs: Vec<Run>,
     pub leads: Vec<Lead>,
     pub days: Vec<Day>,
+    /// Score jobs: realized accuracy against labels, per issue day, and the calibration.
+    pub label_days: Vec<LabelDay>,
+    pub calibration: Option<Calibration>,
     /// The sampled series, or why there are none.
     pub samples: Result<Samples, String>,
     pub drift: Option<Drift>,
@@ -65,10 +69,11 @@ impl Gathered {
     pub fn summary(&self) -> String {
         let series = self.samples.as_ref().map_or(0, |s| s.series.len());
         format!(
-            "{} runs, {} lead times of realized accuracy over {} days, {series} series drawn, {} drift features, {} models, {} model events",
+            "{} runs, {} lead times of realized accuracy over {} days, {} issue days of scores with labels, {series} series drawn, {} drift features, {} models, {} model events",
             self.runs.len(),
             self.leads.len(),
             self.days.len(),
+            self.label_days.len(),
             self.drift.as_ref().map_or(0, |d| d.features.len()),
             self.models.len(),
             self.events.len()
@@ -89,12 +94,14 @@ pub async fn gather(
     let runs = tables::runs(wh, name).await?;
     let leads = tables::accuracy_by_lead(wh, name).await?;
     let days = tables::accuracy_by_day(wh, name).await?;
+    let label_days = tables::labels_by_day(wh, name).await?;
+    let calibration = tables::calibration(wh, name).await?;
     let drift = tables::latest_drift(wh, name).await?;
     let drift_runs = tables::drift_over_runs(wh, name).await?;
     let (models, events) = tables::models(wh, name, MODELS_LISTED).await?;
     let samples = match job {
         Some(job) => tables::samples(job, wh, now).await?,
-        None if leads.is_empty() && drift.is_some() => {
+        None if leads.is_empty() && (drift.is_some() || !label_days.is_empty()) => {
             Err("a score job (it records drift): no forecasts to draw".into())
         }
         None => Err(format!(
@@ -104,21 +111,23 @@ pub async fn gather(
     };
     let gathered = Gathered {
         job: name.to_string(),
-        // Without a config, what the tables hold tells the kind: drift is recorded for score
-        // jobs, realized accuracy for forecasts.
-        kind: job
-            .map(|j| j.kind.tag())
-            .or(match (&drift, leads.is_empty()) {
-                (Some(_), _) => Some(KindTag::Score),
-                (None, false) => Some(KindTag::Forecast),
-                (None, true) => None,
-            }),
+        // Without a config, what the tables hold tells the kind: drift and label accuracy
+        // are recorded for score jobs, realized accuracy against actuals for forecasts.
+        kind: job.map(|j| j.kind.tag()).or(
+            match (drift.is_some() || !label_days.is_empty(), leads.is_empty()) {
+                (true, _) => Some(KindTag::Score),
+                (false, false) => Some(KindTag::Forecast),
+                (false, true) => None,
+            },
+        ),
         config: job.map(|j| j.config_path.display().to_string()),
         warehouse: wh.dialect().name(),
         generated: now,
         runs,
         leads,
         days,
+        label_days,
+        calibration,
         samples,
         drift,
         drift_runs,
@@ -147,8 +156,9 @@ pub fn render(g: &Gathered) -> String {
     s.push_str(&sections::drift(g));
     s.push_str(&sections::models(g));
     s.push_str(&format!(
-        "</main><footer>prescore {} · prescore_runs, prescore_accuracy, prescore_drift, \
-         prescore_models, prescore_model_events</footer></body></html>\n",
+        "</main><footer>prescore {} · prescore_runs, prescore_accuracy, \
+         prescore_label_accuracy, prescore_calibration, prescore_drift, prescore_models, \
+         prescore_model_events</footer></body></html>\n",
         env!("CARGO_PKG_VERSION")
     ));
     s

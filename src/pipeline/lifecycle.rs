@@ -143,6 +143,7 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
         as_of: ctx.opts.as_of,
         table: &ctx.job.output.table,
         history,
+        history_time: ctx.job.kind.history_time(),
         sharded: ctx.opts.shard.count > 1,
         prunes_history: ctx.opts.shard.index == 0,
         columns: output.columns,
@@ -163,10 +164,16 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
     ctx.report.rows_written = ctx
         .time("publish", publish::publish(wh, publication, stats))
         .await?;
+    let (job, as_of) = (ctx.job, ctx.opts.as_of);
     if let Some(actuals) = ctx.actuals.take() {
-        let (job, as_of) = (ctx.job, ctx.opts.as_of);
         let eval = crate::monitor::evaluate::after_run(job, wh, as_of, actuals);
         ctx.report.accuracy = ctx.time("evaluate", eval).await;
+    } else if job.input.labels.is_some() && ctx.opts.shard.count == 1 {
+        // A sharded job's scores are whole only once every shard published: `prescore
+        // evaluate` measures them.
+        let eval = crate::monitor::evaluate_scores::after_run(job, wh, as_of);
+        let found = ctx.time("evaluate", eval).await;
+        ctx.report.labels = found.map(|e| e.groups).unwrap_or_default();
     }
     Ok(())
 }
@@ -196,18 +203,26 @@ async fn should_train(ctx: &RunContext<'_>) -> Result<bool, Error> {
     })
 }
 
-/// The champion, rebuilt by the kind.
+/// The model that was champion at the run's as_of, rebuilt by the kind: today's champion for
+/// a run at the present, the one that served then for a backfill.
 async fn load_champion<K: Kind>(
     kind: &K,
     ctx: &RunContext<'_>,
 ) -> Result<(i64, Arc<K::Serving>), Error> {
-    let stored = registry::champion(ctx.wh, &ctx.job.name).await?.ok_or(
-        registry::RegistryError::NoChampion {
-            job: ctx.job.name.clone(),
-        },
-    )?;
+    let (wh, job, as_of) = (ctx.wh, &ctx.job.name, ctx.opts.as_of);
+    let stored = registry::champion_at(wh, job, as_of).await?;
     let serving = kind.load(ctx, &stored)?;
-    tracing::info!(version = stored.version, algorithm = %stored.algorithm, "loaded the champion");
+    if stored.status == "champion" {
+        tracing::info!(version = stored.version, algorithm = %stored.algorithm, "loaded the champion");
+    } else {
+        tracing::info!(
+            version = stored.version,
+            algorithm = %stored.algorithm,
+            status = %stored.status,
+            as_of = %as_of,
+            "loaded the model that was champion at the run's as_of (a backfill)"
+        );
+    }
     Ok((stored.version, Arc::new(serving)))
 }
 

@@ -117,6 +117,10 @@ pub struct Report {
     /// Score jobs: the feature (or `score`) with the highest PSI against the training data.
     #[serde(default)]
     pub max_psi: Option<(String, f64)>,
+    /// Score runs with `input.labels_sql`: realized accuracy of the scores issued over
+    /// `input.labels_window`, per model version and issue day that has labels.
+    #[serde(default)]
+    pub labels: Vec<crate::monitor::labels::Group>,
 }
 
 impl Report {
@@ -135,6 +139,7 @@ impl Report {
             stage_seconds: Vec::new(),
             accuracy: Vec::new(),
             max_psi: None,
+            labels: Vec::new(),
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Publication<'a> {
     pub table: &'a Ident,
     /// `<table>_history` and how long it keeps rows, when the job keeps history.
     pub history: Option<(Ident, std::time::Duration)>,
+    /// The history's column realized accuracy reads by (indexed with the table).
+    pub history_time: &'static str,
     /// Other shards of the job publish into the same tables at the same time.
     pub sharded: bool,
     /// This publish prunes the history past `keep_history`: only the first shard's does, so
@@ -74,8 +76,9 @@ pub async fn publish(
         wh.ensure_table(h, &p.columns, &history_key(&p), false)
             .await
             .map_err(on(&h.to_string(), lim))?;
-        // Before the transaction, like the table: the realized accuracy reads by target time.
-        crate::monitor::evaluate::index_targets(wh, h).await;
+        // Before the transaction, like the table: the realized accuracy reads by target time
+        // (forecasts) or issue time (scores).
+        crate::monitor::evaluate::index_history(wh, h, p.history_time).await;
     }
     let mut tx = wh.begin().await.map_err(on("the warehouse", lim))?;
     if let Some(fence) = p.fence {

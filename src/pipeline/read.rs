@@ -31,19 +31,32 @@ pub async fn read(
     as_of: DateTime<Utc>,
     shard: Shard,
 ) -> Result<DataFrame, WarehouseError> {
+    tracing::info!("running {what}");
+    let df = fetch(job, wh, sql, what, contract, as_of, shard).await?;
+    tracing::info!(rows = df.height(), columns = df.width(), "read {what}");
+    Ok(df)
+}
+
+/// [`read`] without its log lines, for SQL run many times (the labels of each issue time).
+pub async fn fetch(
+    job: &Job,
+    wh: &Warehouse,
+    sql: &Sql,
+    what: &str,
+    contract: &BTreeMap<String, ColumnType>,
+    as_of: DateTime<Utc>,
+    shard: Shard,
+) -> Result<DataFrame, WarehouseError> {
     let params = params(as_of, shard);
     let file = sql.path.display().to_string();
-    tracing::info!("running {what}");
-    let df = retry(what, job.retry_attempts, job.retry_backoff, || {
+    retry(what, job.retry_attempts, job.retry_backoff, || {
         wh.read_frame(&sql.text, &file, &params, contract)
     })
     .await
     .map_err(|e| {
         let l = job.limits;
         e.waited_on(&format!("the job's SQL {file}"), l.lock, l.statement)
-    })?;
-    tracing::info!(rows = df.height(), columns = df.width(), "read {what}");
-    Ok(df)
+    })
 }
 
 /// Reads the job's training (forecast: history) SQL with every declared column: what a
@@ -69,5 +82,13 @@ pub fn scoring_contract(job: &Job) -> BTreeMap<String, ColumnType> {
                 && Some(name.as_str()) != job.kind.time().map(|t| t.as_str())
         })
         .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+/// The columns a score job's labels SQL must return: the key and the target.
+pub fn labels_contract(job: &Job) -> BTreeMap<String, ColumnType> {
+    [job.input.key.as_str(), job.input.target.as_str()]
+        .into_iter()
+        .map(|c| (c.to_string(), job.input.columns[c]))
         .collect()
 }

@@ -1,7 +1,8 @@
 //! The model history, `prescore_model_events`: an append-only row per registry change
 //! (trained, rejected, promoted, rolled_back, retired) with the run or command that made it, its
 //! reason and time, always written in the transaction of the change it records. Replaying
-//! it tells which model served before the current one, which `models rollback` restores.
+//! it tells which model served before the current one, which `models rollback` restores, and
+//! which model was champion at a past as_of, which a backfill serves.
 
 use chrono::{DateTime, Utc};
 
@@ -139,6 +140,54 @@ pub async fn served_before(
     })
 }
 
+/// A promotion or rollback, with the time it took effect in data time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub version: i64,
+    pub event: String,
+    pub effective: DateTime<Utc>,
+}
+
+/// A job's promotions and rollbacks in the order they happened, each with the time it took
+/// effect: a run's at the run's as_of (the data the model was trained on, so a backfill's
+/// promotion counts at its past as_of), a person's when it was made (whole seconds, like an
+/// as_of given on the command line).
+pub async fn changes(wh: &Warehouse, job: &str) -> Result<Vec<Change>, WarehouseError> {
+    let rows = wh
+        .fetch(
+            "SELECT e.version, e.event, e.run_id, m.as_of, e.at FROM prescore_model_events e \
+             JOIN prescore_models m ON m.job = e.job AND m.version = e.version \
+             WHERE e.job = $1 AND e.event IN ('promoted', 'rolled_back') ORDER BY e.id",
+            &[Value::text(job)],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let by_run = r[2].as_str().is_some();
+            let effective = match by_run {
+                true => r[3].as_ts().or(r[4].as_ts())?,
+                false => chrono::SubsecRound::trunc_subsecs(r[4].as_ts()?, 0),
+            };
+            Some(Change {
+                version: r[0].as_i64()?,
+                event: r[1].as_str()?.to_string(),
+                effective,
+            })
+        })
+        .collect())
+}
+
+/// The model that served at `as_of`: the changes that took effect at or before it, replayed
+/// in the order they took effect (the order they happened among equals). None when no model
+/// had been promoted by then.
+pub fn serving_at(changes: &[Change], as_of: DateTime<Utc>) -> Option<i64> {
+    let mut known: Vec<&Change> = changes.iter().filter(|c| c.effective <= as_of).collect();
+    known.sort_by_key(|c| c.effective);
+    let stack = service_stack(known.iter().map(|c| (c.version, c.event.as_str())));
+    stack.last().copied()
+}
+
 /// Replays promotions and rollbacks into the stack of models that served, the serving one
 /// last: a promotion pushes (unless that model already serves), a rollback pops. So two
 /// rollbacks in a row go two models back, never back and forth.
@@ -161,6 +210,35 @@ pub fn service_stack<'e>(events: impl IntoIterator<Item = (i64, &'e str)>) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_serving_at_a_time_is_the_last_promoted_by_then() {
+        let t = |day: u32| {
+            chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, day, 0, 0, 0)
+                .single()
+                .unwrap()
+        };
+        let change = |version, event: &str, day| Change {
+            version,
+            event: event.into(),
+            effective: t(day),
+        };
+        // v1 trained and promoted as of the 1st, v2 as of the 10th, v3 by a backfill as of
+        // the 5th (recorded last), and a rollback from v2 to v1 on the 20th.
+        let changes = vec![
+            change(1, "promoted", 1),
+            change(2, "promoted", 10),
+            change(3, "promoted", 5),
+            change(2, "rolled_back", 20),
+            change(1, "promoted", 20),
+        ];
+        let just_before = t(1) - chrono::Duration::seconds(1);
+        assert_eq!(serving_at(&changes, just_before), None);
+        assert_eq!(serving_at(&changes, t(1)), Some(1));
+        assert_eq!(serving_at(&changes, t(7)), Some(3));
+        assert_eq!(serving_at(&changes, t(12)), Some(2));
+        assert_eq!(serving_at(&changes, t(25)), Some(1));
+    }
 
     #[test]
     fn rollbacks_walk_back_through_the_models_that_served() {

@@ -150,6 +150,7 @@ fn example() -> RunMetrics {
         model_version: Some(7),
         mae: Some(0.8125),
         realized_mae: Some(0.75),
+        realized_auc: Some(0.71),
         psi_max: None,
     }
 }
@@ -193,6 +194,7 @@ fn the_metrics_file_follows_the_exposition_format() {
     assert_eq!(get("prescore_gate_passed", &[]), Some(0.0));
     assert_eq!(get("prescore_skipped_entities", &[]), Some(3.0));
     assert_eq!(get("prescore_holdout_mae", &[]), Some(0.8125));
+    assert_eq!(get("prescore_realized_auc", &[]), Some(0.71));
     // Every family is typed and described.
     let families: HashSet<&str> = samples.iter().map(|s| s.0.as_str()).collect();
     for f in families {

@@ -1,5 +1,6 @@
 //! The report's sections, each a pure function from what [`tables`] read to HTML: the header
-//! with the key figures, runs over time, realized accuracy, forecasts against actuals, drift
+//! with the key figures, runs over time, realized accuracy (score jobs: against labels, with
+//! calibration), forecasts against actuals, drift
 //! and the model history. A section without data says why in a sentence instead of drawing an
 //! empty chart. Every text that came from a table goes through [`esc`] (the [`Cell`]s of a
 //! table are escaped in one place).
@@ -9,7 +10,7 @@
 use chrono::{DateTime, Utc};
 
 use super::svg::{self, esc, Band, Chart, Line, Rule, Style, XAxis};
-use super::tables::{Day, Lead, Run};
+use super::tables::{Calibration, Day, LabelDay, Lead, Run};
 use super::Gathered;
 use crate::config::KindTag;
 
@@ -186,6 +187,21 @@ pub fn header(g: &Gathered) -> String {
                 num(m.metrics.get(primary).copied(), 4)
             ),
         ));
+    }
+    let labeled: i64 = g.label_days.iter().map(|d| d.n).sum();
+    if labeled > 0 {
+        let auc: f64 = g
+            .label_days
+            .iter()
+            .filter_map(|d| Some(d.auc? * d.n as f64))
+            .sum::<f64>()
+            / labeled as f64;
+        if g.label_days.iter().any(|d| d.auc.is_some()) {
+            facts.push((
+                "realized AUC".into(),
+                format!("{auc:.3} <small>{labeled} labeled scores</small>"),
+            ));
+        }
     }
     if let Some((mae, naive, _)) = overall(&g.leads) {
         facts.push((
@@ -378,11 +394,7 @@ fn stage_bars(runs: &[Run]) -> String {
 pub fn accuracy(g: &Gathered) -> String {
     let (id, title) = TOC[1];
     if g.kind == Some(KindTag::Score) {
-        return section(
-            id,
-            title,
-            &note("a score job: realized accuracy is measured for forecast jobs (see drift below)"),
-        );
+        return section(id, title, &labels(g));
     }
     let Some((mae, naive, n)) = overall(&g.leads) else {
         return section(
@@ -515,6 +527,178 @@ fn days(days: &[Day]) -> String {
         "{}<h3>Latest days</h3>{}",
         chart.svg(),
         table(&["day", "n", "MAE", "naive MAE", "interval coverage"], rows)
+    )
+}
+
+/// One figure of an issue day, such as its AUC.
+type Figure = fn(&LabelDay) -> Option<f64>;
+
+/// Score jobs: the issued scores against the labels that arrived, by issue day, and their
+/// calibration by score decile.
+fn labels(g: &Gathered) -> String {
+    let days = &g.label_days;
+    let n: i64 = days.iter().map(|d| d.n).sum();
+    if n == 0 {
+        return note(&format!(
+            "no realized accuracy yet: it is measured once the labels of issued scores arrive. \
+             With input.labels_sql and output.keep_history, each run records the AUC, log loss \
+             and calibration of the scores issued in input.labels_window whose labels have \
+             arrived in prescore_label_accuracy and prescore_calibration, and `prescore evaluate \
+             --config {}` does it for any range of issue days",
+            config_hint(g)
+        ));
+    }
+    let weighted = |f: Figure| {
+        let (sum, w) = days
+            .iter()
+            .filter_map(|d| Some((f(d)? * d.n as f64, d.n as f64)))
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        (w > 0.0).then(|| sum / w)
+    };
+    let classification = days.iter().any(|d| d.auc.is_some());
+    // (title, figure) of the two charts and the headline.
+    let figures: [(&str, Figure); 2] = match classification {
+        true => [("AUC", |d| d.auc), ("log loss", |d| d.log_loss)],
+        false => [("MAE", |d| d.mae), ("bias", |d| d.bias)],
+    };
+    let mut body = para(&format!(
+        "{n} issued scores with a label over {} issue days: {} {}, {} {} (weighted by the \
+         labeled scores of each day). From prescore_label_accuracy; each day's scores are \
+         joined with the labels the job's labels SQL returns for the time they were issued.",
+        days.len(),
+        figures[0].0,
+        num(weighted(figures[0].1), 4),
+        figures[1].0,
+        num(weighted(figures[1].1), 4),
+    ));
+    if days.len() >= 2 {
+        body.push_str("<div class=\"grid\">");
+        for (label, f) in figures {
+            let mut chart = Chart::new(&format!("{label} by issue day"), XAxis::Time, label);
+            chart.width = 530.0;
+            chart.from_zero = label != "AUC";
+            chart.lines.push(Line {
+                label: "issued scores".into(),
+                color: BLUE,
+                style: Style::Solid,
+                points: days
+                    .iter()
+                    .filter_map(|d| Some((secs(d.day), f(d)?)))
+                    .collect(),
+            });
+            body.push_str(&chart.svg());
+        }
+        body.push_str("</div>");
+    } else {
+        body.push_str(&note(
+            "one issue day evaluated so far, no trend to draw yet",
+        ));
+    }
+    let rows = days
+        .iter()
+        .rev()
+        .take(14)
+        .map(|d| {
+            let mut row = vec![
+                Cell::Text(d.day.format("%Y-%m-%d").to_string()),
+                Cell::Num(d.n.to_string()),
+            ];
+            let figures = match classification {
+                true => vec![
+                    num(d.auc, 4),
+                    num(d.log_loss, 4),
+                    num(d.brier, 4),
+                    pct(d.positive_rate),
+                ],
+                false => vec![num(d.mae, 4), num(d.bias, 4)],
+            };
+            row.extend(figures.into_iter().map(Cell::Num));
+            row.push(Cell::Num(num(d.mean_score, 4)));
+            row
+        })
+        .collect();
+    let headers: &[&str] = match classification {
+        true => &[
+            "issued",
+            "n",
+            "AUC",
+            "log loss",
+            "Brier",
+            "positive rate",
+            "mean score",
+        ],
+        false => &["issued", "n", "MAE", "bias", "mean score"],
+    };
+    body.push_str(&format!(
+        "<h3>Latest issue days</h3>{}",
+        table(headers, rows)
+    ));
+    if let Some(c) = &g.calibration {
+        body.push_str(&calibration(c, classification));
+    }
+    body
+}
+
+/// Mean label against mean score per score decile: on the diagonal, the scores mean what they
+/// say.
+fn calibration(c: &Calibration, classification: bool) -> String {
+    let observed = if classification {
+        "observed rate"
+    } else {
+        "mean actual"
+    };
+    let mut chart = Chart::new(
+        &format!(
+            "{} against mean score, by score decile (model v{})",
+            if classification {
+                "Observed rate"
+            } else {
+                "Mean actual"
+            },
+            c.model_version
+        ),
+        XAxis::Value,
+        observed,
+    );
+    chart.from_zero = true;
+    let top = c
+        .deciles
+        .iter()
+        .flat_map(|d| [d.2, d.3])
+        .fold(0.0f64, f64::max);
+    chart.lines.push(Line {
+        label: "perfect calibration".into(),
+        color: ORANGE,
+        style: Style::Dashed,
+        points: vec![(0.0, 0.0), (top, top)],
+    });
+    chart.lines.push(Line {
+        label: observed.into(),
+        color: BLUE,
+        style: Style::Solid,
+        points: c.deciles.iter().map(|d| (d.2, d.3)).collect(),
+    });
+    let rows = c
+        .deciles
+        .iter()
+        .map(|(decile, n, score, label)| {
+            vec![
+                Cell::Text(decile.to_string()),
+                Cell::Num(n.to_string()),
+                Cell::Num(format!("{score:.4}")),
+                Cell::Num(format!("{label:.4}")),
+            ]
+        })
+        .collect();
+    format!(
+        "<h3>Calibration</h3>{}{}{}",
+        para(&format!(
+            "Issued scores of model v{} over its latest {} evaluated issue days in ten groups by \
+             score (lowest first), from prescore_calibration: the mean score next to the {observed}.",
+            c.model_version, c.days
+        )),
+        chart.svg(),
+        table(&["decile", "n", "mean score", observed], rows)
     )
 }
 

@@ -47,6 +47,8 @@ pub enum XAxis {
     Time,
     /// Steps ahead, labelled `+6`.
     Lead,
+    /// A plain quantity, such as a mean score.
+    Value,
 }
 
 /// How a line is drawn.
@@ -157,6 +159,7 @@ impl Chart {
         let x_pad = match self.x {
             XAxis::Time => 3600.0,
             XAxis::Lead => 1.0,
+            XAxis::Value => 0.01,
         };
         let (mut x0, mut x1) = extent(xs, false, x_pad);
         // Dots at the very edge of the plot would be cut in half.
@@ -324,6 +327,7 @@ impl Plot {
                 .filter(|(v, _)| v.fract() == 0.0)
                 .map(|(v, t)| (v, format!("+{t}")))
                 .collect(),
+            XAxis::Value => number_ticks(self.x.0, self.x.1, n.clamp(2, 10)),
         };
         let mut s = format!(
             "<line x1=\"{:.1}\" y1=\"{b:.1}\" x2=\"{:.1}\" y2=\"{b:.1}\" stroke=\"#999\"/>",

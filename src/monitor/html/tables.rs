@@ -181,6 +181,122 @@ pub async fn accuracy_by_day(wh: &Warehouse, job: &str) -> Result<Vec<Day>, Ware
     Ok(days)
 }
 
+/// Realized accuracy of a score job's issued scores on one issue day, over its model
+/// versions (weighted by the labeled scores each covers).
+#[derive(Debug, Clone)]
+pub struct LabelDay {
+    pub day: DateTime<Utc>,
+    pub n: i64,
+    pub auc: Option<f64>,
+    pub log_loss: Option<f64>,
+    pub brier: Option<f64>,
+    pub positive_rate: Option<f64>,
+    pub mean_score: Option<f64>,
+    pub mae: Option<f64>,
+    pub bias: Option<f64>,
+}
+
+/// The latest [`MAX_DAYS`] issue days of `prescore_label_accuracy`, oldest first.
+pub async fn labels_by_day(wh: &Warehouse, job: &str) -> Result<Vec<LabelDay>, WarehouseError> {
+    let weighted = |c: &str| {
+        format!(
+            "CAST(SUM({c} * n) / NULLIF(SUM(CASE WHEN {c} IS NULL THEN 0 ELSE n END), 0) AS DOUBLE PRECISION)"
+        )
+    };
+    let figures = [
+        "auc",
+        "log_loss",
+        "brier",
+        "positive_rate",
+        "mean_score",
+        "mae",
+        "bias",
+    ];
+    let sql = format!(
+        "SELECT day, CAST(SUM(n) AS BIGINT), {} FROM prescore_label_accuracy WHERE job = $1 \
+         GROUP BY day ORDER BY day DESC LIMIT $2",
+        figures.map(weighted).join(", ")
+    );
+    let rows = wh
+        .fetch(&sql, &[Value::text(job), Value::Int(Some(MAX_DAYS))])
+        .await?;
+    let mut days: Vec<LabelDay> = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(LabelDay {
+                day: r[0].as_ts()?,
+                n: r[1].as_i64().unwrap_or_default(),
+                auc: r[2].as_f64(),
+                log_loss: r[3].as_f64(),
+                brier: r[4].as_f64(),
+                positive_rate: r[5].as_f64(),
+                mean_score: r[6].as_f64(),
+                mae: r[7].as_f64(),
+                bias: r[8].as_f64(),
+            })
+        })
+        .collect();
+    days.reverse();
+    Ok(days)
+}
+
+/// Calibration of one model's issued scores: per score decile, the labeled scores, their mean
+/// score and mean label, pooled over the issue days evaluated.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    pub model_version: i64,
+    pub days: i64,
+    /// (decile, n, mean score, mean label)
+    pub deciles: Vec<(i64, i64, f64, f64)>,
+}
+
+/// The calibration of the newest model version that has any, over its latest [`MAX_DAYS`]
+/// issue days.
+pub async fn calibration(wh: &Warehouse, job: &str) -> Result<Option<Calibration>, WarehouseError> {
+    let newest = wh
+        .fetch(
+            "SELECT MAX(model_version) FROM prescore_calibration WHERE job = $1",
+            &[Value::text(job)],
+        )
+        .await?;
+    let Some(version) = newest.first().and_then(|r| r[0].as_i64()) else {
+        return Ok(None);
+    };
+    let rows = wh
+        .fetch(
+            "SELECT decile, CAST(SUM(n) AS BIGINT), \
+             CAST(SUM(mean_score * n) / SUM(n) AS DOUBLE PRECISION), \
+             CAST(SUM(mean_label * n) / SUM(n) AS DOUBLE PRECISION), CAST(COUNT(*) AS BIGINT) \
+             FROM prescore_calibration WHERE job = $1 AND model_version = $2 AND day >= \
+             (SELECT MIN(day) FROM (SELECT day FROM prescore_calibration WHERE job = $1 \
+              AND model_version = $2 GROUP BY day ORDER BY day DESC LIMIT $3) latest) \
+             GROUP BY decile ORDER BY decile",
+            &[
+                Value::text(job),
+                Value::Int(Some(version)),
+                Value::Int(Some(MAX_DAYS)),
+            ],
+        )
+        .await?;
+    let days = rows.iter().filter_map(|r| r[4].as_i64()).max().unwrap_or(0);
+    let deciles = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r[0].as_i64()?,
+                r[1].as_i64()?,
+                r[2].as_f64()?,
+                r[3].as_f64()?,
+            ))
+        })
+        .collect();
+    Ok(Some(Calibration {
+        model_version: version,
+        days,
+        deciles,
+    }))
+}
+
 /// The drift a run recorded: PSI per feature (and `score`), highest first.
 #[derive(Debug, Clone)]
 pub struct Drift {
