@@ -68,7 +68,6 @@ impl SeriesSchema {
         } = plan;
         let width = self.names(strategy).len();
         // Per series: its feature buffer and the (target, origin) pairs it contributes.
-        type Pairs = (Vec<f64>, Vec<(u32, u32)>);
         let per_series: Vec<Pairs> = series
             .par_iter()
             .zip(scales.par_iter())
@@ -121,14 +120,16 @@ impl SeriesSchema {
     }
 }
 
+/// A series' transformed values and the (target, origin) pairs it contributes.
+type Pairs = (Vec<f64>, Vec<(u32, u32)>);
+
 /// A training set whose feature rows are written on demand ([`TrainingSet::fill`]): the fit
 /// bins them as they come instead of holding them all as `f64`s.
 pub struct TrainingSet<'a> {
     schema: &'a SeriesSchema,
     series: &'a [Series],
     strategy: Fitted,
-    /// Per series: its transformed values and the (target, origin) pairs it contributes.
-    per_series: Vec<(Vec<f64>, Vec<(u32, u32)>)>,
+    per_series: Vec<Pairs>,
     /// The rows, in series order: (series, target, origin).
     kept: Vec<(u32, u32, u32)>,
     /// Features per row.
