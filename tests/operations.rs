@@ -266,6 +266,23 @@ fn a_terminal_sees_a_spinner_for_each_long_stage() {
     assert!(shown.contains("finished"), "{shown}");
 }
 
+#[test]
+fn the_demo_outside_the_checkout_says_where_its_configs_are_before_writing_anything() {
+    let db = sqlite();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let root = elsewhere.path().to_str().unwrap();
+    let o = prescore(&["demo", "--root", root, "--warehouse", &db.url], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("configs/churn_daily.toml does not exist") && err.contains("--root"),
+        "{}",
+        text(&o)
+    );
+    // Nothing was generated: the warehouse file was never created.
+    assert!(!db.dir.path().join("prescore.db").exists(), "{}", text(&o));
+}
+
 const WEATHER: &str = "configs/weather_hourly.toml";
 
 /// A timestamp as a literal both warehouses compare with their target times (UTC).

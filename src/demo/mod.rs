@@ -27,6 +27,15 @@ pub const JOBS: &[&str] = &[
 ];
 
 pub async fn demo(a: DemoArgs) -> Result<(), Error> {
+    // Before any data is generated: the jobs' configs must be where --root says.
+    let missing = JOBS.iter().map(|p| a.root.join(p)).find(|p| !p.is_file());
+    if let (false, Some(path)) = (a.seed_only, missing) {
+        return Err(Error::Usage(format!(
+            "the demo's job configs are not here: {} does not exist. Run `prescore demo` in \
+             prescore's checkout (where configs/ and sql/ are), or point --root at it",
+            path.display()
+        )));
+    }
     let url = a
         .warehouse
         .clone()
