@@ -47,6 +47,16 @@ fn pushed_down(db: &Db, bad: bool) -> std::path::PathBuf {
     )
 }
 
+/// Trains, then scores in one (unsharded) process as of `at`; returns the published rows
+/// that `values` selects: what the shards must reproduce.
+async fn one_process(db: &Db, c: &str, at: &str, values: &str) -> Vec<Vec<String>> {
+    for command in ["train", "score"] {
+        let o = prescore(&[command, "--config", c, "--as-of", at], &[]);
+        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+    }
+    rows(db, values).await
+}
+
 /// An hour two days before the seeded data ends (it ends now), the same for every process.
 fn as_of() -> String {
     let t = chrono::Utc::now() - chrono::Duration::days(2);
@@ -61,11 +71,7 @@ async fn three_shards_read_a_third_each_and_publish_what_one_process_does() {
         let c = cfg.to_str().unwrap();
         let as_of = as_of();
         let at = as_of.as_str();
-        let o = prescore(&["train", "--config", c, "--as-of", at], &[]);
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
-        let o = prescore(&["score", "--config", c, "--as-of", at], &[]);
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
-        let single = rows(&db, FORECASTS).await;
+        let single = one_process(&db, c, at, FORECASTS).await;
         let total_read: i64 = rows(
             &db,
             "SELECT rows_read FROM prescore_runs WHERE command = 'score' AND shard = '0/1'",
@@ -407,11 +413,7 @@ async fn a_score_shard_killed_mid_publish_leaves_its_slice_and_a_rerun_completes
         let c = cfg.to_str().unwrap();
         let as_of = as_of();
         let at = as_of.as_str();
-        let o = prescore(&["train", "--config", c, "--as-of", at], &[]);
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
-        let o = prescore(&["score", "--config", c, "--as-of", at], &[]);
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
-        let single = rows(&db, CHURN_VALUES).await;
+        let single = one_process(&db, c, at, CHURN_VALUES).await;
         // The table stays: the killed shard's slice must keep the unsharded run's rows, run
         // ids and times included.
         let before = rows(&db, CHURN_ROWS).await;
@@ -438,11 +440,7 @@ async fn a_forecast_shard_killed_mid_publish_on_a_first_run_leaves_its_series_ab
         let c = cfg.to_str().unwrap();
         let as_of = as_of();
         let at = as_of.as_str();
-        let o = prescore(&["train", "--config", c, "--as-of", at], &[]);
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
-        let o = prescore(&["score", "--config", c, "--as-of", at], &[]);
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
-        let single = rows(&db, FORECASTS).await;
+        let single = one_process(&db, c, at, FORECASTS).await;
         // A first run: no tables, so the killed shard's series must be absent.
         rows(&db, "DROP TABLE energy_forecasts").await;
         rows(&db, "DROP TABLE energy_forecasts_history").await;
@@ -508,11 +506,7 @@ async fn text_keys_split_in_sql_on_both_dialects_give_what_one_process_does() {
         let c = cfg.to_str().unwrap();
         let as_of = as_of();
         let at = as_of.as_str();
-        let o = prescore(&["train", "--config", c, "--as-of", at], &[]);
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
-        let o = prescore(&["score", "--config", c, "--as-of", at], &[]);
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
-        let single = rows(&db, CHURN_VALUES).await;
+        let single = one_process(&db, c, at, CHURN_VALUES).await;
         assert!(
             single.len() > 300 && single[0][0].starts_with("C-"),
             "{single:?}"

@@ -54,6 +54,15 @@ fn midnight(d: NaiveDate) -> DateTime<Utc> {
 }
 
 impl Range {
+    /// The range as the `:from`, `:to` and `:as_of` parameters of a query over a history table.
+    pub fn params(&self) -> BTreeMap<&'static str, Value> {
+        BTreeMap::from([
+            ("from", Value::Ts(Some(self.from))),
+            ("to", Value::Ts(Some(self.to))),
+            ("as_of", Value::Ts(Some(self.as_of))),
+        ])
+    }
+
     /// The days `from` through `to`, both included.
     pub fn days(from: NaiveDate, to: NaiveDate, as_of: DateTime<Utc>) -> Self {
         Range {
@@ -213,11 +222,7 @@ async fn read_issued(
          FROM {} WHERE target_ts >= :from AND target_ts < :to AND target_ts <= :as_of",
         history.quoted()
     );
-    let params = BTreeMap::from([
-        ("from", Value::Ts(Some(range.from))),
-        ("to", Value::Ts(Some(range.to))),
-        ("as_of", Value::Ts(Some(range.as_of))),
-    ]);
+    let params = range.params();
     let key_type = job.input.columns[job.input.key.as_str()];
     let contract: BTreeMap<String, ColumnType> = forecast_columns(key_type)
         .into_iter()

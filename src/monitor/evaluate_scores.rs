@@ -112,11 +112,7 @@ async fn read_issued(
         key.quoted(),
         history.quoted()
     );
-    let params = BTreeMap::from([
-        ("from", Value::Ts(Some(range.from))),
-        ("to", Value::Ts(Some(range.to))),
-        ("as_of", Value::Ts(Some(range.as_of))),
-    ]);
+    let params = range.params();
     let contract = BTreeMap::from([
         (key.to_string(), job.input.columns[key.as_str()]),
         ("score".to_string(), ColumnType::Float),
