@@ -412,3 +412,110 @@ async fn the_demo_weather_job_passes_its_gate_on_every_seed() {
         );
     }
 }
+
+/// The ensemble (`forecast.ensemble`): when the mean of the two best model variants wins the
+/// backtest, each series that uses it is forecast with exactly the mean of the two models,
+/// each the same fit as the variant trained alone; and a later run that loads the champion
+/// forecasts the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ensemble_forecasts_the_mean_of_its_two_models() {
+    let db = sqlite();
+    seed_energy(&db);
+    let now = chrono::Utc::now();
+    let as_of = (now - chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    // Each strategy alone (on levels), then both with the ensemble allowed: on the demo's
+    // weather the mean of the two wins the backtest.
+    let run = |name: &str, table: &str, strategy: &str| {
+        let forecast = format!("min_history = 336\ndifference = 0\nstrategy = \"{strategy}\"");
+        let cfg = config(
+            &db,
+            "configs/weather_hourly.toml",
+            &[
+                ("name = \"weather_hourly\"", &format!("name = \"{name}\"")),
+                (
+                    "table = \"weather_forecasts\"",
+                    &format!("table = \"{table}\""),
+                ),
+                ("min_history = 336", &forecast),
+                // Every series publishes the model, so that the runs can be compared.
+                (
+                    "algorithm = \"gbdt\"",
+                    "algorithm = \"gbdt\"\ncandidates = [\"model\"]",
+                ),
+            ],
+        );
+        let o = prescore(
+            &["run", "--config", cfg.to_str().unwrap(), "--as-of", &as_of],
+            &[],
+        );
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        (cfg, String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    run("e_rec", "f_rec", "recursive");
+    run("e_dir", "f_dir", "direct");
+    let (cfg, out) = run("e_both", "f_both", "auto");
+    assert!(out.contains("model the mean of"), "the ensemble won: {out}");
+
+    let compare = "SELECT b.series_id, b.horizon, b.method, b.yhat, r.yhat, d.yhat \
+         FROM f_both b JOIN f_rec r USING (series_id, horizon) JOIN f_dir d USING (series_id, horizon) \
+         ORDER BY b.series_id, b.horizon";
+    let rows_of = |r: Vec<Vec<String>>| -> Vec<(String, f64, f64, f64)> {
+        r.into_iter()
+            .map(|r| {
+                (
+                    r[2].clone(),
+                    r[3].parse().unwrap(),
+                    r[4].parse().unwrap(),
+                    r[5].parse().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let published = rows_of(rows(&db, compare).await);
+    let ensemble: Vec<_> = published.iter().filter(|r| r.0 == "ensemble").collect();
+    assert_eq!(
+        ensemble.len(),
+        published.len(),
+        "every series: {published:?}"
+    );
+    for (_, both, rec, dir) in &ensemble {
+        let mean = 0.5 * (rec + dir);
+        assert!(
+            (both - mean).abs() <= 1e-9 * mean.abs().max(1.0),
+            "ensemble {both} vs mean of {rec} and {dir}"
+        );
+    }
+    // The two models really differ: the mean is not just one of them.
+    assert!(ensemble
+        .iter()
+        .any(|(_, _, rec, dir)| (rec - dir).abs() > 1e-3));
+
+    // Scoring with the stored champion (no training) gives the same forecasts.
+    let before: Vec<String> = rows(&db, "SELECT yhat FROM f_both ORDER BY series_id, horizon")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    let o = prescore(
+        &[
+            "score",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--as-of",
+            &as_of,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let after: Vec<String> = rows(&db, "SELECT yhat FROM f_both ORDER BY series_id, horizon")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(
+        before, after,
+        "the loaded ensemble forecasts as the trained one did"
+    );
+}

@@ -278,6 +278,10 @@ pub struct RawForecast {
     /// Refit the served model on all rows after the backtest.
     #[serde(default = "default_true", deserialize_with = "lenient::de")]
     pub refit: bool,
+    /// Let the backtest choose the mean of its two best model variants (each fitted and
+    /// refitted on its own) when that mean beats both on the backtest.
+    #[serde(default = "default_true", deserialize_with = "lenient::de")]
+    pub ensemble: bool,
     /// Rows each backtest fit samples: enough to rank the variants and methods, few enough
     /// that trying four variants stays cheap on large jobs.
     #[serde(default = "default_backtest_rows", deserialize_with = "lenient::de")]
@@ -1206,6 +1210,7 @@ fn validate_forecast(
         difference: difference?,
         max_stale: f.max_stale.unwrap_or(f.horizon),
         refit: f.refit,
+        ensemble: f.ensemble,
         backtest_rows: f.backtest_rows.max(1_000),
         backtest_covariates: f.backtest_covariates,
     })

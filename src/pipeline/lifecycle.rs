@@ -53,8 +53,9 @@ pub(crate) trait Kind {
     /// A model ready to score, with what it needs to build its inputs.
     type Serving: Send + Sync + 'static;
 
-    /// Reads (and checks) what training and serving share.
-    async fn read(&self, ctx: &mut RunContext<'_>) -> Result<Self::Data, Error>;
+    /// Reads (and checks) what training and serving share; with `training`, also what only
+    /// training reads, so that every read of the run can go at once.
+    async fn read(&self, ctx: &mut RunContext<'_>, training: bool) -> Result<Self::Data, Error>;
 
     /// Trains and evaluates a candidate next to its baseline and the champion.
     async fn train(
@@ -100,6 +101,7 @@ pub async fn run(ctx: &mut RunContext<'_>) -> Result<(), Error> {
                     spec,
                     time,
                     future_sql: future_sql.as_ref(),
+                    served: Default::default(),
                 },
                 ctx,
             )
@@ -110,7 +112,7 @@ pub async fn run(ctx: &mut RunContext<'_>) -> Result<(), Error> {
 
 async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error> {
     let training = should_train(ctx).await?;
-    let data = kind.read(ctx).await?;
+    let data = kind.read(ctx, training).await?;
     let mut serving = None;
     let mut promote = None;
     if training {

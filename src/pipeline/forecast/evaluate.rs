@@ -20,6 +20,9 @@ pub enum Method {
     NaiveWeek,
     /// The mean of the chosen model strategy and the better seasonal naive.
     Blend,
+    /// The mean of the two best model variants (strategy or differencing), each fitted on its
+    /// own (`forecast.ensemble`).
+    Ensemble,
 }
 
 impl Method {
@@ -32,6 +35,7 @@ impl Method {
             Method::NaiveDay => format!("naive{day}"),
             Method::NaiveWeek => format!("naive{}", 7 * day),
             Method::Blend => "blend".into(),
+            Method::Ensemble => "ensemble".into(),
         }
     }
 
@@ -43,7 +47,10 @@ impl Method {
     }
 
     pub fn uses_model(self) -> bool {
-        matches!(self, Method::Recursive | Method::Direct | Method::Blend)
+        matches!(
+            self,
+            Method::Recursive | Method::Direct | Method::Blend | Method::Ensemble
+        )
     }
 }
 
@@ -117,7 +124,7 @@ impl Points {
     pub fn pred(&self, m: Method, i: usize, pick: Pick) -> f64 {
         let model = || pick.model.map(|v| self.models[v][i]).unwrap_or(f64::NAN);
         match m {
-            Method::Recursive | Method::Direct => model(),
+            Method::Recursive | Method::Direct | Method::Ensemble => model(),
             Method::NaiveDay => self.naive_day[i],
             Method::NaiveWeek => self.naive_week[i],
             Method::Blend => 0.5 * (model() + self.pred(pick.naive, i, pick)),

@@ -39,6 +39,19 @@ pub struct Forecaster {
     /// The training data's distribution, for drift (None for forecasters stored before).
     #[serde(default)]
     pub reference: Option<crate::monitor::drift::Reference>,
+    /// With an ensemble (`forecast.ensemble`), its second model: the model's forecast is then
+    /// the mean of `model`'s and this one's. None for a single model (and forecasters stored
+    /// before ensembles).
+    #[serde(default)]
+    pub partner: Option<Partner>,
+}
+
+/// The second member of an ensemble: a model variant with its own differencing and strategy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Partner {
+    pub schema: SeriesSchema,
+    pub strategy: Fitted,
+    pub model: Model,
 }
 
 /// One series' forecast: values, interval half-widths and the method, per step.
@@ -89,9 +102,16 @@ impl Forecaster {
             let refs: Vec<&Series> = need.iter().map(|&i| &series[i]).collect();
             let sc: Vec<Scale> = need.iter().map(|&i| scales[i]).collect();
             let origins: Vec<usize> = refs.iter().map(|s| s.y.len()).collect();
-            let f = self
+            let mut f = self
                 .schema
                 .forecast(&refs, &sc, &origins, self.strategy, |m| model.predict(m));
+            if let Some(p) = &self.partner {
+                let g =
+                    (p.schema).forecast(&refs, &sc, &origins, p.strategy, |m| p.model.predict(m));
+                for (a, b) in f.iter_mut().zip(g) {
+                    a.iter_mut().zip(b).for_each(|(a, b)| *a = 0.5 * (*a + b));
+                }
+            }
             for (i, v) in need.into_iter().zip(f) {
                 model_out[i] = Some(v);
             }
@@ -118,7 +138,7 @@ impl Forecaster {
                         .zip(naive(self.naive))
                         .map(|(a, b)| 0.5 * (a + b))
                         .collect(),
-                    (Method::Recursive | Method::Direct, Some(m)) => m,
+                    (Method::Recursive | Method::Direct | Method::Ensemble, Some(m)) => m,
                     (m, _) => naive(m),
                 };
                 let half = if s.model_ok {

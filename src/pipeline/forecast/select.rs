@@ -7,7 +7,6 @@
 //! its series' scale so that series of every size pool their evidence.
 
 use super::evaluate::{Method, Pick, Points};
-use super::features::Fitted;
 use crate::config::ForecastMethod;
 
 /// What the backtest chose.
@@ -88,11 +87,12 @@ fn lowest(scored: impl Iterator<Item = (Method, f64)>) -> Option<(Method, f64)> 
 }
 
 /// Picks the model variant, the naive, the job's method and each series' from the backtest.
-/// `variants[v]` is the strategy of fitted variant `v`.
+/// `variants[v]` is the method of model column `v` of the points (a fitted variant's strategy,
+/// or the ensemble of two).
 pub fn choose(
     points: &Points,
     n_series: usize,
-    variants: &[Fitted],
+    variants: &[Method],
     allowed: &[ForecastMethod],
     per_series: bool,
 ) -> Choice {
@@ -118,7 +118,7 @@ pub fn choose(
         })
         .filter(|(_, mae)| mae.is_finite())
         .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(v, _)| (v, Method::of(variants[v])));
+        .map(|(v, _)| (v, variants[v]));
     let pick = Pick {
         model: model.map(|(v, _)| v),
         naive,
@@ -332,7 +332,7 @@ mod tests {
             ForecastMethod::NaiveWeek,
             ForecastMethod::Blend,
         ];
-        let fitted = [Fitted::Recursive, Fitted::Direct];
+        let fitted = [Method::Recursive, Method::Direct];
         let c = choose(&points(), 2, &fitted, &all, true);
         assert_eq!(c.model, Some((0, Method::Recursive)), "the better variant");
         assert_eq!(c.naive, Method::NaiveDay);

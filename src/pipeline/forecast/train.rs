@@ -4,9 +4,10 @@
 //! will use it.
 
 use super::dataset::Plan;
+use super::evaluate::Method;
 use super::evaluate::{self, Points};
 use super::features::{Fitted, Scale, SeriesSchema};
-use super::forecaster::Forecaster;
+use super::forecaster::{Forecaster, Partner};
 use super::select::{self, Choice};
 use super::series::{AsServed, Series};
 use crate::config::{ForecastMethod, ForecastSpec, ModelSpec, Strategy};
@@ -107,6 +108,11 @@ fn fit(
     Ok(Some((fitted, set.total)))
 }
 
+/// How much lower (relative) the backtest MAE of the ensemble of the two best variants must be
+/// than the best one's for it to compete: it costs a second fit, and of several candidates
+/// scored on the same points the best looks better than it is.
+const ENSEMBLE_MARGIN: f64 = 0.02;
+
 /// Above this many series, model variants are compared on an even sample of this many.
 const VARIANT_SAMPLE_SERIES: usize = 2_000;
 
@@ -183,13 +189,18 @@ pub fn train(
 ) -> Result<Outcome, ModelError> {
     let (h, day) = (spec.horizon, spec.day());
     let frame = Frame::new(schema, spec, series);
-    let mut variants = fit_variants(&frame, spec, model_spec, series, served.as_ref())?;
+    let (variants, sampled_pair) = fit_variants(&frame, spec, model_spec, series, served.as_ref())?;
     crate::progress::step("backtest");
-    // With one variant left the served model is known before the backtest: its refit on
-    // every row runs beside the backtest (each leaves the other's cores idle at times), and
-    // is dropped in the rare case that no series ends up using the model.
-    let early = variants.len() == 1 && spec.refit;
-    let (points, early_fit) = rayon::join(
+    // When the sampled comparison already chose the served model (one variant left, or the
+    // ensemble of two), its refit on every row runs beside the backtest (each leaves the
+    // other's cores idle at times), and is dropped in the rare case that no series ends up
+    // using the model.
+    let early: Vec<usize> = match (spec.refit, variants.len(), sampled_pair) {
+        (true, 1, _) => vec![0],
+        (true, 2, true) => vec![0, 1],
+        _ => Vec::new(),
+    };
+    let (mut points, early_fits) = rayon::join(
         || {
             evaluate::backtest(
                 series,
@@ -201,15 +212,28 @@ pub fn train(
                 day,
             )
         },
-        || early.then(|| refit(&variants[0], model_spec, series)),
+        || refit_each(&variants, &early, model_spec, series),
     );
     drop(served);
-    let strategies_fitted: Vec<Fitted> = variants.iter().map(|v| v.strategy).collect();
+    // The model columns of the points: each variant, then the ensemble of the best two.
+    let mut columns: Vec<Method> = variants.iter().map(|v| Method::of(v.strategy)).collect();
+    let pair = (spec.ensemble && variants.len() >= 2)
+        .then(|| best_two(&points))
+        .and_then(|(a, b)| {
+            let mean = mean_of(&points.models[a], &points.models[b]);
+            let wins =
+                mae(&points, &mean) < (1.0 - ENSEMBLE_MARGIN) * mae(&points, &points.models[a]);
+            wins.then(|| {
+                points.models.push(mean);
+                columns.push(Method::Ensemble);
+                (a, b)
+            })
+        });
     let per_series = spec.selection == crate::config::Selection::PerSeries;
     let choice = select::choose(
         &points,
         series.len(),
-        &strategies_fitted,
+        &columns,
         &spec.candidates,
         per_series,
     );
@@ -219,27 +243,59 @@ pub fn train(
     let (naive_day, naive_day_steps) = scored_or_empty(&points, &points.naive_day, h);
     let (naive_week, _) = scored_or_empty(&points, &points.naive_week, h);
 
-    // The served model: the winning variant, refit on every row when some series uses it.
+    // The served model: the winning variant (or the two of the ensemble), refit on every row
+    // when some series uses it.
     let used = (0..series.len()).any(|i| series[i].model_ok && choice.method_of(i).uses_model());
-    let winner = choice.model.map(|(v, _)| v);
-    let (schema, strategy) = match winner {
-        Some(v) => (variants[v].schema.clone(), variants[v].strategy),
+    let members: Vec<usize> = match (choice.model, pair) {
+        (Some((_, Method::Ensemble)), Some((a, b))) => vec![a, b],
+        (Some((v, _)), _) => vec![v],
+        (None, _) => Vec::new(),
+    };
+    let mut fitted: Vec<(usize, Model, usize)> = Vec::new();
+    if used {
+        let mut early_fits: Vec<(usize, Option<(Model, usize)>)> =
+            early.iter().copied().zip(early_fits?).collect();
+        let mut todo = Vec::new();
+        for &m in &members {
+            if !spec.refit {
+                fitted.push((m, variants[m].model.clone(), 0));
+            } else if let Some(k) = early_fits.iter().position(|(v, _)| *v == m) {
+                if let Some((model, rows)) = early_fits.swap_remove(k).1 {
+                    fitted.push((m, model, rows));
+                }
+            } else {
+                todo.push(m);
+            }
+        }
+        if !todo.is_empty() {
+            crate::progress::step("refit on every row");
+            for (m, f) in todo
+                .iter()
+                .zip(refit_each(&variants, &todo, model_spec, series)?)
+            {
+                if let Some((model, rows)) = f {
+                    fitted.push((*m, model, rows));
+                }
+            }
+        }
+        // The ensemble's members in the order the backtest ranked them.
+        fitted.sort_by_key(|(m, _, _)| members.iter().position(|x| x == m));
+    }
+    let (schema, strategy) = match members.first() {
+        Some(&v) => (variants[v].schema.clone(), variants[v].strategy),
         None => (frame.schemas[0].clone(), Fitted::Recursive),
     };
     let scales = full_scales(&schema, series);
-    let refitted = match (used, winner, early_fit) {
-        (true, Some(v), _) if !spec.refit => Some((variants.swap_remove(v).model, 0)),
-        (true, Some(_), Some(fitted)) => fitted?,
-        (true, Some(v), None) => {
-            crate::progress::step("refit on every row");
-            refit(&variants[v], model_spec, series)?
-        }
-        _ => None,
-    };
-    let (model, rows_train) = match refitted {
-        Some((m, rows)) => (Some(m), rows),
+    let mut fitted = fitted.into_iter();
+    let (model, rows_train) = match fitted.next() {
+        Some((_, m, rows)) => (Some(m), rows),
         None => (None, 0),
     };
+    let partner = fitted.next().map(|(v, model, _)| Partner {
+        schema: variants[v].schema.clone(),
+        strategy: variants[v].strategy,
+        model,
+    });
     let importances = importances(model.as_ref(), &schema.names(strategy));
     let key_of = |i: usize| series[i].key.to_string();
     let forecaster = Forecaster {
@@ -260,6 +316,7 @@ pub fn train(
         interval: spec.interval,
         day,
         reference: None,
+        partner,
     };
     Ok(Outcome {
         forecaster,
@@ -275,6 +332,33 @@ pub fn train(
         choice,
         importances,
     })
+}
+
+/// The variants `which` each refit on every row, side by side (two fits share the cores
+/// better than one after the other: each has phases that use one).
+fn refit_each(
+    variants: &[Variant],
+    which: &[usize],
+    model_spec: &ModelSpec,
+    series: &[Series],
+) -> Result<Vec<Option<(Model, usize)>>, ModelError> {
+    which
+        .par_iter()
+        .map(|&v| refit(&variants[v], model_spec, series))
+        .collect()
+}
+
+/// The two model columns of the points with the lowest MAE, best first.
+fn best_two(points: &Points) -> (usize, usize) {
+    let mut ranked: Vec<(usize, f64)> = (points.models.iter().enumerate())
+        .map(|(k, p)| (k, mae(points, p)))
+        .collect();
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+    (ranked[0].0, ranked[1].0)
+}
+
+fn mean_of(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| 0.5 * (x + y)).collect()
 }
 
 /// The served model: `variant` fitted on every row of every series.
@@ -312,7 +396,7 @@ fn fit_variants(
     model_spec: &ModelSpec,
     series: &[Series],
     served: Option<&AsServed>,
-) -> Result<Vec<Variant>, ModelError> {
+) -> Result<(Vec<Variant>, bool), ModelError> {
     // A sample ranks the variants as the full data would, and keeps four of them affordable
     // on large jobs. The served model trains on every row.
     let backtest_spec = ModelSpec {
@@ -341,7 +425,7 @@ fn fit_variants(
             )
         })
         .collect::<Result<_, _>>()?;
-    let mut variants: Vec<Variant> = pairs
+    let variants: Vec<Variant> = pairs
         .into_iter()
         .zip(fitted)
         .filter_map(|((sc, strategy), f)| {
@@ -366,26 +450,50 @@ fn fit_variants(
         let (h, day) = (spec.horizon, spec.day());
         let fits = fits_of(&variants);
         let points = evaluate::backtest(series, &frame.scales, &sampled, &fits, served, h, day);
-        let best = (0..variants.len()).min_by(|&a, &b| {
-            mae(&points, &points.models[a]).total_cmp(&mae(&points, &points.models[b]))
+        let maes: Vec<f64> = (0..variants.len())
+            .map(|k| mae(&points, &points.models[k]))
+            .collect();
+        let (best, second) = best_two(&points);
+        // The mean of the best two competes too (`forecast.ensemble`): when it wins, both
+        // are kept, and the ensemble is chosen (or not) on every series' backtest.
+        let pair = spec.ensemble.then(|| {
+            let mean = mean_of(&points.models[best], &points.models[second]);
+            mae(&points, &mean)
         });
-        if let Some(best) = best {
-            let compared: Vec<String> = (variants.iter().enumerate())
-                .map(|(k, v)| {
-                    let m = mae(&points, &points.models[k]);
-                    format!("{} diff {}: {m:.4}", v.strategy.name(), v.schema.difference)
-                })
-                .collect();
-            tracing::info!(
-                sampled_series = series.len().div_ceil(every),
-                mae = %compared.join(", "),
-                chosen = %compared[best],
-                "the model variants compared on a sample of series"
-            );
-            variants = vec![variants.swap_remove(best)];
+        let describe = |k: usize| {
+            let v = &variants[k];
+            format!("{} diff {}", v.strategy.name(), v.schema.difference)
+        };
+        let mut compared: Vec<String> = (0..variants.len())
+            .map(|k| format!("{}: {:.4}", describe(k), maes[k]))
+            .collect();
+        if let Some(p) = pair {
+            compared.push(format!(
+                "ensemble of {} and {}: {p:.4}",
+                describe(best),
+                describe(second)
+            ));
         }
+        let keep_pair = pair.is_some_and(|p| p < (1.0 - ENSEMBLE_MARGIN) * maes[best]);
+        let chosen = match keep_pair {
+            true => compared.last().cloned().unwrap_or_default(),
+            false => compared[best].clone(),
+        };
+        tracing::info!(
+            sampled_series = series.len().div_ceil(every),
+            mae = %compared.join(", "),
+            chosen = %chosen,
+            "the model variants compared on a sample of series"
+        );
+        let mut slots: Vec<Option<Variant>> = variants.into_iter().map(Some).collect();
+        let kept = match keep_pair {
+            true => vec![best, second],
+            false => vec![best],
+        };
+        let variants = kept.iter().filter_map(|&k| slots[k].take()).collect();
+        return Ok((variants, keep_pair));
     }
-    Ok(variants)
+    Ok((variants, false))
 }
 
 /// The interval calibration read from the backtest: each series' error scale, the typical

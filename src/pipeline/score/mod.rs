@@ -43,7 +43,7 @@ impl Kind for ScoreJob<'_> {
     type Data = ();
     type Serving = Scorer;
 
-    async fn read(&self, _ctx: &mut RunContext<'_>) -> Result<(), Error> {
+    async fn read(&self, _ctx: &mut RunContext<'_>, _training: bool) -> Result<(), Error> {
         Ok(())
     }
 
