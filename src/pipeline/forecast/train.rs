@@ -218,7 +218,8 @@ pub fn train(
     // The model columns of the points: each variant, then the ensemble of the best two.
     let mut columns: Vec<Method> = variants.iter().map(|v| Method::of(v.strategy)).collect();
     let pair = (spec.ensemble && variants.len() >= 2)
-        .then(|| best_two(&points))
+        .then(|| pair_of(&points, &variants))
+        .and_then(|(a, b)| b.map(|b| (a, b)))
         .and_then(|(a, b)| {
             let mean = mean_of(&points.models[a], &points.models[b]);
             let wins =
@@ -348,13 +349,17 @@ fn refit_each(
         .collect()
 }
 
-/// The two model columns of the points with the lowest MAE, best first.
-fn best_two(points: &Points) -> (usize, usize) {
-    let mut ranked: Vec<(usize, f64)> = (points.models.iter().enumerate())
-        .map(|(k, p)| (k, mae(points, p)))
-        .collect();
-    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
-    (ranked[0].0, ranked[1].0)
+/// The best variant by backtest MAE, and its partner for an ensemble: the variant of the other
+/// strategy on the same target (differencing), when one was fitted.
+fn pair_of(points: &Points, variants: &[Variant]) -> (usize, Option<usize>) {
+    let best = (0..variants.len())
+        .min_by(|&a, &b| mae(points, &points.models[a]).total_cmp(&mae(points, &points.models[b])))
+        .unwrap_or(0);
+    let partner = (0..variants.len()).find(|&k| {
+        variants[k].strategy != variants[best].strategy
+            && variants[k].schema.difference == variants[best].schema.difference
+    });
+    (best, partner)
 }
 
 fn mean_of(a: &[f64], b: &[f64]) -> Vec<f64> {
@@ -453,12 +458,13 @@ fn fit_variants(
         let maes: Vec<f64> = (0..variants.len())
             .map(|k| mae(&points, &points.models[k]))
             .collect();
-        let (best, second) = best_two(&points);
-        // The mean of the best two competes too (`forecast.ensemble`): when it wins, both
-        // are kept, and the ensemble is chosen (or not) on every series' backtest.
-        let pair = spec.ensemble.then(|| {
+        let (best, partner) = pair_of(&points, &variants);
+        // The best variant's ensemble with its partner competes too (`forecast.ensemble`):
+        // when it wins, both are kept, and the ensemble is chosen (or not) on every series'
+        // backtest.
+        let pair = partner.filter(|_| spec.ensemble).map(|second| {
             let mean = mean_of(&points.models[best], &points.models[second]);
-            mae(&points, &mean)
+            (second, mae(&points, &mean))
         });
         let describe = |k: usize| {
             let v = &variants[k];
@@ -467,14 +473,17 @@ fn fit_variants(
         let mut compared: Vec<String> = (0..variants.len())
             .map(|k| format!("{}: {:.4}", describe(k), maes[k]))
             .collect();
-        if let Some(p) = pair {
+        if let Some((second, p)) = pair {
             compared.push(format!(
                 "ensemble of {} and {}: {p:.4}",
                 describe(best),
                 describe(second)
             ));
         }
-        let keep_pair = pair.is_some_and(|p| p < (1.0 - ENSEMBLE_MARGIN) * maes[best]);
+        let second = pair
+            .filter(|(_, p)| *p < (1.0 - ENSEMBLE_MARGIN) * maes[best])
+            .map(|(second, _)| second);
+        let keep_pair = second.is_some();
         let chosen = match keep_pair {
             true => compared.last().cloned().unwrap_or_default(),
             false => compared[best].clone(),
@@ -486,10 +495,7 @@ fn fit_variants(
             "the model variants compared on a sample of series"
         );
         let mut slots: Vec<Option<Variant>> = variants.into_iter().map(Some).collect();
-        let kept = match keep_pair {
-            true => vec![best, second],
-            false => vec![best],
-        };
+        let kept: Vec<usize> = std::iter::once(best).chain(second).collect();
         let variants = kept.iter().filter_map(|&k| slots[k].take()).collect();
         return Ok((variants, keep_pair));
     }
