@@ -108,9 +108,9 @@ fn fit(
     Ok(Some((fitted, set.total)))
 }
 
-/// How much lower (relative) the backtest MAE of the ensemble of the two best variants must be
-/// than the best one's for it to compete: it costs a second fit, and of several candidates
-/// scored on the same points the best looks better than it is.
+/// How much lower (relative) the backtest MAE of the ensemble (the best variant and its
+/// partner) must be than the best variant's for it to compete: it costs a second fit, and of
+/// several candidates scored on the same points the best looks better than it is.
 const ENSEMBLE_MARGIN: f64 = 0.02;
 
 /// Above this many series, model variants are compared on an even sample of this many.
@@ -215,20 +215,14 @@ pub fn train(
         || refit_each(&variants, &early, model_spec, series),
     );
     drop(served);
-    // The model columns of the points: each variant, then the ensemble of the best two.
+    // The model columns of the points: each variant, then the ensemble when it wins.
     let mut columns: Vec<Method> = variants.iter().map(|v| Method::of(v.strategy)).collect();
-    let pair = (spec.ensemble && variants.len() >= 2)
-        .then(|| pair_of(&points, &variants))
-        .and_then(|(a, b)| b.map(|b| (a, b)))
-        .and_then(|(a, b)| {
-            let mean = mean_of(&points.models[a], &points.models[b]);
-            let wins =
-                mae(&points, &mean) < (1.0 - ENSEMBLE_MARGIN) * mae(&points, &points.models[a]);
-            wins.then(|| {
-                points.models.push(mean);
-                columns.push(Method::Ensemble);
-                (a, b)
-            })
+    let pair = ensemble(&points, &variants)
+        .filter(|e| spec.ensemble && e.wins)
+        .map(|e| {
+            points.models.push(e.mean);
+            columns.push(Method::Ensemble);
+            (e.best, e.partner)
         });
     let per_series = spec.selection == crate::config::Selection::PerSeries;
     let choice = select::choose(
@@ -349,21 +343,38 @@ fn refit_each(
         .collect()
 }
 
-/// The best variant by backtest MAE, and its partner for an ensemble: the variant of the other
-/// strategy on the same target (differencing), when one was fitted.
-fn pair_of(points: &Points, variants: &[Variant]) -> (usize, Option<usize>) {
-    let best = (0..variants.len())
-        .min_by(|&a, &b| mae(points, &points.models[a]).total_cmp(&mae(points, &points.models[b])))
-        .unwrap_or(0);
+/// The ensemble the backtest's points measure: the best variant by MAE with its partner, the
+/// variant of the other strategy on the same target (differencing), and their mean.
+struct Ensemble {
+    best: usize,
+    partner: usize,
+    mean: Vec<f64>,
+    mae: f64,
+    /// Its MAE is below the best variant's by `ENSEMBLE_MARGIN`.
+    wins: bool,
+}
+
+/// The best variant's ensemble with its partner; None when no partner was fitted.
+fn ensemble(points: &Points, variants: &[Variant]) -> Option<Ensemble> {
+    let maes: Vec<f64> = (0..variants.len())
+        .map(|k| mae(points, &points.models[k]))
+        .collect();
+    let best = (0..variants.len()).min_by(|&a, &b| maes[a].total_cmp(&maes[b]))?;
     let partner = (0..variants.len()).find(|&k| {
         variants[k].strategy != variants[best].strategy
             && variants[k].schema.difference == variants[best].schema.difference
-    });
-    (best, partner)
-}
-
-fn mean_of(a: &[f64], b: &[f64]) -> Vec<f64> {
-    a.iter().zip(b).map(|(x, y)| 0.5 * (x + y)).collect()
+    })?;
+    let mean: Vec<f64> = (points.models[best].iter().zip(&points.models[partner]))
+        .map(|(x, y)| 0.5 * (x + y))
+        .collect();
+    let mae = mae(points, &mean);
+    Some(Ensemble {
+        best,
+        partner,
+        wins: mae < (1.0 - ENSEMBLE_MARGIN) * maes[best],
+        mean,
+        mae,
+    })
 }
 
 /// The served model: `variant` fitted on every row of every series.
@@ -458,14 +469,13 @@ fn fit_variants(
         let maes: Vec<f64> = (0..variants.len())
             .map(|k| mae(&points, &points.models[k]))
             .collect();
-        let (best, partner) = pair_of(&points, &variants);
+        let best = (0..variants.len())
+            .min_by(|&a, &b| maes[a].total_cmp(&maes[b]))
+            .unwrap_or(0);
         // The best variant's ensemble with its partner competes too (`forecast.ensemble`):
         // when it wins, both are kept, and the ensemble is chosen (or not) on every series'
         // backtest.
-        let pair = partner.filter(|_| spec.ensemble).map(|second| {
-            let mean = mean_of(&points.models[best], &points.models[second]);
-            (second, mae(&points, &mean))
-        });
+        let pair = ensemble(&points, &variants).filter(|_| spec.ensemble);
         let describe = |k: usize| {
             let v = &variants[k];
             format!("{} diff {}", v.strategy.name(), v.schema.difference)
@@ -473,16 +483,15 @@ fn fit_variants(
         let mut compared: Vec<String> = (0..variants.len())
             .map(|k| format!("{}: {:.4}", describe(k), maes[k]))
             .collect();
-        if let Some((second, p)) = pair {
+        if let Some(e) = &pair {
             compared.push(format!(
-                "ensemble of {} and {}: {p:.4}",
-                describe(best),
-                describe(second)
+                "ensemble of {} and {}: {:.4}",
+                describe(e.best),
+                describe(e.partner),
+                e.mae
             ));
         }
-        let second = pair
-            .filter(|(_, p)| *p < (1.0 - ENSEMBLE_MARGIN) * maes[best])
-            .map(|(second, _)| second);
+        let second = pair.filter(|e| e.wins).map(|e| e.partner);
         let keep_pair = second.is_some();
         let chosen = match keep_pair {
             true => compared.last().cloned().unwrap_or_default(),
