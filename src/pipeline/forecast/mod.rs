@@ -112,13 +112,13 @@ impl Kind for ForecastJob<'_> {
         // prescore decodes. On the peer bench (local PostgreSQL on the same 2 cores) this
         // measured within noise of reading them one after the other (x0.98); a remote
         // warehouse's round trips overlap too.
+        const FUTURE: &str = "the future covariates SQL";
         let future = async {
             match self.future_sql {
                 Some(sql) => {
                     let contract = series::future_contract(job, time);
-                    let what = "the future covariates SQL";
-                    let f = read::read(job, wh, sql, what, &contract, opts.as_of, opts.shard);
-                    Ok::<_, Error>(Some(f.await?))
+                    let f = read::read(job, wh, sql, FUTURE, &contract, opts.as_of, opts.shard);
+                    Ok::<_, Error>(Some((sql, f.await?)))
                 }
                 None => Ok(None),
             }
@@ -135,22 +135,16 @@ impl Kind for ForecastJob<'_> {
             .time("read", async { tokio::try_join!(history, future, served) })
             .await?;
         ctx.report.rows_read = history.height();
-        ctx.report.rows_read += future.as_ref().map_or(0, |f| f.height());
+        ctx.report.rows_read += future.as_ref().map_or(0, |(_, f)| f.height());
         ctx.report.rows_read += served.iter().flatten().map(|f| f.height()).sum::<usize>();
         if let Ok(mut slot) = self.served.lock() {
             *slot = served;
         }
         // Only this shard's series are built (and, with the split in the SQL, read).
         let history = opts.shard.split(history, key, &sql.text, what)?;
-        let future = match (self.future_sql, future) {
-            (Some(sql), Some(f)) => {
-                Some(
-                    opts.shard
-                        .split(f, key, &sql.text, "the future covariates SQL")?,
-                )
-            }
-            _ => None,
-        };
+        let future = future
+            .map(|(sql, f)| opts.shard.split(f, key, &sql.text, FUTURE))
+            .transpose()?;
         ctx.time("contract", async {
             contract::check(job, &history, what, &[key, time], opts.as_of)
         })

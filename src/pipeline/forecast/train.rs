@@ -217,8 +217,10 @@ pub fn train(
     drop(served);
     // The model columns of the points: each variant, then the ensemble when it wins.
     let mut columns: Vec<Method> = variants.iter().map(|v| Method::of(v.strategy)).collect();
-    let pair = ensemble(&points, &variants)
-        .filter(|e| spec.ensemble && e.wins)
+    let pair = (spec.ensemble)
+        .then(|| ensemble(&points, &variants, &maes_of(&points, variants.len())))
+        .flatten()
+        .filter(|e| e.wins)
         .map(|e| {
             points.models.push(e.mean);
             columns.push(Method::Ensemble);
@@ -354,12 +356,20 @@ struct Ensemble {
     wins: bool,
 }
 
-/// The best variant's ensemble with its partner; None when no partner was fitted.
-fn ensemble(points: &Points, variants: &[Variant]) -> Option<Ensemble> {
-    let maes: Vec<f64> = (0..variants.len())
-        .map(|k| mae(points, &points.models[k]))
-        .collect();
-    let best = (0..variants.len()).min_by(|&a, &b| maes[a].total_cmp(&maes[b]))?;
+/// The backtest MAE of each of the first `n` model columns.
+fn maes_of(points: &Points, n: usize) -> Vec<f64> {
+    (0..n).map(|k| mae(points, &points.models[k])).collect()
+}
+
+/// The column with the lowest MAE.
+fn best_of(maes: &[f64]) -> Option<usize> {
+    (0..maes.len()).min_by(|&a, &b| maes[a].total_cmp(&maes[b]))
+}
+
+/// The best variant's ensemble with its partner, given each variant's MAE; None when no
+/// partner was fitted.
+fn ensemble(points: &Points, variants: &[Variant], maes: &[f64]) -> Option<Ensemble> {
+    let best = best_of(maes)?;
     let partner = (0..variants.len()).find(|&k| {
         variants[k].strategy != variants[best].strategy
             && variants[k].schema.difference == variants[best].schema.difference
@@ -466,16 +476,15 @@ fn fit_variants(
         let (h, day) = (spec.horizon, spec.day());
         let fits = fits_of(&variants);
         let points = evaluate::backtest(series, &frame.scales, &sampled, &fits, served, h, day);
-        let maes: Vec<f64> = (0..variants.len())
-            .map(|k| mae(&points, &points.models[k]))
-            .collect();
-        let best = (0..variants.len())
-            .min_by(|&a, &b| maes[a].total_cmp(&maes[b]))
-            .unwrap_or(0);
+        let maes = maes_of(&points, variants.len());
+        let best = best_of(&maes).unwrap_or(0);
         // The best variant's ensemble with its partner competes too (`forecast.ensemble`):
         // when it wins, both are kept, and the ensemble is chosen (or not) on every series'
         // backtest.
-        let pair = ensemble(&points, &variants).filter(|_| spec.ensemble);
+        let pair = spec
+            .ensemble
+            .then(|| ensemble(&points, &variants, &maes))
+            .flatten();
         let describe = |k: usize| {
             let v = &variants[k];
             format!("{} diff {}", v.strategy.name(), v.schema.difference)
