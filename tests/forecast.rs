@@ -504,6 +504,35 @@ async fn an_ensemble_forecasts_the_mean_of_its_two_models() {
     assert!(ensemble
         .iter()
         .any(|(_, _, rec, dir)| (rec - dir).abs() > 1e-3));
+    // The registry's importances are both models': each feature's mean share over the two
+    // solo models (the direct model's step counts as 0 in the recursive one).
+    let importances = |job: &str| {
+        let db = &db;
+        let sql = format!("SELECT importances FROM prescore_models WHERE job = '{job}'");
+        async move {
+            let r = rows(db, &sql).await;
+            let v: Vec<(String, f64)> = serde_json::from_str(&r[0][0]).unwrap();
+            v
+        }
+    };
+    let (both, rec, dir) = (
+        importances("both").await,
+        importances("rec").await,
+        importances("dir").await,
+    );
+    let share = |v: &[(String, f64)], name: &str| {
+        v.iter().find(|(n, _)| n == name).map_or(0.0, |(_, s)| *s)
+    };
+    assert_eq!(
+        both.len(),
+        dir.len(),
+        "every feature of either model: {both:?}"
+    );
+    for (name, s) in &both {
+        let want = 0.5 * (share(&rec, name) + share(&dir, name));
+        assert!((s - want).abs() < 1e-9, "{name}: {s} vs {want}");
+    }
+    assert!(share(&both, "step_ahead") > 0.0 && share(&rec, "step_ahead") == 0.0);
 
     // Scoring with the stored champion (no training) gives the same forecasts.
     let before: Vec<String> = rows(&db, "SELECT yhat FROM f_both ORDER BY series_id, horizon")

@@ -293,7 +293,14 @@ pub fn train(
         strategy: variants[v].strategy,
         model,
     });
-    let importances = importances(model.as_ref(), &schema.names(strategy));
+    let mut served: Vec<(&Model, Vec<String>)> = Vec::new();
+    if let Some(m) = &model {
+        served.push((m, schema.names(strategy)));
+    }
+    if let Some(p) = &partner {
+        served.push((&p.model, p.schema.names(p.strategy)));
+    }
+    let importances = importances(&served);
     let key_of = |i: usize| series[i].key.to_string();
     let forecaster = Forecaster {
         schema,
@@ -562,13 +569,25 @@ fn calibrate(
     }
 }
 
-/// The served model's feature importances, largest first.
-fn importances(model: Option<&Model>, names: &[String]) -> Option<Vec<(String, f64)>> {
-    model.and_then(|m| m.importances(names.len())).map(|imp| {
-        let mut v: Vec<(String, f64)> = names.iter().cloned().zip(imp).collect();
-        v.sort_by(|a, b| b.1.total_cmp(&a.1));
-        v
-    })
+/// The served models' feature importances (each model's with its feature names), largest
+/// first: for an ensemble, the mean over its two models of each one's share (a feature only one
+/// model has, like the direct model's step, counts as 0 in the other).
+fn importances(models: &[(&Model, Vec<String>)]) -> Option<Vec<(String, f64)>> {
+    let mut sum: Vec<(String, f64)> = Vec::new();
+    for (model, names) in models {
+        for (name, share) in names.iter().zip(model.importances(names.len())?) {
+            match sum.iter_mut().find(|(n, _)| n == name) {
+                Some((_, total)) => *total += share,
+                None => sum.push((name.clone(), share)),
+            }
+        }
+    }
+    if sum.is_empty() {
+        return None;
+    }
+    sum.iter_mut().for_each(|(_, v)| *v /= models.len() as f64);
+    sum.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Some(sum)
 }
 
 fn fits_of(variants: &[Variant]) -> Vec<evaluate::Fit<'_>> {
