@@ -21,7 +21,7 @@ demo: build ## Generate demo data into prescore.db (or $$DATABASE_URL) and run t
 test: ## Run every test (unit + integration on SQLite and PostgreSQL)
 	$(CARGO) test --release --lib --test tests
 
-bench: ## Benchmark the churn and forecast jobs on PostgreSQL: rows/s per stage, peak memory, COPY floor
+bench: ## Benchmark the churn and forecast jobs on PostgreSQL (rows/s per stage, peak memory, COPY floor), the peer and the GBDT fit
 	$(CARGO) run --release --bin prescore-bench -- $(BENCH_ARGS)
 
 accuracy: ## Rolling-origin forecast accuracy on real hourly series and the demo data (prints ratios to seasonal naive)

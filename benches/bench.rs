@@ -23,8 +23,11 @@
 //!   then 1, 2 and 4 shard processes started together with the scoring SQL split by
 //!   `:shard_index` / `:shard_count`: each process's rows read and seconds, each group's wall
 //!   time, and rows/s per core per stage for sizing.
+//! - gbdt part (`gbdt.rs`): the GBDT fit alone, without a database, on a generated matrix
+//!   shaped like the peer job's refit (`--gbdt-series` x 287 rows x 11 features).
 //!
 //! ```text
+//! make bench BENCH_ARGS="--only gbdt"
 //! make bench BENCH_ARGS="--only shards"
 //! make bench BENCH_ARGS="--entities 100000 --scale 10"
 //! make bench BENCH_ARGS="--only forecast --series 1000"
@@ -45,6 +48,7 @@ use prescore::pipeline::{self, Mode, Options, Report, Shard};
 use prescore::warehouse::ident::Ident;
 use prescore::warehouse::{params, redact, ColumnDef, Warehouse, WriteMode};
 
+mod gbdt;
 mod peer;
 mod shards;
 
@@ -67,8 +71,8 @@ struct Args {
     )]
     warehouse: String,
     /// Run only one part: `score` (the churn job), `forecast` (the energy job), `shards` (the
-    /// churn job as 1, 2 and 4 shard processes) or `peer` (prescore against the pandas +
-    /// LightGBM script). All four by default.
+    /// churn job as 1, 2 and 4 shard processes), `peer` (prescore against the pandas +
+    /// LightGBM script) or `gbdt` (the GBDT fit alone, no database). All five by default.
     #[arg(long, value_enum)]
     only: Option<Part>,
     /// Score part: customers to generate (about 5.5 monthly rows each).
@@ -103,6 +107,12 @@ struct Args {
     /// Peer part: timed runs of each side, after one warm-up of each.
     #[arg(long, default_value_t = 3)]
     peer_runs: usize,
+    /// Gbdt part: series of the generated training matrix (287 rows each).
+    #[arg(long, default_value_t = 10_000)]
+    gbdt_series: usize,
+    /// Gbdt part: squared-error fits to time (then one log-loss fit).
+    #[arg(long, default_value_t = 2)]
+    gbdt_fits: usize,
     /// Seed for the generators.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -122,6 +132,8 @@ enum Part {
     Shards,
     /// prescore against the pandas + LightGBM peer, on the peer's data.
     Peer,
+    /// The GBDT fit alone, on a generated matrix; needs no database.
+    Gbdt,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -199,6 +211,9 @@ async fn main() {
 }
 
 async fn bench(args: &Args) -> Res<()> {
+    if args.only == Some(Part::Gbdt) {
+        return gbdt::part(args.gbdt_series, args.gbdt_fits, args.seed);
+    }
     if !args.warehouse.starts_with("postgres") {
         return Err(format!(
             "the bench needs PostgreSQL; --warehouse / DATABASE_URL is {}",
@@ -255,6 +270,9 @@ async fn bench(args: &Args) -> Res<()> {
             args.keep,
         )
         .await?;
+    }
+    if args.only.is_none() {
+        gbdt::part(args.gbdt_series, args.gbdt_fits, args.seed)?;
     }
     if !args.keep {
         let admin = Warehouse::connect(&args.warehouse, 2).await?;
