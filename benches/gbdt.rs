@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use prescore::model::gbdt::{Gbdt, GbdtParams, Objective};
 
-use super::{mib, peak_rss_kib, reset_peak_rss, thousands, Res};
+use super::{mib, peak_rss_kib, rate, reset_peak_rss, thousands, Res};
 
 /// Hours of each generated series; rows start where the 48-hour lookback is known.
 const HOURS: usize = 336;
@@ -111,7 +111,7 @@ pub fn part(series: usize, fits: usize, seed: u64) -> Res<()> {
         let trees = m.num_trees();
         println!(
             "  {name:<14} {secs:>9.2} {trees:>6} {:>16} {:>10}",
-            thousands(((rows * trees) as f64 / secs) as u64),
+            rate((rows * trees) as u64, secs),
             mib(peak_rss_kib())
         );
         if params.objective == Objective::SquaredError {
@@ -143,7 +143,7 @@ pub fn part(series: usize, fits: usize, seed: u64) -> Res<()> {
         println!(
             "  predict {} rows: {secs:.3} s, {} rows/s (in-sample MAE {mae:.4}, a check that it learned)",
             thousands(n as u64),
-            thousands((n as f64 / secs) as u64),
+            rate(n as u64, secs),
         );
     }
     Ok(())

@@ -506,20 +506,12 @@ async fn an_ensemble_forecasts_the_mean_of_its_two_models() {
         .any(|(_, _, rec, dir)| (rec - dir).abs() > 1e-3));
     // The registry's importances are both models': each feature's mean share over the two
     // solo models (the direct model's step counts as 0 in the recursive one).
-    let importances = |job: &str| {
-        let db = &db;
-        let sql = format!("SELECT importances FROM prescore_models WHERE job = '{job}'");
-        async move {
-            let r = rows(db, &sql).await;
-            let v: Vec<(String, f64)> = serde_json::from_str(&r[0][0]).unwrap();
-            v
-        }
+    let stored = rows(&db, "SELECT job, importances FROM prescore_models").await;
+    let importances = |job: &str| -> Vec<(String, f64)> {
+        let r = stored.iter().find(|r| r[0] == job).unwrap();
+        serde_json::from_str(&r[1]).unwrap()
     };
-    let (both, rec, dir) = (
-        importances("both").await,
-        importances("rec").await,
-        importances("dir").await,
-    );
+    let (both, rec, dir) = (importances("both"), importances("rec"), importances("dir"));
     let share = |v: &[(String, f64)], name: &str| {
         v.iter().find(|(n, _)| n == name).map_or(0.0, |(_, s)| *s)
     };

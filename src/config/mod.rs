@@ -346,7 +346,8 @@ pub struct ForecastSpec {
     pub max_stale: usize,
     /// Refit the served model on every row after the backtest (else serve the backtest's fit).
     pub refit: bool,
-    /// The backtest may choose the mean of its two best model variants (`forecast.ensemble`).
+    /// The backtest may choose the mean of its best model variant and that variant's partner,
+    /// the other strategy on the same differencing (`forecast.ensemble`).
     pub ensemble: bool,
     /// Rows each backtest fit samples (the served model trains on every row).
     pub backtest_rows: usize,

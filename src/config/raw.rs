@@ -278,8 +278,9 @@ pub struct RawForecast {
     /// Refit the served model on all rows after the backtest.
     #[serde(default = "default_true", deserialize_with = "lenient::de")]
     pub refit: bool,
-    /// Let the backtest choose the mean of its two best model variants (each fitted and
-    /// refitted on its own) when that mean beats both on the backtest.
+    /// Let the backtest choose the mean of its best model variant and that variant's partner
+    /// (the other strategy on the same differencing; each fitted and refitted on its own) when
+    /// that mean's MAE is at least 2% below the best variant's.
     #[serde(default = "default_true", deserialize_with = "lenient::de")]
     pub ensemble: bool,
     /// Rows each backtest fit samples: enough to rank the variants and methods, few enough

@@ -20,8 +20,8 @@ pub enum Method {
     NaiveWeek,
     /// The mean of the chosen model strategy and the better seasonal naive.
     Blend,
-    /// The mean of the two best model variants (strategy or differencing), each fitted on its
-    /// own (`forecast.ensemble`).
+    /// The mean of the best model variant and its partner (the other strategy on the same
+    /// differencing), each fitted on its own (`forecast.ensemble`).
     Ensemble,
 }
 

@@ -79,10 +79,10 @@ impl ForecastJob<'_> {
     }
 
     /// The covariates a run at each backtest origin would have served, from the frames the
-    /// read stage fetched. None when the job does not read them.
+    /// read stage fetched (only when the job reads them, see [`ForecastJob::reads_served`]).
     fn as_served(&self, job: &Job, series: &[Series]) -> Result<Option<AsServed>, Error> {
         let frames = self.served.lock().map(|mut s| s.take()).unwrap_or(None);
-        let Some(frames) = frames.filter(|_| self.reads_served(job)) else {
+        let Some(frames) = frames else {
             return Ok(None);
         };
         let served = AsServed::new(job, self.spec, self.time.as_str(), &frames, series)?;

@@ -293,14 +293,14 @@ pub fn train(
         strategy: variants[v].strategy,
         model,
     });
-    let mut served: Vec<(&Model, Vec<String>)> = Vec::new();
-    if let Some(m) = &model {
-        served.push((m, schema.names(strategy)));
-    }
-    if let Some(p) = &partner {
-        served.push((&p.model, p.schema.names(p.strategy)));
-    }
-    let importances = importances(&served);
+    let named: Vec<(&Model, Vec<String>)> = (model.iter().map(|m| (m, schema.names(strategy))))
+        .chain(
+            partner
+                .iter()
+                .map(|p| (&p.model, p.schema.names(p.strategy))),
+        )
+        .collect();
+    let importances = importances(&named);
     let key_of = |i: usize| series[i].key.to_string();
     let forecaster = Forecaster {
         schema,
