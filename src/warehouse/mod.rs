@@ -617,9 +617,11 @@ impl Warehouse {
                 )
                 .await;
             // Two shards creating the table at once: PostgreSQL's IF NOT EXISTS can still
-            // fail the second with a unique violation on its catalog; the table is there.
+            // fail the second, with a unique violation on its catalog (23505) or "type …
+            // already exists" (42710, its row type) or "relation … already exists" (42P07),
+            // depending on where the two meet; the table is there.
             match created {
-                Err(e) if e.sqlstate().as_deref() == Some("23505") => {
+                Err(e) if matches!(e.sqlstate().as_deref(), Some("23505" | "42710" | "42P07")) => {
                     tracing::debug!(table = %table, "created concurrently by another run");
                 }
                 other => other.map(drop)?,
@@ -955,8 +957,80 @@ where
 pub use lease::holder_id;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A live server (PRESCORE_TEST_PG, default the local one) for a test of `what`; skipped
+    /// loudly when unreachable, except on CI (PRESCORE_REQUIRE_PG=1 or CI set).
+    pub(crate) async fn live_postgres(what: &str, connections: u32) -> Option<Warehouse> {
+        let url = std::env::var("PRESCORE_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        match Warehouse::connect(&url, connections).await {
+            Ok(wh) => Some(wh),
+            Err(e)
+                if std::env::var("PRESCORE_REQUIRE_PG").as_deref() == Ok("1")
+                    || std::env::var("CI").is_ok() =>
+            {
+                panic!("PostgreSQL is required but unreachable: {e}")
+            }
+            Err(e) => {
+                eprintln!("!!!!! SKIPPING a PostgreSQL test of {what}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Shards of a first run start together and each creates the results and history tables:
+    /// whichever way PostgreSQL's concurrent `CREATE TABLE IF NOT EXISTS` fails the losers
+    /// (a catalog unique violation, "type already exists", "relation already exists"), every
+    /// one of them must go on. A race: each round gives it another chance to show.
+    #[tokio::test]
+    async fn tables_created_by_several_runs_at_once_are_created_once_and_nobody_fails() {
+        let Some(wh) = live_postgres("concurrent table creation", 8).await else {
+            return;
+        };
+        let schema = format!(
+            "race_{}_{}",
+            std::process::id(),
+            Utc::now().timestamp_micros()
+        );
+        wh.execute(&format!("CREATE SCHEMA {schema}"), &[])
+            .await
+            .unwrap();
+        let columns = [
+            ColumnDef {
+                name: "series_id".into(),
+                ty: ColumnType::Int,
+            },
+            ColumnDef {
+                name: "yhat".into(),
+                ty: ColumnType::Float,
+            },
+        ];
+        for round in 0..60 {
+            let table = Ident::new(&format!("{schema}.t{round}")).unwrap();
+            let runs = (0..6).map(|_| {
+                let (wh, table, columns) = (wh.clone(), table.clone(), columns.clone());
+                tokio::spawn(async move {
+                    wh.ensure_table(&table, &columns, &["series_id"], true)
+                        .await
+                })
+            });
+            for run in futures_util::future::join_all(runs).await {
+                run.unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: a concurrent creator failed: {e}"));
+            }
+            assert_eq!(
+                wh.table_columns(&table).await.unwrap().len(),
+                2,
+                "round {round}"
+            );
+        }
+        wh.execute(&format!("DROP SCHEMA {schema} CASCADE"), &[])
+            .await
+            .unwrap();
+        wh.close().await;
+    }
 
     #[tokio::test]
     async fn retries_transient_errors_and_fails_fast_on_permanent_ones() {

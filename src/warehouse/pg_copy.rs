@@ -837,29 +837,11 @@ mod tests {
         assert!(err.contains("infinity"), "{err}");
     }
 
-    /// Against a live server (PRESCORE_TEST_PG, default the local one); skipped loudly when
-    /// unreachable, except on CI.
-    async fn live() -> Option<super::super::Warehouse> {
-        let url = std::env::var("PRESCORE_TEST_PG")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        match super::super::Warehouse::connect(&url, 2).await {
-            Ok(wh) => Some(wh),
-            Err(e)
-                if std::env::var("PRESCORE_REQUIRE_PG").as_deref() == Ok("1")
-                    || std::env::var("CI").is_ok() =>
-            {
-                panic!("PostgreSQL is required but unreachable: {e}")
-            }
-            Err(e) => {
-                eprintln!("!!!!! SKIPPING a PostgreSQL test of the COPY read path: {e}");
-                None
-            }
-        }
-    }
-
     #[tokio::test]
     async fn literals_mean_the_same_as_bound_parameters_on_the_server() {
-        let Some(wh) = live().await else { return };
+        let Some(wh) = super::super::tests::live_postgres("the COPY read path", 2).await else {
+            return;
+        };
         let ts = Utc.with_ymd_and_hms(2026, 11, 1, 6, 0, 0).unwrap();
         let values = [
             Value::Ts(Some(ts)),
@@ -900,7 +882,9 @@ mod tests {
 
     #[tokio::test]
     async fn reads_every_type_through_copy_and_keeps_the_pool_usable() {
-        let Some(wh) = live().await else { return };
+        let Some(wh) = super::super::tests::live_postgres("the COPY read path", 2).await else {
+            return;
+        };
         let ts = Utc.with_ymd_and_hms(2026, 11, 1, 6, 0, 0).unwrap();
         let params = BTreeMap::from([
             ("as_of", Value::Ts(Some(ts))),
