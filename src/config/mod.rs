@@ -99,6 +99,8 @@ pub struct Sql {
 }
 
 /// What differs between the two kinds of job, with exactly the fields each one has.
+// A job holds one JobKind for the whole run: the forecast variant's size costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum JobKind {
     /// One row per entity: trains on `input.train_sql`, scores the rows of `score_sql`.
@@ -327,6 +329,9 @@ pub struct ForecastSpec {
     pub step_seconds: i64,
     pub lags: Vec<usize>,
     pub rolling: Vec<usize>,
+    /// Seasonal means, in days (see `RawForecast::seasonal_rolling`).
+    #[serde(default)]
+    pub seasonal_rolling: Vec<usize>,
     pub calendar: Vec<Calendar>,
     pub min_history: usize,
     pub max_gap: usize,

@@ -238,6 +238,10 @@ pub struct RawForecast {
     /// Rolling mean and standard deviation windows, in steps (ending one step back).
     #[serde(default = "default_rolling")]
     pub rolling: Vec<usize>,
+    /// Seasonal means, in days: `[7]` is the mean of the same time of day over the last 7 days
+    /// (the values 24, 48, ... 168 steps back for hourly data).
+    #[serde(default = "default_seasonal_rolling")]
+    pub seasonal_rolling: Vec<usize>,
     /// Any of `hour`, `dow`, `weekend`.
     #[serde(default = "default_calendar")]
     pub calendar: Vec<Calendar>,
@@ -410,6 +414,9 @@ fn default_lags() -> Vec<usize> {
 }
 fn default_rolling() -> Vec<usize> {
     vec![24]
+}
+fn default_seasonal_rolling() -> Vec<usize> {
+    Vec::new()
 }
 fn default_calendar() -> Vec<Calendar> {
     vec![Calendar::Hour, Calendar::Dow, Calendar::Weekend]
@@ -1139,11 +1146,25 @@ fn validate_forecast(
             "rolling windows must be at least 2 steps",
         );
     }
+    if f.seasonal_rolling.contains(&0) || f.seasonal_rolling.contains(&1) {
+        p.push(
+            "forecast.seasonal_rolling",
+            "seasonal windows must be at least 2 days",
+        );
+    }
+    let day = step.map_or(24, |s| ((86_400 / s.max(1)) as usize).max(1));
+    if f.seasonal_rolling.iter().any(|&n| n * day > 10_000) {
+        p.push(
+            "forecast.seasonal_rolling",
+            "seasonal windows must reach at most 10000 steps back",
+        );
+    }
     let longest = f
         .lags
         .iter()
         .chain(f.rolling.iter())
         .copied()
+        .chain(f.seasonal_rolling.iter().map(|n| n * day))
         .max()
         .unwrap_or(1);
     if f.min_history <= longest + f.horizon {
@@ -1198,6 +1219,7 @@ fn validate_forecast(
         step_seconds: step?,
         lags: f.lags.clone(),
         rolling: f.rolling.clone(),
+        seasonal_rolling: f.seasonal_rolling.clone(),
         calendar: f.calendar.clone(),
         min_history: f.min_history,
         max_gap: f.max_gap,

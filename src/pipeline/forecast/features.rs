@@ -80,6 +80,9 @@ impl Scale {
 pub struct SeriesSchema {
     pub lags: Vec<usize>,
     pub rolling: Vec<usize>,
+    /// Seasonal means over this many days (models stored before them have none).
+    #[serde(default)]
+    pub seasonal: Vec<usize>,
     pub calendar: Vec<Calendar>,
     pub exog: Vec<String>,
     pub statics: Vec<(String, Vec<String>)>,
@@ -97,6 +100,7 @@ impl SeriesSchema {
         SeriesSchema {
             lags: spec.lags.clone(),
             rolling: spec.rolling.clone(),
+            seasonal: spec.seasonal_rolling.clone(),
             calendar: spec.calendar.clone(),
             exog: exog.to_vec(),
             statics,
@@ -115,6 +119,7 @@ impl SeriesSchema {
             n.push(format!("roll_mean_{w}"));
             n.push(format!("roll_std_{w}"));
         }
+        n.extend(self.seasonal.iter().map(|d| format!("seasonal_mean_{d}d")));
         n.extend(self.calendar.iter().map(|c| c.name().to_string()));
         n.extend(self.exog.iter().cloned());
         for (c, levels) in &self.statics {
@@ -129,8 +134,14 @@ impl SeriesSchema {
 
     /// Steps of history a full feature row needs before it.
     pub fn lookback(&self) -> usize {
-        let longest = self.lags.iter().chain(&self.rolling).copied().max();
-        longest.unwrap_or(1) + self.difference
+        let seasonal = self.seasonal.iter().map(|d| d * self.day());
+        let longest = self
+            .lags
+            .iter()
+            .chain(&self.rolling)
+            .copied()
+            .chain(seasonal);
+        longest.max().unwrap_or(1) + self.difference
     }
 
     /// The first step a training row may predict: its shortest lag is known. Longer lags and
@@ -149,6 +160,11 @@ impl SeriesSchema {
             self.step_seconds, self.horizon, self.scale, self.difference
         ));
         fnv_hex(&key)
+    }
+
+    /// Steps per day (at least 1).
+    pub fn day(&self) -> usize {
+        ((86_400 / self.step_seconds.max(1)) as usize).max(1)
     }
 
     fn step_us(&self) -> i64 {
@@ -236,6 +252,20 @@ impl SeriesSchema {
                 out.push((sq / n - mean * mean).max(0.0).sqrt());
             }
         }
+        // The same time of day on each of the last `n` days, where known at the origin.
+        let day = self.day();
+        for &n in &self.seasonal {
+            let (mut k, mut sum) = (0.0, 0.0);
+            for back in (1..=n).map(|d| d * day) {
+                if let Some(j) = t.checked_sub(back).filter(|&j| j < origin) {
+                    if z[j].is_finite() {
+                        k += 1.0;
+                        sum += z[j];
+                    }
+                }
+            }
+            out.push(if k > 0.0 { sum / k } else { f64::NAN });
+        }
         let ts_s = s.time_at(t, self.step_us()).div_euclid(1_000_000);
         let days = ts_s.div_euclid(86_400);
         let dow = (days + 3).rem_euclid(7); // 1970-01-01 was a Thursday; Monday = 0
@@ -276,6 +306,7 @@ pub(super) mod tests {
         SeriesSchema {
             lags: vec![1, 2],
             rolling: vec![3],
+            seasonal: vec![],
             calendar: vec![Calendar::Hour, Calendar::Dow, Calendar::Weekend],
             exog: vec!["temp".into()],
             statics: vec![("region".into(), vec!["north".into()])],
@@ -319,6 +350,40 @@ pub(super) mod tests {
         assert_eq!(&row[8..], &[0.0, 1.0]); // south is not a learned level: `other`
     }
 
+    #[test]
+    fn a_seasonal_mean_averages_the_same_hour_of_the_last_days_known_at_the_origin() {
+        let mut sc = schema();
+        sc.seasonal = vec![3];
+        let s = series((0..100).map(f64::from).collect());
+        let names = sc.names(Fitted::Direct);
+        let at = names.iter().position(|n| n == "seasonal_mean_3d").unwrap();
+        let mut row = Vec::new();
+        // 24, 48 and 72 hours before t = 80: 56, 32 and 8.
+        sc.row(&s, &s.y, 80, 80, Fitted::Recursive, &mut row);
+        assert_eq!(row[at], (56.0 + 32.0 + 8.0) / 3.0);
+        sc.row(&s, &s.y, 80, 70, Fitted::Direct, &mut row);
+        assert_eq!(row[at], (56.0 + 32.0 + 8.0) / 3.0);
+        // From an origin 30 steps back, yesterday's value is not known yet: it is left out.
+        sc.row(&s, &s.y, 80, 50, Fitted::Direct, &mut row);
+        assert_eq!(row[at], (32.0 + 8.0) / 2.0);
+        // Nothing known that far back: missing.
+        sc.row(&s, &s.y, 20, 20, Fitted::Recursive, &mut row);
+        assert!(row[at].is_nan());
+        assert_eq!(sc.lookback(), 72);
+    }
+
+    #[test]
+    fn a_schema_stored_before_seasonal_means_still_loads() {
+        let mut json = serde_json::to_value(schema()).unwrap();
+        json.as_object_mut().unwrap().remove("seasonal");
+        let old: SeriesSchema = serde_json::from_value(json).unwrap();
+        assert_eq!(old, schema());
+        assert!(!old
+            .names(Fitted::Direct)
+            .iter()
+            .any(|n| n.starts_with("seasonal")));
+    }
+
     /// Leakage: a direct row for any step ahead reads nothing at or after its origin. Values
     /// from the origin on are poisoned; no feature may see them.
     #[test]
@@ -326,6 +391,7 @@ pub(super) mod tests {
         let mut sc = schema();
         sc.lags = vec![1, 2, 3, 24];
         sc.rolling = vec![3, 24];
+        sc.seasonal = vec![2];
         sc.horizon = 24;
         let origin = 40;
         let y: Vec<f64> = (0..64)
@@ -337,7 +403,7 @@ pub(super) mod tests {
             sc.row(&s, &s.y, t, origin, Fitted::Direct, &mut row);
             let lags = &row[..4];
             assert!(lags.iter().all(|v| *v < 1e9), "t {t}: {lags:?}");
-            assert!(row[4..8].iter().all(|v| v.abs() < 1e9), "t {t}: {row:?}");
+            assert!(row[4..9].iter().all(|v| v.abs() < 1e9), "t {t}: {row:?}");
             assert_eq!(*row.last().unwrap(), (t - origin + 1) as f64);
         }
         // One step ahead, a direct row is the recursive row plus the step.

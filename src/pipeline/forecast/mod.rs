@@ -377,6 +377,7 @@ impl ForecastJob<'_> {
         let want: Vec<&String> = job.features.categorical.iter().collect();
         if stored.lags != spec.lags
             || stored.rolling != spec.rolling
+            || stored.seasonal != spec.seasonal_rolling
             || stored.calendar != spec.calendar
             || stored.exog != job.features.numeric
             || cats != want
@@ -389,8 +390,8 @@ impl ForecastJob<'_> {
                 .contains(&stored.difference)
         {
             return Err(format!(
-                "it was trained with lags {:?}, rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {}; the config now asks for lags {:?}, rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {:?}",
-                stored.lags, stored.rolling, stored.calendar, stored.exog, cats, stored.horizon, stored.scale, stored.difference, spec.lags, spec.rolling, spec.calendar, job.features.numeric, want, spec.horizon, spec.scale, spec.difference.choices(spec.day())
+                "it was trained with lags {:?}, rolling {:?}, seasonal_rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {}; the config now asks for lags {:?}, rolling {:?}, seasonal_rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {:?}",
+                stored.lags, stored.rolling, stored.seasonal, stored.calendar, stored.exog, cats, stored.horizon, stored.scale, stored.difference, spec.lags, spec.rolling, spec.seasonal_rolling, spec.calendar, job.features.numeric, want, spec.horizon, spec.scale, spec.difference.choices(spec.day())
             ));
         }
         Ok(())

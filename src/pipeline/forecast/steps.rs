@@ -118,6 +118,7 @@ mod tests {
         let sc = SeriesSchema {
             lags: vec![1],
             rolling: vec![],
+            seasonal: vec![],
             calendar: vec![],
             exog: vec![],
             statics: vec![],
