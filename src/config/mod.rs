@@ -378,8 +378,14 @@ pub enum BacktestCovariates {
 impl ForecastSpec {
     /// Steps in a day (at least 1): the seasonal-naive period.
     pub fn day(&self) -> usize {
-        ((86_400 / self.step_seconds.max(1)) as usize).max(1)
+        steps_per_day(self.step_seconds)
     }
+}
+
+/// Steps of `step_seconds` in a day (at least 1): the season of seasonal naive, differencing
+/// and seasonal means.
+pub fn steps_per_day(step_seconds: i64) -> usize {
+    ((86_400 / step_seconds.max(1)) as usize).max(1)
 }
 
 /// A comparison in the quality gate, such as `auc >= 0.7`.

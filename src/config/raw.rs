@@ -240,7 +240,7 @@ pub struct RawForecast {
     pub rolling: Vec<usize>,
     /// Seasonal means, in days: `[7]` is the mean of the same time of day over the last 7 days
     /// (the values 24, 48, ... 168 steps back for hourly data).
-    #[serde(default = "default_seasonal_rolling")]
+    #[serde(default)]
     pub seasonal_rolling: Vec<usize>,
     /// Any of `hour`, `dow`, `weekend`.
     #[serde(default = "default_calendar")]
@@ -414,9 +414,6 @@ fn default_lags() -> Vec<usize> {
 }
 fn default_rolling() -> Vec<usize> {
     vec![24]
-}
-fn default_seasonal_rolling() -> Vec<usize> {
-    Vec::new()
 }
 fn default_calendar() -> Vec<Calendar> {
     vec![Calendar::Hour, Calendar::Dow, Calendar::Weekend]
@@ -1152,7 +1149,7 @@ fn validate_forecast(
             "seasonal windows must be at least 2 days",
         );
     }
-    let day = step.map_or(24, |s| ((86_400 / s.max(1)) as usize).max(1));
+    let day = step.map_or(24, steps_per_day);
     if f.seasonal_rolling.iter().any(|&n| n * day > 10_000) {
         p.push(
             "forecast.seasonal_rolling",

@@ -164,7 +164,7 @@ impl SeriesSchema {
 
     /// Steps per day (at least 1).
     pub fn day(&self) -> usize {
-        ((86_400 / self.step_seconds.max(1)) as usize).max(1)
+        crate::config::steps_per_day(self.step_seconds)
     }
 
     fn step_us(&self) -> i64 {
@@ -253,17 +253,11 @@ impl SeriesSchema {
             }
         }
         // The same time of day on each of the last `n` days, where known at the origin.
-        let day = self.day();
         for &n in &self.seasonal {
-            let (mut k, mut sum) = (0.0, 0.0);
-            for back in (1..=n).map(|d| d * day) {
-                if let Some(j) = t.checked_sub(back).filter(|&j| j < origin) {
-                    if z[j].is_finite() {
-                        k += 1.0;
-                        sum += z[j];
-                    }
-                }
-            }
+            let (k, sum) = (1..=n)
+                .filter_map(|d| t.checked_sub(d * self.day()))
+                .filter(|&j| j < origin && z[j].is_finite())
+                .fold((0.0, 0.0), |(k, sum), j| (k + 1.0, sum + z[j]));
             out.push(if k > 0.0 { sum / k } else { f64::NAN });
         }
         let ts_s = s.time_at(t, self.step_us()).div_euclid(1_000_000);
