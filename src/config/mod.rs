@@ -136,6 +136,18 @@ impl JobKind {
         }
     }
 
+    /// How far after its `as_of` a history row's `history_time` lies at most: a forecast's
+    /// horizon (None for score jobs, whose history time is `as_of` itself). Pruning bounds
+    /// the indexed column with it, so that it reads the expired rows and not the history.
+    pub fn history_reach(&self) -> Option<chrono::Duration> {
+        match self {
+            JobKind::Score { .. } => None,
+            JobKind::Forecast { spec, .. } => Some(chrono::Duration::seconds(
+                spec.step_seconds.saturating_mul(spec.horizon as i64),
+            )),
+        }
+    }
+
     /// The time column, if the job has one.
     pub fn time(&self) -> Option<&Ident> {
         match self {

@@ -146,6 +146,7 @@ async fn drive<K: Kind>(kind: &K, ctx: &mut RunContext<'_>) -> Result<(), Error>
         table: &ctx.job.output.table,
         history,
         history_time: ctx.job.kind.history_time(),
+        history_reach: ctx.job.kind.history_reach(),
         sharded: ctx.opts.shard.count > 1,
         prunes_history: ctx.opts.shard.index == 0,
         columns: output.columns,
