@@ -142,9 +142,7 @@ impl JobKind {
     pub fn history_reach(&self) -> Option<chrono::Duration> {
         match self {
             JobKind::Score { .. } => None,
-            JobKind::Forecast { spec, .. } => Some(chrono::Duration::seconds(
-                spec.step_seconds.saturating_mul(spec.horizon as i64),
-            )),
+            JobKind::Forecast { spec, .. } => Some(spec.horizon_span()),
         }
     }
 
@@ -391,6 +389,11 @@ impl ForecastSpec {
     /// Steps in a day (at least 1): the seasonal-naive period.
     pub fn day(&self) -> usize {
         steps_per_day(self.step_seconds)
+    }
+
+    /// The time the horizon covers: from a forecast's `as_of` to its last target.
+    pub fn horizon_span(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.step_seconds.saturating_mul(self.horizon as i64))
     }
 }
 

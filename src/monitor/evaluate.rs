@@ -75,8 +75,7 @@ impl Range {
     /// What a run evaluates: the target days of the last two horizons (at least two days)
     /// up to the run's as-of day, which is where new actuals land.
     pub fn recent(spec: &ForecastSpec, as_of: DateTime<Utc>) -> Self {
-        let horizon = Duration::seconds(spec.step_seconds * spec.horizon as i64);
-        let back = horizon.max(Duration::days(1)) * 2;
+        let back = spec.horizon_span().max(Duration::days(1)) * 2;
         Range::days((as_of - back).date_naive(), as_of.date_naive(), as_of)
     }
 

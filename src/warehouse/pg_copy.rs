@@ -585,6 +585,7 @@ pub(super) async fn copy_in(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::live_postgres;
     use super::*;
     use crate::warehouse::frame::{ColumnView, Nullable, TextBuf};
     use chrono::{TimeZone, Utc};
@@ -839,7 +840,7 @@ mod tests {
 
     #[tokio::test]
     async fn literals_mean_the_same_as_bound_parameters_on_the_server() {
-        let Some(wh) = super::super::tests::live_postgres("the COPY read path", 2).await else {
+        let Some(wh) = live_postgres("the COPY read path", 2).await else {
             return;
         };
         let ts = Utc.with_ymd_and_hms(2026, 11, 1, 6, 0, 0).unwrap();
@@ -882,7 +883,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_every_type_through_copy_and_keeps_the_pool_usable() {
-        let Some(wh) = super::super::tests::live_postgres("the COPY read path", 2).await else {
+        let Some(wh) = live_postgres("the COPY read path", 2).await else {
             return;
         };
         let ts = Utc.with_ymd_and_hms(2026, 11, 1, 6, 0, 0).unwrap();
