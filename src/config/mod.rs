@@ -333,15 +333,42 @@ impl Differencing {
     }
 }
 
+/// The seasonal-mean windows `forecast.seasonal_rolling = "auto"` may give a model, in days: the
+/// mean of the same time of day over the last 3 and over the last 7 days.
+pub const AUTO_SEASONAL_DAYS: [usize; 2] = [3, 7];
+
+/// Seasonal means (`forecast.seasonal_rolling`): the mean of the same time of day over the last
+/// n days, as features.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeasonalMeans {
+    /// `auto`: these windows (those of [`AUTO_SEASONAL_DAYS`] that `min_history` can fill)
+    /// when the series follow a daily routine, else none; decided by each training run from
+    /// the history (`pipeline::forecast::routine`).
+    Auto(Vec<usize>),
+    /// A fixed list of windows (empty: none).
+    Days(Vec<usize>),
+}
+
+impl SeasonalMeans {
+    /// Every list of windows a model trained under this setting may read.
+    pub fn choices(&self) -> Vec<Vec<usize>> {
+        match self {
+            SeasonalMeans::Auto(days) if !days.is_empty() => vec![Vec::new(), days.clone()],
+            SeasonalMeans::Auto(_) => vec![Vec::new()],
+            SeasonalMeans::Days(days) => vec![days.clone()],
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct ForecastSpec {
     pub horizon: usize,
     pub step_seconds: i64,
     pub lags: Vec<usize>,
     pub rolling: Vec<usize>,
-    /// Seasonal means, in days (see `RawForecast::seasonal_rolling`).
-    #[serde(default)]
-    pub seasonal_rolling: Vec<usize>,
+    /// Seasonal means, in days, or `auto` (see `RawForecast::seasonal_rolling`).
+    pub seasonal_rolling: SeasonalMeans,
     pub calendar: Vec<Calendar>,
     pub min_history: usize,
     pub max_gap: usize,

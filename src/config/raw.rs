@@ -239,9 +239,10 @@ pub struct RawForecast {
     #[serde(default = "default_rolling")]
     pub rolling: Vec<usize>,
     /// Seasonal means, in days: `[7]` is the mean of the same time of day over the last 7 days
-    /// (the values 24, 48, ... 168 steps back for hourly data).
-    #[serde(default)]
-    pub seasonal_rolling: Vec<usize>,
+    /// (the values 24, 48, ... 168 steps back for hourly data); `[]` for none; `"auto"` (the
+    /// default) for `[3, 7]` when the series follow a daily routine, decided at each training.
+    #[serde(default = "default_seasonal_rolling")]
+    pub seasonal_rolling: toml::Value,
     /// Any of `hour`, `dow`, `weekend`.
     #[serde(default = "default_calendar")]
     pub calendar: Vec<Calendar>,
@@ -428,6 +429,9 @@ fn default_interval() -> f64 {
     0.8
 }
 fn default_difference() -> toml::Value {
+    toml::Value::String("auto".into())
+}
+fn default_seasonal_rolling() -> toml::Value {
     toml::Value::String("auto".into())
 }
 fn default_backtest_rows() -> usize {
@@ -1143,25 +1147,18 @@ fn validate_forecast(
             "rolling windows must be at least 2 steps",
         );
     }
-    if f.seasonal_rolling.contains(&0) || f.seasonal_rolling.contains(&1) {
-        p.push(
-            "forecast.seasonal_rolling",
-            "seasonal windows must be at least 2 days",
-        );
-    }
     let day = step.map_or(24, steps_per_day);
-    if f.seasonal_rolling.iter().any(|&n| n * day > 10_000) {
-        p.push(
-            "forecast.seasonal_rolling",
-            "seasonal windows must reach at most 10000 steps back",
-        );
-    }
+    let seasonal = seasonal_means(f, day, p);
+    let fixed_seasonal = match &seasonal {
+        Some(SeasonalMeans::Days(days)) => days.as_slice(),
+        _ => &[],
+    };
     let longest = f
         .lags
         .iter()
         .chain(f.rolling.iter())
         .copied()
-        .chain(f.seasonal_rolling.iter().map(|n| n * day))
+        .chain(fixed_seasonal.iter().map(|n| n * day))
         .max()
         .unwrap_or(1);
     if f.min_history <= longest + f.horizon {
@@ -1216,7 +1213,7 @@ fn validate_forecast(
         step_seconds: step?,
         lags: f.lags.clone(),
         rolling: f.rolling.clone(),
-        seasonal_rolling: f.seasonal_rolling.clone(),
+        seasonal_rolling: seasonal?,
         calendar: f.calendar.clone(),
         min_history: f.min_history,
         max_gap: f.max_gap,
@@ -1234,6 +1231,44 @@ fn validate_forecast(
         backtest_rows: f.backtest_rows.max(1_000),
         backtest_covariates: f.backtest_covariates,
     })
+}
+
+/// `forecast.seasonal_rolling`: a list of windows in days (each at least 2, reaching at most
+/// 10000 steps back) or `"auto"`, which may use those of [`AUTO_SEASONAL_DAYS`] that a
+/// sub-daily step and `min_history` leave room for (none for a daily or longer step).
+fn seasonal_means(f: &RawForecast, day: usize, p: &mut Problems) -> Option<SeasonalMeans> {
+    const KEY: &str = "forecast.seasonal_rolling";
+    let days: Vec<usize> = match &f.seasonal_rolling {
+        toml::Value::String(v) if v.trim() == "auto" => {
+            let fits = |n: &usize| day >= 2 && n * day + f.horizon < f.min_history;
+            let days = AUTO_SEASONAL_DAYS.iter().copied().filter(fits).collect();
+            return Some(SeasonalMeans::Auto(days));
+        }
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_integer().and_then(|n| usize::try_from(n).ok()))
+            .collect::<Option<_>>()
+            .unwrap_or_else(|| vec![0]),
+        other => {
+            p.push(
+                KEY,
+                format!("{other}: use \"auto\" or a list of days such as [3, 7] ([] for none)"),
+            );
+            return None;
+        }
+    };
+    if days.iter().any(|&n| n < 2) {
+        p.push(
+            KEY,
+            "seasonal windows must be whole numbers of at least 2 days",
+        );
+        return None;
+    }
+    if days.iter().any(|&n| n * day > 10_000) {
+        p.push(KEY, "seasonal windows must reach at most 10000 steps back");
+        return None;
+    }
+    Some(SeasonalMeans::Days(days))
 }
 
 /// `[output]`: the results table (never one of prescore's own), the label threshold and the
@@ -1530,6 +1565,62 @@ table = "bad;table"
         let p = problems("score", &window, "keep_history = \"90d\"");
         assert!(
             !p.iter().any(|m| m.starts_with("input.labels_window")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn seasonal_means_are_auto_by_default_a_list_or_a_named_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("t.sql"), "SELECT 1").unwrap();
+        let spec = |forecast: &str| -> Result<SeasonalMeans, Vec<String>> {
+            let text = format!(
+                "[job]\nname = \"j\"\nkind = \"forecast\"\n[input]\ntrain_sql = \"t.sql\"\n\
+                 key = \"id\"\ntarget = \"y\"\ntime = \"t\"\n\
+                 columns = {{ id = \"int\", y = \"float\", t = \"timestamp\" }}\n[model]\n\
+                 task = \"regression\"\nalgorithm = \"gbdt\"\n[output]\ntable = \"t\"\n\
+                 [forecast]\nlags = [1, 24]\nrolling = []\n{forecast}"
+            );
+            let raw = parse(&text, &env()).unwrap_or_else(|_| panic!("parses"));
+            match validate(raw, &dir.join("c.toml"), dir) {
+                Ok(job) => match job.kind {
+                    JobKind::Forecast { spec, .. } => Ok(spec.seasonal_rolling),
+                    _ => panic!("a forecast job"),
+                },
+                Err(p) => Err(p
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect()),
+            }
+        };
+        assert_eq!(spec(""), Ok(SeasonalMeans::Auto(vec![3, 7])));
+        // `auto` only offers the windows min_history leaves room for (3 x 24 + 24 < 100).
+        assert_eq!(
+            spec("seasonal_rolling = \"auto\"\nmin_history = 100"),
+            Ok(SeasonalMeans::Auto(vec![3]))
+        );
+        // A daily step has no time of day to average.
+        assert_eq!(spec("step = \"1d\""), Ok(SeasonalMeans::Auto(vec![])));
+        assert_eq!(
+            spec("seasonal_rolling = []"),
+            Ok(SeasonalMeans::Days(vec![]))
+        );
+        assert_eq!(
+            spec("seasonal_rolling = [2, 7]"),
+            Ok(SeasonalMeans::Days(vec![2, 7]))
+        );
+        for bad in ["\"weekly\"", "[1]", "[\"3\"]", "[500]"] {
+            let p = spec(&format!("seasonal_rolling = {bad}")).unwrap_err();
+            assert!(
+                p.iter().any(|m| m.starts_with("forecast.seasonal_rolling")),
+                "{bad}: {p:?}"
+            );
+        }
+        // A fixed list must fit in min_history; `auto` leaves out what does not.
+        let p = spec("seasonal_rolling = [7]\nmin_history = 100").unwrap_err();
+        assert!(
+            p.iter().any(|m| m.starts_with("forecast.min_history")),
             "{p:?}"
         );
     }

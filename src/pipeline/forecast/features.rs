@@ -96,11 +96,18 @@ pub struct SeriesSchema {
 pub const SCALE_WINDOW: usize = 672;
 
 impl SeriesSchema {
-    pub fn new(spec: &ForecastSpec, exog: &[String], statics: Vec<(String, Vec<String>)>) -> Self {
+    /// The schema of `spec` with the seasonal means this run's model reads (`seasonal`, the
+    /// config's list or what `auto` decided).
+    pub fn new(
+        spec: &ForecastSpec,
+        seasonal: Vec<usize>,
+        exog: &[String],
+        statics: Vec<(String, Vec<String>)>,
+    ) -> Self {
         SeriesSchema {
             lags: spec.lags.clone(),
             rolling: spec.rolling.clone(),
-            seasonal: spec.seasonal_rolling.clone(),
+            seasonal,
             calendar: spec.calendar.clone(),
             exog: exog.to_vec(),
             statics,

@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod features;
 pub mod forecaster;
 pub mod output;
+pub mod routine;
 pub mod select;
 pub mod series;
 pub mod steps;
@@ -200,7 +201,9 @@ impl Kind for ForecastJob<'_> {
         let job = ctx.job;
         let h = self.spec.horizon;
         let statics = series::learn_statics(job, series);
-        let schema = SeriesSchema::new(self.spec, &job.features.numeric, statics);
+        let seasonal =
+            routine::seasonal_means(&self.spec.seasonal_rolling, series, self.spec.day());
+        let schema = SeriesSchema::new(self.spec, seasonal, &job.features.numeric, statics);
         let served = self.as_served(job, series)?;
         let (s2, sc2, spec2, model_spec) = (
             series.clone(),
@@ -377,7 +380,7 @@ impl ForecastJob<'_> {
         let want: Vec<&String> = job.features.categorical.iter().collect();
         if stored.lags != spec.lags
             || stored.rolling != spec.rolling
-            || stored.seasonal != spec.seasonal_rolling
+            || !spec.seasonal_rolling.choices().contains(&stored.seasonal)
             || stored.calendar != spec.calendar
             || stored.exog != job.features.numeric
             || cats != want
@@ -391,7 +394,7 @@ impl ForecastJob<'_> {
         {
             return Err(format!(
                 "it was trained with lags {:?}, rolling {:?}, seasonal_rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {}; the config now asks for lags {:?}, rolling {:?}, seasonal_rolling {:?}, calendar {:?}, covariates {:?}, statics {:?}, horizon {}, scale {}, difference {:?}",
-                stored.lags, stored.rolling, stored.seasonal, stored.calendar, stored.exog, cats, stored.horizon, stored.scale, stored.difference, spec.lags, spec.rolling, spec.seasonal_rolling, spec.calendar, job.features.numeric, want, spec.horizon, spec.scale, spec.difference.choices(spec.day())
+                stored.lags, stored.rolling, stored.seasonal, stored.calendar, stored.exog, cats, stored.horizon, stored.scale, stored.difference, spec.lags, spec.rolling, spec.seasonal_rolling.choices(), spec.calendar, job.features.numeric, want, spec.horizon, spec.scale, spec.difference.choices(spec.day())
             ));
         }
         Ok(())
