@@ -1244,11 +1244,21 @@ fn seasonal_means(f: &RawForecast, day: usize, p: &mut Problems) -> Option<Seaso
             let days = AUTO_SEASONAL_DAYS.iter().copied().filter(fits).collect();
             return Some(SeasonalMeans::Auto(days));
         }
-        toml::Value::Array(items) => items
-            .iter()
-            .map(|v| v.as_integer().and_then(|n| usize::try_from(n).ok()))
-            .collect::<Option<_>>()
-            .unwrap_or_else(|| vec![0]),
+        toml::Value::Array(items) => {
+            let whole: Option<Vec<usize>> = (items.iter())
+                .map(|v| v.as_integer().and_then(|n| usize::try_from(n).ok()))
+                .collect();
+            match whole {
+                Some(days) if days.iter().all(|&n| n >= 2) => days,
+                _ => {
+                    p.push(
+                        KEY,
+                        "seasonal windows must be whole numbers of at least 2 days",
+                    );
+                    return None;
+                }
+            }
+        }
         other => {
             p.push(
                 KEY,
@@ -1257,13 +1267,6 @@ fn seasonal_means(f: &RawForecast, day: usize, p: &mut Problems) -> Option<Seaso
             return None;
         }
     };
-    if days.iter().any(|&n| n < 2) {
-        p.push(
-            KEY,
-            "seasonal windows must be whole numbers of at least 2 days",
-        );
-        return None;
-    }
     if days.iter().any(|&n| n * day > 10_000) {
         p.push(KEY, "seasonal windows must reach at most 10000 steps back");
         return None;
