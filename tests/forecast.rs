@@ -42,6 +42,11 @@ async fn energy_forecast_beats_seasonal_naive_and_publishes_every_series() {
             out.contains("naive day") && out.contains("skipped") && out.contains("coverage"),
             "{out}"
         );
+        // The energy job fixes its seasonal means, and the summary says the model reads them.
+        assert!(
+            out.contains("with seasonal means over 3 and 7 days"),
+            "{out}"
+        );
 
         // The published forecast beats both seasonal-naive baselines on the backtest, by a
         // clear margin.
@@ -417,6 +422,70 @@ async fn the_demo_weather_job_passes_its_gate_on_every_seed() {
 /// the backtest, each series is forecast with exactly the mean of the two models, each the same
 /// fit as the strategy trained alone; and a later run that loads the champion forecasts the
 /// same. The data and the as-of time are fixed, so the backtest's choice is too.
+#[tokio::test(flavor = "multi_thread")]
+async fn seasonal_means_are_used_when_the_days_repeat_and_not_when_the_level_wanders() {
+    let end = chrono::DateTime::parse_from_rfc3339("2026-01-07T23:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let n = 24 * 42;
+    let daily = |i: usize| ((i % 24) as f64 / 24.0 * std::f64::consts::TAU).sin();
+    // Footfall-like: the same daily profile every day, with independent noise.
+    let routine = |seed: u64| -> Vec<Option<f64>> {
+        (0..n)
+            .map(|i| Some(50.0 + 20.0 * daily(i) + 8.0 * noise(seed, i)))
+            .collect()
+    };
+    // Temperature-like: the same daily cycle on a level that wanders from day to day.
+    let wandering = |seed: u64| -> Vec<Option<f64>> {
+        let mut level = 10.0;
+        (0..n)
+            .map(|i| {
+                if i % 24 == 0 {
+                    level += 6.0 * noise(seed, i);
+                }
+                Some(level + 5.0 * daily(i))
+            })
+            .collect()
+    };
+    let cases = [
+        ("routine", (1..=4).map(routine).collect::<Vec<_>>(), true),
+        ("wandering", (1..=4).map(wandering).collect(), false),
+    ];
+    for (kind, values, wanted) in cases {
+        let db = sqlite();
+        let names: Vec<String> = (0..values.len()).map(|k| format!("{kind}{k}")).collect();
+        let data: Vec<(&str, Vec<Option<f64>>)> =
+            names.iter().map(String::as_str).zip(values).collect();
+        observations(&db, &data, end).await;
+        // No seasonal_rolling in the config: the default, "auto".
+        let cfg = observations_job(&db, "");
+        let as_of = end.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let o = prescore(
+            &["run", "--config", cfg.to_str().unwrap(), "--as-of", &as_of],
+            &[],
+        );
+        assert!(o.status.success(), "{kind}: {}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert_eq!(
+            out.contains("with seasonal means over 3 and 7 days"),
+            wanted,
+            "{kind}: {out}"
+        );
+        // The model stores what it reads: its features name the means, or do not.
+        let features = rows(
+            &db,
+            "SELECT features FROM prescore_models WHERE job = 'obs'",
+        )
+        .await;
+        assert_eq!(
+            features[0][0].contains("\"seasonal\":[3,7]"),
+            wanted,
+            "{kind}: {}",
+            features[0][0]
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ensemble_forecasts_the_mean_of_its_two_models() {
     let db = sqlite();

@@ -455,8 +455,16 @@ fn describe_backtest(out: &train::Outcome, spec: &ForecastSpec) -> String {
             variant(p.strategy, p.schema.difference)
         ),
     };
+    // What `seasonal_rolling = "auto"` decided is read off the model's schema.
+    let seasonal = match f.schema.seasonal.as_slice() {
+        [] => String::new(),
+        days => {
+            let days: Vec<String> = days.iter().map(|d| d.to_string()).collect();
+            format!(", with seasonal means over {} days", days.join(" and "))
+        }
+    };
     format!(
-        "{} window(s) of {} steps, {} apart; model {model}; candidates {}",
+        "{} window(s) of {} steps, {} apart; model {model}{seasonal}; candidates {}",
         out.windows,
         spec.horizon,
         spec.backtest_step,
