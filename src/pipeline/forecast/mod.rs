@@ -1,5 +1,6 @@
 //! The `forecast` kind: one prediction per series and future step. A run reads the history
-//! (and future covariates) and builds regular series (`series`); training fits the model with
+//! (and future covariates) and builds regular series (`series`); training decides whether the
+//! series' days repeat (`routine`, for automatic seasonal means), fits the model with
 //! the one feature function (`features`), runs the rolling-origin backtest (`evaluate`),
 //! chooses each series' method and calibrates the intervals (`select`) — all in `train` — and
 //! stores the result as a [`Forecaster`]; serving forecasts every series from its end and
