@@ -33,14 +33,23 @@ use prescore::warehouse::{ColumnDef, ColumnType, Value, Warehouse, WriteMode};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Every dataset, in the order they run.
+const DATASETS: [&str; 5] = [
+    "pedestrians",
+    "city_temps",
+    "tmy_weather",
+    "demo_energy",
+    "demo_weather",
+];
+
 #[derive(Parser, Debug)]
 #[command(
     name = "prescore-accuracy",
     about = "Rolling-origin forecast accuracy on real and demo hourly series"
 )]
 struct Args {
-    /// Only these datasets (pedestrians, city_temps, tmy_weather, demo_energy, demo_weather).
-    #[arg(long)]
+    /// Only these datasets (repeat the flag or separate them with commas).
+    #[arg(long, value_delimiter = ',', value_parser = DATASETS)]
     only: Vec<String>,
     /// Forecast origins, 24 hours apart.
     #[arg(long, default_value_t = 7)]
