@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::features::SCALE_WINDOW;
 use super::series::Series;
+use super::train::median;
 use crate::config::SeasonalMeans;
 
 /// The seasonal-mean windows this run's model reads: the configured ones, or for `auto` its
@@ -22,17 +23,17 @@ pub fn seasonal_means(setting: &SeasonalMeans, series: &[Series], day: usize) ->
     let Some(&longest) = days.iter().max() else {
         return Vec::new();
     };
-    let mut ratios: Vec<f64> = series
+    let ratios: Vec<f64> = series
         .par_iter()
         .filter(|s| s.model_ok)
         .filter_map(|s| routine_ratio(&s.y, day, longest))
         .collect();
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios.get(ratios.len() / 2).copied();
+    let compared = ratios.len();
+    let median = median(ratios);
     let routine = median.is_some_and(|r| r <= 1.0);
     tracing::info!(
         median_ratio = median.map(|r| format!("{r:.3}")),
-        series = ratios.len(),
+        series = compared,
         seasonal_means = ?if routine { days.as_slice() } else { &[] },
         "seasonal means (auto): the mean of the same time over the last {longest} days against \
          the same time yesterday, as forecasts of the history (at most 1: a daily routine)"
@@ -67,7 +68,7 @@ mod tests {
     use super::*;
     use crate::pipeline::forecast::features::tests::series;
 
-    /// Four weeks of hourly values from `f(t)`.
+    /// Five weeks of hourly values from `f(t)`.
     fn hourly(f: impl Fn(usize) -> f64) -> Series {
         series((0..24 * 35).map(f).collect())
     }

@@ -618,7 +618,8 @@ fn mae(points: &Points, pred: &[f64]) -> f64 {
     sum / points.len().max(1) as f64
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+/// The middle value (the upper one of an even count); None for no values.
+pub(super) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
