@@ -47,6 +47,10 @@ async fn energy_forecast_beats_seasonal_naive_and_publishes_every_series() {
             out.contains("with seasonal means over 3 and 7 days"),
             "{out}"
         );
+        // A job of 80 meters gets the most backtest windows `auto` gives (35 days leave room
+        // for all 14), with the covariates as served at every origin, the last ten read after
+        // the series were counted.
+        assert!(out.contains("14 window(s) of 24 steps"), "{out}");
 
         // The published forecast beats both seasonal-naive baselines on the backtest, by a
         // clear margin.

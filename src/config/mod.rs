@@ -333,6 +333,50 @@ impl Differencing {
     }
 }
 
+/// Rolling-origin backtest windows (`forecast.backtest_windows`): a fixed number, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BacktestWindows {
+    /// Enough windows for about [`AUTO_BACKTEST_POINTS`] forecast points, between
+    /// [`AUTO_WINDOWS`]' bounds: large jobs keep the minimum, and a job of a few hundred series
+    /// or fewer gets the maximum, so that its per-series choice and intervals rest on more than
+    /// four days. A window past the minimum must leave half of a series' history before its
+    /// origin, so the backtest's fits still see most of it.
+    Auto,
+    Fixed(usize),
+}
+
+/// Forecast points `forecast.backtest_windows = "auto"` aims the backtest at.
+pub const AUTO_BACKTEST_POINTS: usize = 200_000;
+/// The fewest and most windows `forecast.backtest_windows = "auto"` gives.
+pub const AUTO_WINDOWS: std::ops::RangeInclusive<usize> = 4..=14;
+
+impl BacktestWindows {
+    /// The windows a job of `series` series forecasting `horizon` steps is backtested on.
+    pub fn resolve(self, series: usize, horizon: usize) -> usize {
+        match self {
+            BacktestWindows::Fixed(n) => n,
+            BacktestWindows::Auto => AUTO_BACKTEST_POINTS
+                .div_ceil((series * horizon).max(1))
+                .clamp(*AUTO_WINDOWS.start(), *AUTO_WINDOWS.end()),
+        }
+    }
+
+    /// The windows known before the history is read (their covariates are read beside it).
+    pub fn at_least(self) -> usize {
+        match self {
+            BacktestWindows::Fixed(n) => n,
+            BacktestWindows::Auto => *AUTO_WINDOWS.start(),
+        }
+    }
+
+    /// Whether window `w` (0 = the latest) of a series of `n` steps may start at `origin`:
+    /// under `auto` a window past the minimum needs half the series before it.
+    pub fn keeps(self, w: usize, origin: usize, n: usize) -> bool {
+        w < self.at_least() || 2 * origin >= n
+    }
+}
+
 /// The seasonal-mean windows `forecast.seasonal_rolling = "auto"` may give a model, in days: the
 /// mean of the same time of day over the last 3 and over the last 7 days.
 pub const AUTO_SEASONAL_DAYS: [usize; 2] = [3, 7];
@@ -376,7 +420,7 @@ pub struct ForecastSpec {
     pub strategy: Strategy,
     pub selection: Selection,
     pub candidates: Vec<ForecastMethod>,
-    pub backtest_windows: usize,
+    pub backtest_windows: BacktestWindows,
     /// Steps between backtest origins.
     pub backtest_step: usize,
     /// Per-series standard scaling of the target, learned on the training window.

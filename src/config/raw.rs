@@ -241,7 +241,7 @@ pub struct RawForecast {
     /// Seasonal means, in days: `[7]` is the mean of the same time of day over the last 7 days
     /// (the values 24, 48, ... 168 steps back for hourly data); `[]` for none; `"auto"` (the
     /// default) for `[3, 7]` when the series follow a daily routine, decided at each training.
-    #[serde(default = "default_seasonal_rolling")]
+    #[serde(default = "default_auto")]
     pub seasonal_rolling: toml::Value,
     /// Any of `hour`, `dow`, `weekend`.
     #[serde(default = "default_calendar")]
@@ -262,9 +262,10 @@ pub struct RawForecast {
     /// `per_series` (each series gets the method that did best on its own backtest) or `job`.
     #[serde(default = "default_selection")]
     pub selection: Selection,
-    /// Rolling-origin backtest windows, the last one ending at each series' end.
-    #[serde(default = "default_backtest_windows", deserialize_with = "lenient::de")]
-    pub backtest_windows: usize,
+    /// Rolling-origin backtest windows, the last one ending at each series' end: a number, or
+    /// `auto` (4 on large jobs, up to 14 on small ones; see `BacktestWindows::Auto`).
+    #[serde(default = "default_auto")]
+    pub backtest_windows: toml::Value,
     /// Steps between backtest origins (default: the horizon).
     #[serde(default, deserialize_with = "lenient::de_opt")]
     pub backtest_step: Option<usize>,
@@ -274,7 +275,7 @@ pub struct RawForecast {
     pub scale: bool,
     /// Seasonal differencing: `auto` (the backtest decides, with a season of a day), 0 (off),
     /// or the season in steps: the model predicts y(t) - y(t - season).
-    #[serde(default = "default_difference")]
+    #[serde(default = "default_auto")]
     pub difference: toml::Value,
     /// Steps a series' last reading may lie before as_of and still be forecast from its end
     /// (default: the horizon).
@@ -428,10 +429,8 @@ fn default_max_gap() -> usize {
 fn default_interval() -> f64 {
     0.8
 }
-fn default_difference() -> toml::Value {
-    toml::Value::String("auto".into())
-}
-fn default_seasonal_rolling() -> toml::Value {
+/// `"auto"`: the default of the settings a training run decides from the data.
+fn default_auto() -> toml::Value {
     toml::Value::String("auto".into())
 }
 fn default_backtest_rows() -> usize {
@@ -442,9 +441,6 @@ fn default_strategy() -> Strategy {
 }
 fn default_selection() -> Selection {
     Selection::PerSeries
-}
-fn default_backtest_windows() -> usize {
-    4
 }
 fn default_candidates() -> Vec<ForecastMethod> {
     vec![
@@ -1176,8 +1172,25 @@ fn validate_forecast(
             "must be a coverage between 0 and 1, such as 0.8",
         );
     }
-    if !(1..=100).contains(&f.backtest_windows) {
-        p.push("forecast.backtest_windows", "must be between 1 and 100");
+    let backtest_windows = match &f.backtest_windows {
+        toml::Value::String(v) if v.trim() == "auto" => Some(BacktestWindows::Auto),
+        toml::Value::Integer(n) if (1..=100).contains(n) => {
+            Some(BacktestWindows::Fixed(*n as usize))
+        }
+        toml::Value::String(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => Some(BacktestWindows::Fixed(n)),
+            _ => None,
+        },
+        _ => None,
+    };
+    if backtest_windows.is_none() {
+        p.push(
+            "forecast.backtest_windows",
+            format!(
+                "{}: use \"auto\" or a number of windows from 1 to 100",
+                f.backtest_windows
+            ),
+        );
     }
     let backtest_step = f.backtest_step.unwrap_or(f.horizon);
     if backtest_step == 0 {
@@ -1221,7 +1234,7 @@ fn validate_forecast(
         strategy: f.strategy,
         selection: f.selection,
         candidates: candidates.to_vec(),
-        backtest_windows: f.backtest_windows,
+        backtest_windows: backtest_windows?,
         backtest_step,
         scale: f.scale,
         difference: difference?,
@@ -1572,31 +1585,69 @@ table = "bad;table"
         );
     }
 
-    #[test]
-    fn seasonal_means_are_auto_by_default_a_list_or_a_named_error() {
+    /// A small forecast job with `forecast` added to its `[forecast]` section: its spec, or
+    /// the problems as `key: message`.
+    fn forecast_spec(forecast: &str) -> Result<ForecastSpec, Vec<String>> {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         std::fs::write(dir.join("t.sql"), "SELECT 1").unwrap();
-        let spec = |forecast: &str| -> Result<SeasonalMeans, Vec<String>> {
-            let text = format!(
-                "[job]\nname = \"j\"\nkind = \"forecast\"\n[input]\ntrain_sql = \"t.sql\"\n\
-                 key = \"id\"\ntarget = \"y\"\ntime = \"t\"\n\
-                 columns = {{ id = \"int\", y = \"float\", t = \"timestamp\" }}\n[model]\n\
-                 task = \"regression\"\nalgorithm = \"gbdt\"\n[output]\ntable = \"t\"\n\
-                 [forecast]\nlags = [1, 24]\nrolling = []\n{forecast}"
+        let text = format!(
+            "[job]\nname = \"j\"\nkind = \"forecast\"\n[input]\ntrain_sql = \"t.sql\"\n\
+             key = \"id\"\ntarget = \"y\"\ntime = \"t\"\n\
+             columns = {{ id = \"int\", y = \"float\", t = \"timestamp\" }}\n[model]\n\
+             task = \"regression\"\nalgorithm = \"gbdt\"\n[output]\ntable = \"t\"\n\
+             [forecast]\nlags = [1, 24]\nrolling = []\n{forecast}"
+        );
+        let raw = parse(&text, &env()).unwrap_or_else(|_| panic!("parses"));
+        match validate(raw, &dir.join("c.toml"), dir) {
+            Ok(job) => match job.kind {
+                JobKind::Forecast { spec, .. } => Ok(spec),
+                _ => panic!("a forecast job"),
+            },
+            Err(p) => Err(p
+                .into_iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect()),
+        }
+    }
+
+    #[test]
+    fn backtest_windows_are_auto_by_default_a_number_or_a_named_error() {
+        let windows = |f: &str| forecast_spec(f).map(|s| s.backtest_windows);
+        assert_eq!(windows(""), Ok(BacktestWindows::Auto));
+        assert_eq!(
+            windows("backtest_windows = 6"),
+            Ok(BacktestWindows::Fixed(6))
+        );
+        assert_eq!(
+            windows("backtest_windows = \"6\""),
+            Ok(BacktestWindows::Fixed(6))
+        );
+        for bad in ["0", "101", "\"weekly\"", "[4]"] {
+            let p = windows(&format!("backtest_windows = {bad}")).unwrap_err();
+            assert!(
+                p.iter().any(|m| m.starts_with("forecast.backtest_windows")),
+                "{bad}: {p:?}"
             );
-            let raw = parse(&text, &env()).unwrap_or_else(|_| panic!("parses"));
-            match validate(raw, &dir.join("c.toml"), dir) {
-                Ok(job) => match job.kind {
-                    JobKind::Forecast { spec, .. } => Ok(spec.seasonal_rolling),
-                    _ => panic!("a forecast job"),
-                },
-                Err(p) => Err(p
-                    .into_iter()
-                    .map(|p| format!("{}: {}", p.key, p.message))
-                    .collect()),
-            }
-        };
+        }
+        // `auto`: the minimum on large jobs, the maximum on small ones, in between about
+        // AUTO_BACKTEST_POINTS points.
+        let auto = BacktestWindows::Auto;
+        assert_eq!(auto.resolve(10_000, 24), 4);
+        assert_eq!(auto.resolve(21, 24), 14);
+        assert_eq!(auto.resolve(1_000, 24), 9);
+        assert_eq!(auto.resolve(0, 24), 14);
+        assert_eq!(BacktestWindows::Fixed(2).resolve(21, 24), 2);
+        // A window past the minimum needs half of the series before its origin.
+        assert!(auto.keeps(3, 10, 1_000));
+        assert!(!auto.keeps(4, 499, 1_000));
+        assert!(auto.keeps(4, 500, 1_000));
+        assert!(BacktestWindows::Fixed(8).keeps(7, 10, 1_000));
+    }
+
+    #[test]
+    fn seasonal_means_are_auto_by_default_a_list_or_a_named_error() {
+        let spec = |f: &str| forecast_spec(f).map(|s| s.seasonal_rolling);
         assert_eq!(spec(""), Ok(SeasonalMeans::Auto(vec![3, 7])));
         // `auto` only offers the windows min_history leaves room for (3 x 24 + 24 < 100).
         assert_eq!(

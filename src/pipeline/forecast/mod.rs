@@ -54,19 +54,21 @@ impl ForecastJob<'_> {
             && self.spec.backtest_covariates == BacktestCovariates::Served
     }
 
-    /// The future SQL run as of each backtest window's origin (see [`ForecastJob::served`]).
+    /// The future SQL run as of the origin of each backtest window in `windows` (see
+    /// [`ForecastJob::served`]).
     async fn read_served(
         &self,
         job: &Job,
         wh: &crate::warehouse::Warehouse,
         opts: &super::Options,
+        windows: std::ops::Range<usize>,
     ) -> Result<Vec<polars::prelude::DataFrame>, Error> {
         let (Some(sql), spec) = (self.future_sql, self.spec) else {
             return Ok(Vec::new());
         };
         let contract = series::future_contract(job, self.time.as_str());
         let what = "the future covariates SQL (as of a backtest origin)";
-        let reads = (0..spec.backtest_windows).map(|w| {
+        let reads = windows.map(|w| {
             let back = (spec.horizon + w * spec.backtest_step) as i64 * spec.step_seconds;
             let as_of = opts.as_of - chrono::Duration::seconds(back);
             read::read(job, wh, sql, what, &contract, as_of, opts.shard)
@@ -127,7 +129,9 @@ impl Kind for ForecastJob<'_> {
         };
         let served = async {
             match training && self.reads_served(job) {
-                true => self.read_served(job, wh, opts).await.map(Some),
+                true => (self.read_served(job, wh, opts, 0..self.spec.backtest_windows.at_least()))
+                    .await
+                    .map(Some),
                 false => Ok(None),
             }
         };
@@ -138,10 +142,6 @@ impl Kind for ForecastJob<'_> {
             .await?;
         ctx.report.rows_read = history.height();
         ctx.report.rows_read += future.as_ref().map_or(0, |(_, f)| f.height());
-        ctx.report.rows_read += served.iter().flatten().map(|f| f.height()).sum::<usize>();
-        if let Ok(mut slot) = self.served.lock() {
-            *slot = served;
-        }
         // Only this shard's series are built (and, with the split in the SQL, read).
         let history = opts.shard.split(history, key, &sql.text, what)?;
         let future = future
@@ -190,6 +190,21 @@ impl Kind for ForecastJob<'_> {
         }
         let before = ledger::last_scored(wh, &job.name, &opts.shard.label()).await?;
         contract::check_drop(all.len(), before, job.input.min_entities_ratio)?;
+        // A small job's backtest has more windows (`forecast.backtest_windows = "auto"`): the
+        // covariates as served at their origins are read now that the series are counted.
+        let mut served = served;
+        if let Some(frames) = &mut served {
+            let windows = (self.spec.backtest_windows).resolve(all.len(), self.spec.horizon);
+            if windows > frames.len() {
+                let more = frames.len()..windows;
+                let extra = ctx.time("read", self.read_served(job, wh, opts, more));
+                frames.extend(extra.await?);
+            }
+        }
+        ctx.report.rows_read += served.iter().flatten().map(|f| f.height()).sum::<usize>();
+        if let Ok(mut slot) = self.served.lock() {
+            *slot = served;
+        }
         Ok(Arc::new(all))
     }
 

@@ -433,6 +433,11 @@ impl AsServed {
         })
     }
 
+    /// The backtest windows whose served covariates were read.
+    pub fn windows(&self) -> usize {
+        self.windows.len()
+    }
+
     /// Series `i` (`s`) as a run forecasting from `origin` in window `w` would have seen it:
     /// its history up to the origin, and for the `horizon` steps from it the covariates the
     /// future SQL returned then, or where it returned none the last value before the origin

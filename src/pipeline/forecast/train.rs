@@ -133,7 +133,8 @@ struct Frame {
 }
 
 impl Frame {
-    fn new(schema: &SeriesSchema, spec: &ForecastSpec, series: &[Series]) -> Frame {
+    /// The frame of a backtest of `windows` windows (`forecast.backtest_windows` resolved).
+    fn new(schema: &SeriesSchema, spec: &ForecastSpec, series: &[Series], windows: usize) -> Frame {
         let schemas: Vec<SeriesSchema> = spec
             .difference
             .choices(spec.day())
@@ -149,11 +150,16 @@ impl Frame {
             .map(|s| match s.model_ok {
                 true => evaluate::origins(
                     s.y.len(),
-                    spec.backtest_windows,
+                    windows,
                     spec.backtest_step,
                     spec.horizon,
                     lookback + 1,
-                ),
+                )
+                .into_iter()
+                .enumerate()
+                .filter(|&(w, o)| spec.backtest_windows.keeps(w, o, s.y.len()))
+                .map(|(_, o)| o)
+                .collect(),
                 false => Vec::new(),
             })
             .collect();
@@ -188,7 +194,12 @@ pub fn train(
     served: Option<AsServed>,
 ) -> Result<Outcome, ModelError> {
     let (h, day) = (spec.horizon, spec.day());
-    let frame = Frame::new(schema, spec, series);
+    // As many windows as the read stage fetched the served covariates of, at most.
+    let windows = spec.backtest_windows.resolve(series.len(), h);
+    let windows = served
+        .as_ref()
+        .map_or(windows, |s| windows.min(s.windows()));
+    let frame = Frame::new(schema, spec, series, windows);
     let (variants, sampled_pair) = fit_variants(&frame, spec, model_spec, series, served.as_ref())?;
     crate::progress::step("backtest");
     // When the sampled comparison already chose the served model (one variant left, or the
