@@ -437,6 +437,9 @@ pub struct ForecastSpec {
     pub ensemble: bool,
     /// Rows each backtest fit samples (the served model trains on every row).
     pub backtest_rows: usize,
+    /// Keep a sub-daily model's forecasts within the series' range at their time of day over
+    /// the last four weeks, widened by a tenth (`forecast.envelope`).
+    pub envelope: bool,
     /// Where the backtest's forecasts read their covariates after each origin.
     #[serde(default)]
     pub backtest_covariates: BacktestCovariates,

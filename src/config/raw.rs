@@ -293,6 +293,10 @@ pub struct RawForecast {
     /// that trying four variants stays cheap on large jobs.
     #[serde(default = "default_backtest_rows", deserialize_with = "lenient::de")]
     pub backtest_rows: usize,
+    /// Keep a sub-daily model's forecasts within what each series did at the same time of day
+    /// over the last four weeks, widened by a tenth of that range.
+    #[serde(default = "default_true", deserialize_with = "lenient::de")]
+    pub envelope: bool,
     /// The covariates the backtest's forecasts read after each origin: `served` (the future
     /// SQL run as of that origin, what a run then would have served) or `observed` (the
     /// covariates as they were later observed: only for future SQL that cannot look back).
@@ -1242,6 +1246,7 @@ fn validate_forecast(
         refit: f.refit,
         ensemble: f.ensemble,
         backtest_rows: f.backtest_rows.max(1_000),
+        envelope: f.envelope,
         backtest_covariates: f.backtest_covariates,
     })
 }

@@ -90,6 +90,10 @@ pub struct SeriesSchema {
     pub horizon: usize,
     pub scale: bool,
     pub difference: usize,
+    /// Forecasts stay within the series' envelope at their time of day (`forecast.envelope`;
+    /// models stored before it have none). See `steps::within_envelope`.
+    #[serde(default)]
+    pub envelope: bool,
 }
 
 /// Steps of history the per-series scaling looks at: four weeks of hourly data.
@@ -116,6 +120,8 @@ impl SeriesSchema {
             scale: spec.scale,
             // Set per fitted variant (`forecast.difference` may let the backtest choose).
             difference: 0,
+            // A daily or longer step has no time of day to keep to.
+            envelope: spec.envelope && crate::config::steps_per_day(spec.step_seconds) >= 2,
         }
     }
 
@@ -315,6 +321,7 @@ pub(super) mod tests {
             horizon: 3,
             scale: false,
             difference: 0,
+            envelope: false,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Forecasting `horizon` steps ahead from an origin with a fitted model, for many series at
 //! once: recursively (every series advances one step per batched model call, each prediction
-//! becoming the next step's lag) or directly (one call for every series and step).
+//! becoming the next step's lag) or directly (one call for every series and step); each
+//! forecast is then kept within the series' envelope at its time of day (`forecast.envelope`).
 
 use rayon::prelude::*;
 
@@ -74,9 +75,49 @@ impl SeriesSchema {
             .into_iter()
             .zip(scales)
             .zip(origins)
-            .map(|(((z, _), sc), &o)| z[o..].iter().map(|v| sc.undo(*v)).collect())
+            .zip(series)
+            .map(|((((z, _), sc), &o), s)| {
+                (z[o..].iter().enumerate())
+                    .map(|(k, v)| match self.envelope {
+                        true => within_envelope(&s.y, o, o + k, self.day(), sc.undo(*v)),
+                        false => sc.undo(*v),
+                    })
+                    .collect()
+            })
             .collect()
     }
+}
+
+/// Days of the same time of day a forecast's envelope spans.
+const ENVELOPE_DAYS: usize = 28;
+/// Fewest of those days with a value for the envelope to apply.
+const ENVELOPE_MIN_DAYS: usize = 7;
+/// How far past its envelope a forecast may go, as a share of the envelope's width.
+const ENVELOPE_MARGIN: f64 = 0.1;
+
+/// `v`, a forecast made at `origin` for step `t` of the series `y` (`day` steps a day), kept
+/// within what the series did at the same time of day on the last [`ENVELOPE_DAYS`] days before
+/// the origin, widened by [`ENVELOPE_MARGIN`] of that range; unchanged when fewer than
+/// [`ENVELOPE_MIN_DAYS`] of those days have a value. A series that is 0 every night (solar
+/// irradiance, a closed shop's footfall) is then forecast 0 at night, where a model's
+/// averaged leaves give a little more.
+pub fn within_envelope(y: &[f64], origin: usize, t: usize, day: usize, v: f64) -> f64 {
+    // The first day back whose same time lies before the origin.
+    let first = (t - origin) / day + 1;
+    let (mut lo, mut hi, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0);
+    for d in first..first + ENVELOPE_DAYS {
+        let Some(x) = t.checked_sub(d * day).and_then(|i| y.get(i)) else {
+            break;
+        };
+        if x.is_finite() {
+            (lo, hi, n) = (lo.min(*x), hi.max(*x), n + 1);
+        }
+    }
+    if n < ENVELOPE_MIN_DAYS || !v.is_finite() {
+        return v;
+    }
+    let margin = ENVELOPE_MARGIN * (hi - lo);
+    v.clamp(lo - margin, hi + margin)
 }
 
 #[cfg(test)]
@@ -114,6 +155,35 @@ mod tests {
     }
 
     #[test]
+    fn a_forecast_keeps_within_its_time_of_day_envelope() {
+        // Four weeks of a day that is 0 at night (steps 0 to 5 of 8) and 10 to 20 by day.
+        let day = 8;
+        let y: Vec<f64> = (0..28 * day)
+            .map(|i| match i % day {
+                0..=5 => 0.0,
+                _ => 10.0 + (i / day % 11) as f64,
+            })
+            .collect();
+        let origin = y.len();
+        // At night only 0 was ever seen: a forecast of 0.8 becomes 0, and -1 too.
+        assert_eq!(within_envelope(&y, origin, origin + 2, day, 0.8), 0.0);
+        assert_eq!(within_envelope(&y, origin, origin + 2, day, -1.0), 0.0);
+        // By day the range is 10 to 20, widened by a tenth: 21 stays, 30 becomes 21.
+        assert_eq!(within_envelope(&y, origin, origin + 7, day, 21.0), 21.0);
+        assert_eq!(within_envelope(&y, origin, origin + 7, day, 30.0), 21.0);
+        assert_eq!(within_envelope(&y, origin, origin + 7, day, 15.0), 15.0);
+        // A step more than a day ahead reads the days before the origin, not after it.
+        let mut late = y.clone();
+        late.extend([5.0; 16]);
+        assert_eq!(within_envelope(&late, origin, origin + 10, day, 0.8), 0.0);
+        // Fewer than a week of days: unchanged.
+        assert_eq!(
+            within_envelope(&y[..6 * day], 6 * day, 6 * day + 2, day, 0.8),
+            0.8
+        );
+    }
+
+    #[test]
     fn recursion_feeds_predictions_back_as_lags() {
         let sc = SeriesSchema {
             lags: vec![1],
@@ -126,6 +196,7 @@ mod tests {
             horizon: 3,
             scale: false,
             difference: 0,
+            envelope: false,
         };
         let mut s = series(vec![1.0, 2.0]);
         s.exog.clear();
