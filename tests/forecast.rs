@@ -242,6 +242,21 @@ table = "obs_forecasts"
     path
 }
 
+/// Runs the job at `cfg` as of `end`, which must succeed.
+fn run_obs(
+    db: &Db,
+    cfg: &std::path::Path,
+    end: chrono::DateTime<chrono::Utc>,
+) -> std::process::Output {
+    let as_of = end.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let o = prescore(
+        &["run", "--config", cfg.to_str().unwrap(), "--as-of", &as_of],
+        &[],
+    );
+    assert!(o.status.success(), "{}: {}", db.name, text(&o));
+    o
+}
+
 /// A deterministic pseudo-random number in [-0.5, 0.5) from a seed and an index.
 fn noise(seed: u64, i: usize) -> f64 {
     let mut x =
@@ -295,12 +310,7 @@ async fn selection_picks_the_method_that_is_best_for_each_series() {
         // Without the envelope, which would make the model exact on the periodic series too
         // (it clamps a forecast to a range of one value there) and so keep the job's method.
         let cfg = observations_job(&db, "envelope = false");
-        let as_of = end.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let o = prescore(
-            &["run", "--config", cfg.to_str().unwrap(), "--as-of", &as_of],
-            &[],
-        );
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        run_obs(&db, &cfg, end);
         let methods = rows(
             &db,
             "SELECT series_id, MIN(method), MAX(method) FROM obs_forecasts GROUP BY series_id ORDER BY series_id",
@@ -359,12 +369,7 @@ async fn short_gappy_and_stale_series_still_get_the_best_forecast_available() {
         )
         .await;
         let cfg = observations_job(&db, "");
-        let as_of = end.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let o = prescore(
-            &["run", "--config", cfg.to_str().unwrap(), "--as-of", &as_of],
-            &[],
-        );
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        let o = run_obs(&db, &cfg, end);
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.contains("skipped           2"), "{}: {out}", db.name);
         let got = rows(
@@ -515,12 +520,7 @@ async fn a_series_that_is_zero_every_night_is_forecast_zero_at_night() {
         };
         observations(&db, &[("north", sun(1)), ("south", sun(2))], end).await;
         let cfg = observations_job(&db, "");
-        let as_of = end.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let o = prescore(
-            &["run", "--config", cfg.to_str().unwrap(), "--as-of", &as_of],
-            &[],
-        );
-        assert!(o.status.success(), "{}: {}", db.name, text(&o));
+        run_obs(&db, &cfg, end);
         // The forecast starts at midnight: steps 1 to 6 and 20 to 24 are night.
         let night = rows(
             &db,

@@ -194,7 +194,10 @@ impl Kind for ForecastJob<'_> {
         // covariates as served at their origins are read now that the series are counted.
         let mut served = served;
         if let Some(frames) = &mut served {
-            let windows = (self.spec.backtest_windows).resolve(all.len(), self.spec.horizon);
+            let windows = self
+                .spec
+                .backtest_windows
+                .resolve(all.len(), self.spec.horizon);
             if windows > frames.len() {
                 let more = frames.len()..windows;
                 let extra = ctx.time("read", self.read_served(job, wh, opts, more));
