@@ -7,7 +7,8 @@ use super::*;
 pub(super) const ROW_CHUNK: usize = 1 << 15;
 
 /// Per-row first and second derivatives of the loss at the current scores. `f32` like LightGBM:
-/// half the memory traffic, and histograms accumulate them in `f64`.
+/// half the memory traffic, and histograms accumulate them in `f64`. Unweighted squared error
+/// keeps them in fixed point instead ([`FixedGrad`]), and `grad` is empty.
 pub(super) struct Gradients {
     pub(super) grad: Vec<f32>,
     /// `None` when every hessian is 1 (squared error without weights): a bin's hessian sum is
@@ -15,6 +16,93 @@ pub(super) struct Gradients {
     pub(super) hess: Option<Vec<f32>>,
     /// Raw training scores, kept for LogLoss only: squared-error gradients are updated in place.
     pub(super) score: Vec<f64>,
+    pub(super) fixed: Option<FixedGrad>,
+}
+
+/// Unweighted squared-error gradients in fixed point: row `r`'s gradient is `q[r] * unit`.
+///
+/// With g = score - y and leaf values that are whole multiples of `unit` (the grower rounds
+/// them, [`Hist::representable`]), every gradient stays an exact integer multiple of `unit` from
+/// tree to tree: the targets are rounded to the grid once, at the start, by at most half a unit,
+/// and nothing is quantized after that. The unit is small: the largest starting gradient is
+/// `limit / 8` units (about 22,000 units for 3 million rows, 2^25 for a few thousand), so the
+/// rounding is far below any model's error. Histogram bins sum `q` over up to every row in 40
+/// bits ([`COUNT_BITS`] below them hold the count), which `limit` keeps from overflowing: should
+/// a gradient ever grow past it, all are halved and the unit doubled.
+pub(super) struct FixedGrad {
+    pub(super) q: Vec<i32>,
+    pub(super) unit: f64,
+    /// The largest |q| whose sum over every row fits a bin.
+    limit: i64,
+}
+
+impl FixedGrad {
+    /// The fixed-point gradients at `base` for `y`, or None when the fit has too many rows for a
+    /// bin's count, or no gradient is non-zero.
+    pub(super) fn new(base: f64, y: &[f64]) -> Option<FixedGrad> {
+        let rows = y.len();
+        if rows == 0 || rows as u64 >= 1 << COUNT_BITS {
+            return None;
+        }
+        let largest = y.iter().map(|v| (base - v).abs()).fold(0.0, f64::max);
+        if !(largest.is_finite() && largest > 0.0) {
+            return None;
+        }
+        let limit = FixedGrad::limit_for(rows);
+        let unit = largest / (limit / 8) as f64;
+        let q = y
+            .par_iter()
+            .map(|v| ((base - v) / unit).round() as i32)
+            .collect();
+        Some(FixedGrad { q, unit, limit })
+    }
+
+    /// The largest |q| for `rows` rows: their sum within 40 bits, and steps within `i32`.
+    pub(super) fn limit_for(rows: usize) -> i64 {
+        ((1i64 << (63 - COUNT_BITS)) / rows as i64).min(1 << 28)
+    }
+
+    /// The histogram kind that reads these gradients.
+    pub(super) fn kind(&self) -> Fixed {
+        Fixed { unit: self.unit }
+    }
+
+    /// Squared error: a row's gradient grows by its leaf's value, a whole number of units. Halves
+    /// every gradient (doubling the unit) if one grew past `limit`; the next root is then built
+    /// from the rows, since the kind changed.
+    pub(super) fn add_tree(&mut self, tree: &LeafRows) {
+        // Each leaf's value in units, once per leaf rather than per row.
+        let steps = LeafRows {
+            indices: tree.indices,
+            leaves: (tree.leaves.iter())
+                .map(|&(start, len, v)| (start, len, (v / self.unit).round()))
+                .collect(),
+        };
+        let largest = self
+            .q
+            .par_chunks_mut(ROW_CHUNK)
+            .enumerate()
+            .map(|(k, q)| {
+                let start = k * ROW_CHUNK;
+                steps.for_each_in(start, q.len(), |r, step| {
+                    q[r - start] = q[r - start].saturating_add(step as i32);
+                });
+                q.iter().map(|x| x.unsigned_abs()).max().unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        let mut shift = 0;
+        while i64::from(largest >> shift) > self.limit / 2 {
+            shift += 1;
+        }
+        if shift > 0 {
+            let half = 1i32 << (shift - 1);
+            self.q
+                .par_iter_mut()
+                .for_each(|x| *x = x.saturating_add(half) >> shift);
+            self.unit *= f64::from(1u32 << shift);
+        }
+    }
 }
 
 impl Gradients {
@@ -27,10 +115,23 @@ impl Gradients {
     ) -> Gradients {
         let rows = y.len();
         let varying_hessian = objective == Objective::LogLoss || weights.is_some();
+        let fixed = match varying_hessian {
+            false => FixedGrad::new(base_score, y),
+            true => None,
+        };
+        if fixed.is_some() {
+            return Gradients {
+                grad: Vec::new(),
+                hess: None,
+                score: Vec::new(),
+                fixed,
+            };
+        }
         let mut grads = Gradients {
             grad: vec![0.0; rows],
             hess: varying_hessian.then(|| vec![0.0; rows]),
             score: Vec::new(),
+            fixed: None,
         };
         match objective {
             Objective::SquaredError => {
@@ -63,9 +164,10 @@ impl Gradients {
         weights: Option<&[f64]>,
         tree: &LeafRows,
     ) {
-        match objective {
-            Objective::SquaredError => self.update_squared(tree),
-            Objective::LogLoss => self.update_logloss(y, weights, Some(tree)),
+        match (objective, &mut self.fixed) {
+            (Objective::SquaredError, Some(fixed)) => fixed.add_tree(tree),
+            (Objective::SquaredError, None) => self.update_squared(tree),
+            (Objective::LogLoss, _) => self.update_logloss(y, weights, Some(tree)),
         }
     }
 

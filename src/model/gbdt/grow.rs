@@ -25,8 +25,9 @@ pub(super) struct Tree {
     pub(super) depth: usize,
 }
 
-/// Grows trees over one binned matrix, reusing its buffers from tree to tree.
-pub(super) struct Grower<'a> {
+/// Grows trees over one binned matrix, reusing its buffers from tree to tree, with histograms of
+/// kind `K`.
+pub(super) struct Grower<'a, K: Hist> {
     pub(super) data: &'a BinnedData,
     pub(super) params: &'a GbdtParams,
     pub(super) rules: SplitRules,
@@ -34,21 +35,20 @@ pub(super) struct Grower<'a> {
     pub(super) indices: Vec<u32>,
     pub(super) scratch: Vec<u32>,
     /// One histogram per leaf; leaf `k` of a tree is given buffer `k` when it appears.
-    pub(super) hists: Vec<Vec<f64>>,
+    pub(super) hists: Vec<Vec<K::Bin>>,
     pub(super) leaves: Vec<Leaf>,
-    /// Layout of the histograms of the tree being grown.
-    pub(super) layout: HistLayout,
+    /// The histograms' kind, as of the tree being grown.
+    pub(super) kind: K,
+    /// Whether the next root can be derived from the last tree's leaves (squared error), as long
+    /// as the gradients' representation (`kind`) is unchanged since.
+    pub(super) root_derivable: bool,
     /// Spare histogram buffer the next root is assembled in.
-    pub(super) root_hist: Vec<f64>,
+    pub(super) root_hist: Vec<K::Bin>,
 }
 
-impl<'a> Grower<'a> {
-    pub(super) fn new(
-        data: &'a BinnedData,
-        params: &'a GbdtParams,
-        layout: HistLayout,
-    ) -> Grower<'a> {
-        let empty_hist = || vec![0.0; layout.len(data.total_bins)];
+impl<'a, K: Hist> Grower<'a, K> {
+    pub(super) fn new(data: &'a BinnedData, params: &'a GbdtParams, kind: K) -> Grower<'a, K> {
+        let empty_hist = || vec![K::Bin::default(); kind.len(data.total_bins)];
         Grower {
             data,
             params,
@@ -57,21 +57,25 @@ impl<'a> Grower<'a> {
             scratch: vec![0; data.rows],
             hists: vec![empty_hist()],
             leaves: Vec::with_capacity(params.num_leaves),
-            layout,
+            kind,
+            root_derivable: false,
             root_hist: empty_hist(),
         }
     }
 
-    /// Grows one tree on the gradients, adding each split's gain to `importances`.
-    pub(super) fn grow(&mut self, grad: &Gradients, importances: &mut [f64]) -> Tree {
+    /// Grows one tree on the gradients (represented as `kind` says), adding each split's gain to
+    /// `importances`.
+    pub(super) fn grow(&mut self, grad: &Gradients, kind: K, importances: &mut [f64]) -> Tree {
         self.indices.clear();
         self.indices.extend(0..self.data.rows as u32);
         let mut root_hist = std::mem::take(&mut self.root_hist);
-        if self.params.objective == Objective::SquaredError && !self.leaves.is_empty() {
+        if self.root_derivable && kind == self.kind {
             self.root_from_last_tree(&mut root_hist);
         } else {
-            build_root_histogram(self.data, &self.indices, grad, &mut root_hist);
+            self.kind = kind;
+            build_root_histogram(kind, self.data, &self.indices, grad, &mut root_hist);
         }
+        self.root_derivable = self.params.objective == Objective::SquaredError;
         // The root takes buffer 0; buffer 0's old contents become the next root's scratch.
         std::mem::swap(&mut self.hists[0], &mut root_hist);
         self.root_hist = root_hist;
@@ -102,7 +106,8 @@ impl<'a> Grower<'a> {
         let mut depth = 0;
         let mut values = vec![0.0; nodes.len()];
         for leaf in &mut self.leaves {
-            leaf.value = self.rules.leaf_value(leaf.sums, self.params.learning_rate);
+            let value = self.rules.leaf_value(leaf.sums, self.params.learning_rate);
+            leaf.value = self.kind.representable(value);
             values[leaf.node] = leaf.value;
             depth = depth.max(leaf.depth);
         }
@@ -132,7 +137,7 @@ impl<'a> Grower<'a> {
             return None;
         }
         self.rules
-            .best_split(self.data, self.layout, &self.hists[leaf.hist], leaf.sums)
+            .best_split(self.data, self.kind, &self.hists[leaf.hist], leaf.sums)
     }
 
     /// Splits leaf `id`: partitions its rows, turns its node into a split node with two leaf
@@ -199,10 +204,10 @@ impl<'a> Grower<'a> {
         let small_rows = &self.indices[small.start..small.start + small.len];
         if fresh_hist == self.hists.len() {
             self.hists
-                .push(vec![0.0; self.layout.len(self.data.total_bins)]);
+                .push(vec![K::Bin::default(); self.kind.len(self.data.total_bins)]);
         }
         let (built, parent) = two_hists(&mut self.hists, fresh_hist, parent_hist);
-        build_histogram(self.data, small_rows, grad, built);
+        build_histogram(self.kind, self.data, small_rows, grad, built);
         subtract_histogram(parent, built);
 
         left.best = self.find_split(&left);
@@ -216,7 +221,7 @@ impl<'a> Grower<'a> {
     pub(super) fn feature_total(&self, hist: usize, feature: usize) -> GradStats {
         let first = self.data.offsets[feature];
         let bins = first..first + self.data.bins[feature].upper.len() + 1;
-        bins.map(|b| self.layout.stats(&self.hists[hist], b))
+        bins.map(|b| self.kind.stats(&self.hists[hist], b))
             .fold(GradStats::default(), |a, b| a + b)
     }
 
@@ -235,26 +240,17 @@ impl<'a> Grower<'a> {
     /// For squared error, the next tree's root histogram without a pass over the rows: a row's
     /// gradient grows by exactly its leaf's value times its hessian (g = w (score - y), h = w), so
     /// bin by bin, root = sum over the last tree's leaves of (g + value * h, h, n).
-    pub(super) fn root_from_last_tree(&self, out: &mut [f64]) {
-        let stride = self.layout.stride;
-        out.fill(0.0);
+    pub(super) fn root_from_last_tree(&self, out: &mut [K::Bin]) {
+        out.fill(K::Bin::default());
         for leaf in &self.leaves {
-            let v = leaf.value;
-            for (o, b) in out
-                .chunks_exact_mut(stride)
-                .zip(self.hists[leaf.hist].chunks_exact(stride))
-            {
-                o[0] += b[0] + v * b[1]; // b[1]: h, or n when h = n
-                for k in 1..stride {
-                    o[k] += b[k];
-                }
-            }
+            self.kind
+                .add_shifted(out, &self.hists[leaf.hist], leaf.value);
         }
     }
 }
 
 /// Two distinct histograms of the pool, mutably.
-pub(super) fn two_hists(hists: &mut [Vec<f64>], a: usize, b: usize) -> (&mut [f64], &mut [f64]) {
+pub(super) fn two_hists<B>(hists: &mut [Vec<B>], a: usize, b: usize) -> (&mut [B], &mut [B]) {
     assert_ne!(a, b);
     if a < b {
         let (lo, hi) = hists.split_at_mut(b);

@@ -278,18 +278,39 @@ impl Gbdt {
             importances: vec![0.0; cols],
         };
         let mut grad = Gradients::new(params.objective, base_score, y, weights);
-        let mut grower = Grower::new(data, params, HistLayout::new(&grad));
+        if grad.fixed.is_some() {
+            model.boost(data, y, weights, &mut grad, |g| {
+                let fixed = g.fixed.as_ref().expect("fixed-point gradients stay so");
+                fixed.kind()
+            });
+        } else {
+            let kind = Float::new(&grad);
+            model.boost(data, y, weights, &mut grad, |_| kind);
+        }
+        model
+    }
+
+    /// Adds up to `num_trees` trees, each grown on the gradients read as `kind_of` them says.
+    fn boost<K: Hist>(
+        &mut self,
+        data: &BinnedData,
+        y: &[f64],
+        weights: Option<&[f64]>,
+        grad: &mut Gradients,
+        kind_of: impl Fn(&Gradients) -> K,
+    ) {
+        let params = self.params.clone();
+        let mut grower = Grower::new(data, &params, kind_of(grad));
         for t in 0..params.num_trees {
-            let tree = grower.grow(&grad, &mut model.importances);
+            let tree = grower.grow(grad, kind_of(grad), &mut self.importances);
             let single_leaf = tree.nodes.len() == 1;
-            model.push_tree(tree);
+            self.push_tree(tree);
             if single_leaf || t + 1 == params.num_trees {
                 // Single leaf: no leaf passed the split constraints, and later trees would not either.
                 break;
             }
             grad.add_tree(params.objective, y, weights, &grower.leaf_rows());
         }
-        model
     }
 
     /// Same column-major layout; returns the value (SquaredError) or P(y=1) (LogLoss).

@@ -299,39 +299,97 @@ fn synthetic(n: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
     (col_major(&cols), y)
 }
 
+/// One tree grown on `grad` with histograms of `kind`, the gradients moved on by it, then the
+/// next root derived from its leaves and the same root built from the rows.
+fn derived_and_built_roots<K: Hist>(
+    data: &BinnedData,
+    params: &GbdtParams,
+    y: &[f64],
+    weights: Option<&[f64]>,
+    grad: &mut Gradients,
+    kind: K,
+) -> (Vec<K::Bin>, Vec<K::Bin>) {
+    let mut grower = Grower::new(data, params, kind);
+    let mut imp = vec![0.0; data.cols()];
+    grower.grow(grad, kind, &mut imp);
+    grad.add_tree(params.objective, y, weights, &grower.leaf_rows());
+    let mut derived = vec![K::Bin::default(); kind.len(data.total_bins)];
+    grower.root_from_last_tree(&mut derived);
+    let mut built = derived.clone();
+    let all: Vec<u32> = (0..data.rows as u32).collect();
+    build_histogram(kind, data, &all, grad, &mut built);
+    (derived, built)
+}
+
 #[test]
 fn squared_error_root_histogram_from_last_tree_matches_the_rows() {
     // The shortcut (next root = last tree's leaf histograms shifted by the leaf values) must
-    // agree with a histogram built from the updated gradients, with and without weights.
+    // agree with a histogram built from the updated gradients: exactly in fixed point (no
+    // weights), to rounding in floating point (weights).
     let n = 20_000;
     let (x, y) = synthetic(n, 5);
+    let params = GbdtParams::default();
+    let data = BinnedData::new(&x, n, 4, params.max_bins, params.seed);
+    let base = base_score(params.objective, &y, None);
+    let mut grad = Gradients::new(params.objective, base, &y, None);
+    let kind = grad
+        .fixed
+        .as_ref()
+        .expect("unweighted squared error")
+        .kind();
+    let (derived, built) = derived_and_built_roots(&data, &params, &y, None, &mut grad, kind);
+    assert_eq!(derived, built);
+    assert!(built.iter().any(|&b| b >> COUNT_BITS != 0));
+
     let w: Vec<f64> = (0..n).map(|i| 1.0 + (i % 3) as f64).collect();
-    for weights in [None, Some(&w[..])] {
-        let params = GbdtParams::default();
-        let data = BinnedData::new(&x, n, 4, params.max_bins, params.seed);
-        let base = base_score(params.objective, &y, weights);
-        let mut grad = Gradients::new(params.objective, base, &y, weights);
-        let mut grower = Grower::new(&data, &params, HistLayout::new(&grad));
-        let mut imp = vec![0.0; 4];
-        grower.grow(&grad, &mut imp);
-        grad.add_tree(params.objective, &y, weights, &grower.leaf_rows());
-        let mut derived = vec![0.0; grower.layout.len(data.total_bins)];
-        grower.root_from_last_tree(&mut derived);
-        let mut built = derived.clone();
-        let all: Vec<u32> = (0..n as u32).collect();
-        build_histogram(&data, &all, &grad, &mut built);
-        let stride = grower.layout.stride;
-        for (d, b) in derived.chunks_exact(stride).zip(built.chunks_exact(stride)) {
-            assert_eq!(
-                d[stride - 1],
-                b[stride - 1],
-                "row counts must match exactly"
-            );
-            for (d, b) in d.iter().zip(b) {
-                assert!((d - b).abs() <= 1e-3 + 1e-6 * b.abs(), "{d} vs {b}");
-            }
+    let weights = Some(&w[..]);
+    let base = base_score(params.objective, &y, weights);
+    let mut grad = Gradients::new(params.objective, base, &y, weights);
+    assert!(grad.fixed.is_none());
+    let kind = Float::new(&grad);
+    let (derived, built) = derived_and_built_roots(&data, &params, &y, weights, &mut grad, kind);
+    let stride = kind.stride;
+    for (d, b) in derived.chunks_exact(stride).zip(built.chunks_exact(stride)) {
+        assert_eq!(
+            d[stride - 1],
+            b[stride - 1],
+            "row counts must match exactly"
+        );
+        for (d, b) in d.iter().zip(b) {
+            assert!((d - b).abs() <= 1e-3 + 1e-6 * b.abs(), "{d} vs {b}");
         }
     }
+}
+
+#[test]
+fn fixed_point_gradients_are_the_residuals_and_halve_past_their_limit() {
+    let y: Vec<f64> = (0..1000).map(|i| (i % 17) as f64 * 0.37 - 2.0).collect();
+    let base = y.iter().sum::<f64>() / y.len() as f64;
+    let mut fixed = FixedGrad::new(base, &y).expect("fixed point");
+    for (q, v) in fixed.q.iter().zip(&y) {
+        assert!((f64::from(*q) * fixed.unit - (base - v)).abs() <= fixed.unit / 2.0);
+    }
+    // One leaf over every row whose value is far past the limit: every gradient moves by it,
+    // then all are halved until they fit, and still equal score - y to within the new unit.
+    let limit = FixedGrad::limit_for(y.len());
+    let value = (4 * limit) as f64 * fixed.unit;
+    let indices: Vec<u32> = (0..y.len() as u32).collect();
+    let unit = fixed.unit;
+    fixed.add_tree(&LeafRows {
+        indices: &indices,
+        leaves: vec![(0, y.len(), value)],
+    });
+    assert!(fixed.unit > unit);
+    assert!(fixed.q.iter().all(|q| i64::from(q.unsigned_abs()) <= limit));
+    for (q, v) in fixed.q.iter().zip(&y) {
+        let residual = base + value - v;
+        assert!(
+            (f64::from(*q) * fixed.unit - residual).abs() <= fixed.unit,
+            "{q} {v}"
+        );
+    }
+    // A constant target has nothing to fit: it stays in floating point.
+    assert!(FixedGrad::new(1.0, &[1.0, 1.0]).is_none());
 }
 
 #[test]
