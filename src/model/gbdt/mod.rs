@@ -10,7 +10,10 @@
 //!
 //! **Histograms.** A leaf's best split needs, per feature and bin, the sums of the gradients and
 //! hessians and the row count of the leaf's rows in that bin; the split search is then a scan over
-//! at most 256 bins per feature instead of a sort of the rows.
+//! at most 256 bins per feature instead of a sort of the rows. Unweighted squared error keeps
+//! its gradients in fixed point (exact integer multiples of a small unit), so that a bin is one
+//! `i64` (the gradient sum above the row count) filled by one integer add per row and feature;
+//! other fits use `f64` bins.
 //!
 //! **Leaf-wise growth.** Like LightGBM, a tree grows best-first: it always splits the leaf whose
 //! best split gains most, until it has `num_leaves` leaves or nothing splits. Each leaf's rows are
