@@ -28,7 +28,14 @@ pub struct Header {
 pub fn encode<T: Serialize>(kind: &str, value: &T) -> Result<Vec<u8>, ModelError> {
     let mut out = format!("{MAGIC} {FORMAT} {kind} {}\n", env!("CARGO_PKG_VERSION")).into_bytes();
     let mut z = flate2::write::DeflateEncoder::new(&mut out, flate2::Compression::default());
-    serde_json::to_writer(&mut z, value).map_err(|e| ModelError::Artifact(e.to_string()))?;
+    // serde_json writes token by token, and each write into the encoder costs a pass over its
+    // 32 KB output buffer: buffered, a forecaster of 10,000 series encodes in a fraction of the
+    // time.
+    let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut z);
+    serde_json::to_writer(&mut buffered, value).map_err(|e| ModelError::Artifact(e.to_string()))?;
+    buffered
+        .into_inner()
+        .map_err(|e| ModelError::Artifact(e.to_string()))?;
     z.finish()
         .map_err(|e| ModelError::Artifact(e.to_string()))?;
     Ok(out)
