@@ -106,8 +106,31 @@ impl FixedGrad {
 }
 
 impl Gradients {
-    /// The gradients at the base score.
+    /// The gradients at the base score: in fixed point for unweighted squared error (where
+    /// [`FixedGrad::new`] can), else [`Gradients::floating`].
     pub(super) fn new(
+        objective: Objective,
+        base_score: f64,
+        y: &[f64],
+        weights: Option<&[f64]>,
+    ) -> Gradients {
+        let fixed = match (objective, weights) {
+            (Objective::SquaredError, None) => FixedGrad::new(base_score, y),
+            _ => None,
+        };
+        match fixed {
+            Some(fixed) => Gradients {
+                grad: Vec::new(),
+                hess: None,
+                score: Vec::new(),
+                fixed: Some(fixed),
+            },
+            None => Gradients::floating(objective, base_score, y, weights),
+        }
+    }
+
+    /// The gradients at the base score as `f32`s.
+    pub(super) fn floating(
         objective: Objective,
         base_score: f64,
         y: &[f64],
@@ -115,18 +138,6 @@ impl Gradients {
     ) -> Gradients {
         let rows = y.len();
         let varying_hessian = objective == Objective::LogLoss || weights.is_some();
-        let fixed = match varying_hessian {
-            false => FixedGrad::new(base_score, y),
-            true => None,
-        };
-        if fixed.is_some() {
-            return Gradients {
-                grad: Vec::new(),
-                hess: None,
-                score: Vec::new(),
-                fixed,
-            };
-        }
         let mut grads = Gradients {
             grad: vec![0.0; rows],
             hess: varying_hessian.then(|| vec![0.0; rows]),

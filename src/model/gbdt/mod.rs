@@ -268,8 +268,21 @@ impl Gbdt {
         y: &[f64],
         weights: Option<&[f64]>,
     ) -> Gbdt {
-        let cols = data.cols();
         let base_score = base_score(params.objective, y, weights);
+        let grad = Gradients::new(params.objective, base_score, y, weights);
+        Gbdt::fit_gradients(params, data, y, weights, base_score, grad)
+    }
+
+    /// `fit_binned` from the gradients at `base_score`, in whichever representation they are.
+    fn fit_gradients(
+        params: &GbdtParams,
+        data: &BinnedData,
+        y: &[f64],
+        weights: Option<&[f64]>,
+        base_score: f64,
+        mut grad: Gradients,
+    ) -> Gbdt {
+        let cols = data.cols();
         let mut model = Gbdt {
             params: params.clone(),
             num_features: cols,
@@ -280,7 +293,6 @@ impl Gbdt {
             tree_depths: Vec::new(),
             importances: vec![0.0; cols],
         };
-        let mut grad = Gradients::new(params.objective, base_score, y, weights);
         if grad.fixed.is_some() {
             model.boost(data, y, weights, &mut grad, |g| {
                 let fixed = g.fixed.as_ref().expect("fixed-point gradients stay so");
