@@ -39,9 +39,6 @@ pub(super) struct Grower<'a, K: Hist> {
     pub(super) leaves: Vec<Leaf>,
     /// The histograms' kind, as of the tree being grown.
     pub(super) kind: K,
-    /// Whether the next root can be derived from the last tree's leaves (squared error), as long
-    /// as the gradients' representation (`kind`) is unchanged since.
-    pub(super) root_derivable: bool,
     /// Spare histogram buffer the next root is assembled in.
     pub(super) root_hist: Vec<K::Bin>,
 }
@@ -58,7 +55,6 @@ impl<'a, K: Hist> Grower<'a, K> {
             hists: vec![empty_hist()],
             leaves: Vec::with_capacity(params.num_leaves),
             kind,
-            root_derivable: false,
             root_hist: empty_hist(),
         }
     }
@@ -69,13 +65,15 @@ impl<'a, K: Hist> Grower<'a, K> {
         self.indices.clear();
         self.indices.extend(0..self.data.rows as u32);
         let mut root_hist = std::mem::take(&mut self.root_hist);
-        if self.root_derivable && kind == self.kind {
+        // Squared error after a first tree derives the root from that tree's leaves, as long as
+        // the gradients' representation (`kind`) is unchanged since.
+        let derivable = self.params.objective == Objective::SquaredError && !self.leaves.is_empty();
+        if derivable && kind == self.kind {
             self.root_from_last_tree(&mut root_hist);
         } else {
             self.kind = kind;
             build_root_histogram(kind, self.data, &self.indices, grad, &mut root_hist);
         }
-        self.root_derivable = self.params.objective == Objective::SquaredError;
         // The root takes buffer 0; buffer 0's old contents become the next root's scratch.
         std::mem::swap(&mut self.hists[0], &mut root_hist);
         self.root_hist = root_hist;
