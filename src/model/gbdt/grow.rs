@@ -283,31 +283,61 @@ pub(super) fn partition(
     if idx.len() < PARTITION_PAR_MIN_ROWS {
         return partition_block(idx, scratch, column, goes_left);
     }
-    // Each block puts its left rows at its own front and its right rows in its part of `scratch`;
-    // then the blocks' left runs are moved together, followed by their right runs.
+    // Each block writes its rows into its own part of `scratch`, left rows from the front and
+    // right rows from the back; then every block copies its two runs to where they belong in
+    // `idx`, all blocks at once (the runs' places in `idx` are disjoint, and `scratch` is only
+    // read). Nothing is moved one block after another.
     let block = idx
         .len()
         .div_ceil(4 * rayon::current_num_threads())
         .max(PARTITION_PAR_MIN_ROWS / 4);
     let counts: Vec<usize> = idx
-        .par_chunks_mut(block)
+        .par_chunks(block)
         .zip(scratch.par_chunks_mut(block))
-        .map(|(idx, scratch)| partition_block_split(idx, scratch, column, goes_left))
+        .map(|(idx, scratch)| partition_block_apart(idx, scratch, column, goes_left))
         .collect();
-    let mut pos = 0;
-    for (k, &n_left) in counts.iter().enumerate() {
-        // Moves only backwards (pos <= k * block), never over a block not yet moved.
-        idx.copy_within(k * block..k * block + n_left, pos);
-        pos += n_left;
-    }
-    let n_left = pos;
+    let n_left: usize = counts.iter().sum();
+    let (mut lefts, mut rights) = idx.split_at_mut(n_left);
+    let mut targets = Vec::with_capacity(counts.len());
     for (k, &n_left_k) in counts.iter().enumerate() {
-        let block_len = block.min(idx.len() - k * block);
-        let n_right = block_len - n_left_k;
-        idx[pos..pos + n_right].copy_from_slice(&scratch[k * block..k * block + n_right]);
-        pos += n_right;
+        let n_right_k = block.min(scratch.len() - k * block) - n_left_k;
+        let (l, rest) = std::mem::take(&mut lefts).split_at_mut(n_left_k);
+        let (r, rest_r) = std::mem::take(&mut rights).split_at_mut(n_right_k);
+        (lefts, rights) = (rest, rest_r);
+        targets.push((l, r));
     }
+    targets
+        .into_par_iter()
+        .zip(scratch.par_chunks(block))
+        .for_each(|((l, r), from)| {
+            l.copy_from_slice(&from[..l.len()]);
+            // The right run was written backwards.
+            r.iter_mut()
+                .zip(from[l.len()..].iter().rev())
+                .for_each(|(to, &row)| *to = row);
+        });
     n_left
+}
+
+/// Writes `idx`'s left rows to the front of `out` in order and its right rows to the back in
+/// reverse order; returns the left count. Branch-free like [`partition_block_split`]: each row is
+/// written at both ends of the part not yet filled, and only the matching end moves.
+pub(super) fn partition_block_apart(
+    idx: &[u32],
+    out: &mut [u32],
+    column: &[u8],
+    goes_left: &[bool; 256],
+) -> usize {
+    let (mut front, mut back) = (0, out.len());
+    for &r in idx {
+        let left = usize::from(goes_left[column[r as usize] as usize]);
+        // front < back: one slot at least is still unfilled.
+        out[front] = r;
+        out[back - 1] = r;
+        front += left;
+        back -= 1 - left;
+    }
+    front
 }
 
 /// Sequential stable partition in place (left rows first, then right rows).
