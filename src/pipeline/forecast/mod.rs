@@ -82,20 +82,30 @@ impl ForecastJob<'_> {
         Ok(split)
     }
 
-    /// The covariates a run at each backtest origin would have served, from the frames the
-    /// read stage fetched (only when the job reads them, see [`ForecastJob::reads_served`]).
-    fn as_served(&self, job: &Job, series: &[Series]) -> Result<Option<AsServed>, Error> {
-        let frames = self.served.lock().map(|mut s| s.take()).unwrap_or(None);
-        let Some(frames) = frames else {
-            return Ok(None);
-        };
-        let served = AsServed::new(job, self.spec, self.time.as_str(), &frames, series)?;
-        tracing::debug!(
-            windows = frames.len(),
-            "the backtest reads the covariates as served"
-        );
-        Ok(Some(served))
+    /// The frames the read stage fetched of the covariates as served at each backtest origin
+    /// (only when the job reads them, see [`ForecastJob::reads_served`]); taken, once.
+    fn served_frames(&self) -> Option<Vec<polars::prelude::DataFrame>> {
+        self.served.lock().map(|mut s| s.take()).unwrap_or(None)
     }
+}
+
+/// The covariates a run at each backtest origin would have served, from their frames.
+fn as_served(
+    job: &Job,
+    spec: &ForecastSpec,
+    time: &str,
+    frames: Option<Vec<polars::prelude::DataFrame>>,
+    series: &[Series],
+) -> Result<Option<AsServed>, Error> {
+    let Some(frames) = frames else {
+        return Ok(None);
+    };
+    let served = AsServed::new(job, spec, time, &frames, series)?;
+    tracing::debug!(
+        windows = frames.len(),
+        "the backtest reads the covariates as served"
+    );
+    Ok(Some(served))
 }
 
 impl Kind for ForecastJob<'_> {
@@ -223,18 +233,20 @@ impl Kind for ForecastJob<'_> {
         let seasonal =
             routine::seasonal_means(&self.spec.seasonal_rolling, series, self.spec.day());
         let schema = SeriesSchema::new(self.spec, seasonal, &job.features.numeric, statics);
-        let served = self.as_served(job, series)?;
-        let (s2, sc2, spec2, model_spec) = (
+        let frames = self.served_frames();
+        let (s2, sc2, spec2, owned, time) = (
             series.clone(),
             schema.clone(),
             self.spec.clone(),
-            job.model.clone(),
+            job.clone(),
+            self.time.to_string(),
         );
         let mut out = ctx
             .time(
                 "train",
                 pool::on_pool(job.threads, move || {
-                    train::train(&sc2, &spec2, &model_spec, &s2, served)
+                    let served = as_served(&owned, &spec2, &time, frames, &s2)?;
+                    Ok::<_, Error>(train::train(&sc2, &spec2, &owned.model, &s2, served)?)
                 }),
             )
             .await??;

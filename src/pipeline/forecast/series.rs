@@ -105,7 +105,7 @@ impl RowKeys {
         };
         if !(1..n).all(|r| sorted(r - 1, r)) {
             match self {
-                RowKeys::Int(k) => order.sort_unstable_by_key(|&r| (k[r], times[r])),
+                RowKeys::Int(k) => return key_order(k, times),
                 RowKeys::Text(k) => {
                     order.sort_unstable_by(|&a, &b| (&k[a], times[a]).cmp(&(&k[b], times[b])))
                 }
@@ -115,6 +115,51 @@ impl RowKeys {
     }
 }
 
+/// Row numbers ordered by `(a, b)`, rows with equal values in their original order. In linear
+/// time when the values of `a` are dense (their range at most about four times the rows, as
+/// integer ids are): a counting sort by `a`, then each run of one `a` sorted by `b` unless it is
+/// in order already (rows usually come in time order within a key, whatever the order of the
+/// keys). Sparse values are sorted as triples.
+fn key_order(a: &[i64], b: &[i64]) -> Vec<usize> {
+    let n = a.len();
+    let (Some(&lo), Some(&hi)) = (a.iter().min(), a.iter().max()) else {
+        return Vec::new();
+    };
+    let range = i128::from(hi) - i128::from(lo) + 1;
+    if range > 4 * n as i128 + 1024 {
+        let mut triples: Vec<(i64, i64, usize)> = (0..n).map(|r| (a[r], b[r], r)).collect();
+        triples.sort_unstable();
+        return triples.into_iter().map(|(_, _, r)| r).collect();
+    }
+    // ends[v] is where the rows of value lo + v end once placed; filled backwards from there.
+    let mut ends = vec![0usize; range as usize];
+    for &v in a {
+        ends[(v - lo) as usize] += 1;
+    }
+    let mut total = 0;
+    for e in ends.iter_mut() {
+        total += *e;
+        *e = total;
+    }
+    let mut order = vec![0usize; n];
+    for (r, &v) in a.iter().enumerate().rev() {
+        let e = &mut ends[(v - lo) as usize];
+        *e -= 1;
+        order[*e] = r;
+    }
+    // `ends` now holds where each value's rows start.
+    let mut rest = &mut order[..];
+    let mut at = 0;
+    for &start in ends.iter().skip(1).chain(std::iter::once(&n)) {
+        let (run, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
+        if !run.windows(2).all(|w| b[w[0]] <= b[w[1]]) {
+            run.sort_by_key(|&r| b[r]);
+        }
+        (rest, at) = (tail, start);
+    }
+    order
+}
+
 fn columns<'a>(job: &Job, time: &str, df: &'a DataFrame) -> Result<Columns<'a>, FeatureError> {
     let frame_err = |column: &str| {
         let column = column.to_string();
@@ -122,27 +167,36 @@ fn columns<'a>(job: &Job, time: &str, df: &'a DataFrame) -> Result<Columns<'a>, 
     };
     let key = job.input.key.as_str();
     let key_col = df.column(key).map_err(frame_err(key))?;
-    let keys = match key_col.i64() {
-        Ok(k) if k.null_count() == 0 => RowKeys::Int(k.into_no_null_iter().collect()),
-        _ => RowKeys::Text((0..df.height()).map(|r| cell_text(key_col, r)).collect()),
-    };
-    let times = df
-        .column(time)
-        .and_then(|c| c.datetime().map(|d| d.physical().clone()))
-        .map_err(frame_err(time))?
-        .iter()
-        .map(|t| t.unwrap_or(i64::MIN))
-        .collect();
+    // Keys and times on one thread, the values on another: each is a pass over every row.
+    let (keys_times, values) = rayon::join(
+        || {
+            let keys = match key_col.i64() {
+                Ok(k) if k.null_count() == 0 => RowKeys::Int(k.into_no_null_iter().collect()),
+                _ => RowKeys::Text((0..df.height()).map(|r| cell_text(key_col, r)).collect()),
+            };
+            let times: Vec<i64> = df
+                .column(time)
+                .and_then(|c| c.datetime().map(|d| d.physical().clone()))
+                .map_err(frame_err(time))?
+                .iter()
+                .map(|t| t.unwrap_or(i64::MIN))
+                .collect();
+            Ok::<_, FeatureError>((keys, times))
+        },
+        || {
+            let y = float_column(df, job.input.target.as_str())?;
+            let exog = (job.features.numeric.iter())
+                .map(|c| float_column(df, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, FeatureError>((y, exog))
+        },
+    );
+    let ((keys, times), (y, exog)) = (keys_times?, values?);
     Ok(Columns {
         keys,
         times,
-        y: float_column(df, job.input.target.as_str())?,
-        exog: job
-            .features
-            .numeric
-            .iter()
-            .map(|c| float_column(df, c))
-            .collect::<Result<_, _>>()?,
+        y,
+        exog,
         statics: job
             .features
             .categorical
@@ -400,32 +454,36 @@ impl AsServed {
             .enumerate()
             .map(|(i, s)| (s.key.to_string(), i))
             .collect();
-        let mut windows = Vec::with_capacity(frames.len());
-        let mut origins = Vec::with_capacity(frames.len());
-        for (w, f) in frames.iter().enumerate() {
-            let at: Vec<Option<usize>> = series
-                .iter()
-                .map(|s| s.y.len().checked_sub(h + w * spec.backtest_step))
-                .collect();
-            let mut values = vec![Vec::new(); series.len()];
-            future_rows(job, time, f, |key, t, row| {
-                let Some(&i) = index.get(&key) else { return };
-                let Some(o) = at[i] else { return };
-                let k = (t - series[i].time_at(o, step_us)).div_euclid(step_us);
-                if !(0..h as i64).contains(&k) || (t - series[i].start_us) % step_us != 0 {
-                    return;
-                }
-                let v: &mut Vec<f64> = &mut values[i];
-                if v.is_empty() {
-                    v.resize(h * covs, f64::NAN);
-                }
-                for (j, x) in row.into_iter().enumerate() {
-                    v[j * h + k as usize] = x.unwrap_or(f64::NAN);
-                }
-            })?;
-            windows.push(values);
-            origins.push(at);
-        }
+        // The windows' frames are independent: decoded side by side.
+        use rayon::prelude::*;
+        let per_window = frames
+            .par_iter()
+            .enumerate()
+            .map(|(w, f)| {
+                let at: Vec<Option<usize>> = series
+                    .iter()
+                    .map(|s| s.y.len().checked_sub(h + w * spec.backtest_step))
+                    .collect();
+                let mut values = vec![Vec::new(); series.len()];
+                future_rows(job, time, f, |key, t, row| {
+                    let Some(&i) = index.get(&key) else { return };
+                    let Some(o) = at[i] else { return };
+                    let k = (t - series[i].time_at(o, step_us)).div_euclid(step_us);
+                    if !(0..h as i64).contains(&k) || (t - series[i].start_us) % step_us != 0 {
+                        return;
+                    }
+                    let v: &mut Vec<f64> = &mut values[i];
+                    if v.is_empty() {
+                        v.resize(h * covs, f64::NAN);
+                    }
+                    for (j, x) in row.into_iter().enumerate() {
+                        v[j * h + k as usize] = x.unwrap_or(f64::NAN);
+                    }
+                })?;
+                Ok((values, at))
+            })
+            .collect::<Result<Vec<_>, FeatureError>>()?;
+        let (windows, origins) = per_window.into_iter().unzip();
         Ok(AsServed {
             windows,
             origins,
@@ -515,6 +573,24 @@ pub fn learn_statics(job: &Job, series: &[Series]) -> Vec<(String, Vec<String>)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_order_sorts_by_key_then_time_keeping_ties_in_row_order() {
+        let check = |a: &[i64], b: &[i64]| {
+            let mut want: Vec<usize> = (0..a.len()).collect();
+            want.sort_by_key(|&r| (a[r], b[r]));
+            assert_eq!(key_order(a, b), want, "a {a:?} b {b:?}");
+        };
+        check(&[3, 1, 2, 1, 3, 2], &[0, 5, 1, 4, 0, 0]); // dense: counted
+        check(&[3 << 50, -1, 3 << 50, -1], &[2, 1, 1, 1]); // sparse: sorted as triples
+        check(&[], &[]);
+        // Keys in any order, times in order within each key (the usual history), and not.
+        let a: Vec<i64> = (0..600).map(|i| (i * 7919) % 13 - 6).collect();
+        let in_time: Vec<i64> = (0..600).collect();
+        let shuffled: Vec<i64> = (0..600).map(|i| (i * 104_729) % 600).collect();
+        check(&a, &in_time);
+        check(&a, &shuffled);
+    }
 
     #[test]
     fn short_gaps_are_interpolated_and_long_ones_stay_missing() {
