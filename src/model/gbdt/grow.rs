@@ -322,7 +322,7 @@ pub(super) fn partition(
 /// Writes `idx`'s left rows to the front of `out` in order and its right rows to the back in
 /// reverse order; returns the left count. Branch-free like [`partition_block_split`]: each row is
 /// written at both ends of the part not yet filled, and only the matching end moves.
-pub(super) fn partition_block_apart(
+fn partition_block_apart(
     idx: &[u32],
     out: &mut [u32],
     column: &[u8],
