@@ -10,6 +10,7 @@
 //! series, series with less than a day of values and series off the step grid are skipped:
 //! counted and reported, never a crash.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use polars::prelude::*;
@@ -62,8 +63,9 @@ struct Columns<'a> {
     /// The key of every row: integers when the key column is an integer column without NULLs.
     keys: RowKeys,
     times: Vec<i64>,
-    y: Vec<Option<f64>>,
-    exog: Vec<Vec<Option<f64>>>,
+    /// The target and the covariates, NaN where NULL (the contract has refused NaN itself).
+    y: Cow<'a, [f64]>,
+    exog: Vec<Cow<'a, [f64]>>,
     statics: Vec<&'a Column>,
 }
 
@@ -184,9 +186,9 @@ fn columns<'a>(job: &Job, time: &str, df: &'a DataFrame) -> Result<Columns<'a>, 
             Ok::<_, FeatureError>((keys, times))
         },
         || {
-            let y = float_column(df, job.input.target.as_str())?;
+            let y = values_column(df, job.input.target.as_str())?;
             let exog = (job.features.numeric.iter())
-                .map(|c| float_column(df, c))
+                .map(|c| values_column(df, c))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok::<_, FeatureError>((y, exog))
         },
@@ -274,9 +276,9 @@ fn one_series(
             return Err((name, why));
         }
         let i = ((t - t0) / step_us) as usize;
-        ys[i] = cols.y[r].unwrap_or(f64::NAN);
+        ys[i] = cols.y[r];
         for (e, col) in ex.iter_mut().zip(&cols.exog) {
-            e[i] = col[r].unwrap_or(f64::NAN);
+            e[i] = col[r];
         }
     }
     // Gap policy: interpolate short gaps; longer ones stay missing.
@@ -362,6 +364,24 @@ fn fill_edges(v: &mut [f64]) {
         let l = v[last];
         v[last + 1..].iter_mut().for_each(|x| *x = l);
     }
+}
+
+/// A history column as `f64`s, NaN where NULL: borrowed from the frame when it is a float
+/// column in one piece without NULLs (as read), else converted.
+fn values_column<'a>(df: &'a DataFrame, name: &str) -> Result<Cow<'a, [f64]>, FeatureError> {
+    let col = df.column(name).map_err(|source| FeatureError::Frame {
+        column: name.to_string(),
+        source,
+    })?;
+    if let Ok(ca) = col.f64() {
+        if let (0, Ok(v)) = (ca.null_count(), ca.cont_slice()) {
+            return Ok(Cow::Borrowed(v));
+        }
+    }
+    let values = float_column(df, name)?;
+    Ok(Cow::Owned(
+        values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
+    ))
 }
 
 fn float_column(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, FeatureError> {
