@@ -63,7 +63,7 @@ struct Columns<'a> {
     /// The key of every row: integers when the key column is an integer column without NULLs.
     keys: RowKeys,
     times: Vec<i64>,
-    /// The target and the covariates, NaN where NULL (the contract has refused NaN itself).
+    /// The target and the covariates, NaN where NULL: a series holds a missing value as NaN.
     y: Cow<'a, [f64]>,
     exog: Vec<Cow<'a, [f64]>>,
     statics: Vec<&'a Column>,
