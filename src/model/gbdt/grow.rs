@@ -281,7 +281,10 @@ pub(super) fn partition(
     goes_left: &[bool; 256],
 ) -> usize {
     if idx.len() < PARTITION_PAR_MIN_ROWS {
-        return partition_block(idx, scratch, column, goes_left);
+        let n_left = partition_block_apart(idx, scratch, column, goes_left);
+        let (lefts, rights) = idx.split_at_mut(n_left);
+        place_runs(lefts, rights, scratch);
+        return n_left;
     }
     // Each block writes its rows into its own part of `scratch`, left rows from the front and
     // right rows from the back; then every block copies its two runs to where they belong in
@@ -309,19 +312,14 @@ pub(super) fn partition(
     targets
         .into_par_iter()
         .zip(scratch.par_chunks(block))
-        .for_each(|((l, r), from)| {
-            l.copy_from_slice(&from[..l.len()]);
-            // The right run was written backwards.
-            r.iter_mut()
-                .zip(from[l.len()..].iter().rev())
-                .for_each(|(to, &row)| *to = row);
-        });
+        .for_each(|((l, r), from)| place_runs(l, r, from));
     n_left
 }
 
 /// Writes `idx`'s left rows to the front of `out` in order and its right rows to the back in
-/// reverse order; returns the left count. Branch-free like [`partition_block_split`]: each row is
-/// written at both ends of the part not yet filled, and only the matching end moves.
+/// reverse order; returns the left count. Branch-free, because the direction is unpredictable
+/// and a mispredicted branch costs more than a store: each row is written at both ends of the
+/// part not yet filled, and only the matching end moves.
 fn partition_block_apart(
     idx: &[u32],
     out: &mut [u32],
@@ -340,36 +338,11 @@ fn partition_block_apart(
     front
 }
 
-/// Sequential stable partition in place (left rows first, then right rows).
-pub(super) fn partition_block(
-    idx: &mut [u32],
-    scratch: &mut [u32],
-    column: &[u8],
-    goes_left: &[bool; 256],
-) -> usize {
-    let n_left = partition_block_split(idx, scratch, column, goes_left);
-    let n_right = idx.len() - n_left;
-    idx[n_left..].copy_from_slice(&scratch[..n_right]);
-    n_left
-}
-
-/// Left rows to the front of `idx`, right rows to the front of `scratch`; returns the left count.
-/// Branch-free: every row is written to both places and only the matching cursor advances,
-/// because the direction is unpredictable and a mispredicted branch costs more than a store.
-pub(super) fn partition_block_split(
-    idx: &mut [u32],
-    scratch: &mut [u32],
-    column: &[u8],
-    goes_left: &[bool; 256],
-) -> usize {
-    let (mut n_left, mut n_right) = (0, 0);
-    for i in 0..idx.len() {
-        let r = idx[i];
-        let left = usize::from(goes_left[column[r as usize] as usize]);
-        idx[n_left] = r; // n_left <= i: that slot was read already
-        scratch[n_right] = r;
-        n_left += left;
-        n_right += 1 - left;
-    }
-    n_left
+/// Copies the runs [`partition_block_apart`] wrote into `from` to `lefts` and `rights`, the right
+/// run back in row order.
+fn place_runs(lefts: &mut [u32], rights: &mut [u32], from: &[u32]) {
+    lefts.copy_from_slice(&from[..lefts.len()]);
+    (rights.iter_mut())
+        .zip(from[lefts.len()..].iter().rev())
+        .for_each(|(to, &row)| *to = row);
 }

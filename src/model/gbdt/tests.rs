@@ -299,6 +299,30 @@ fn synthetic(n: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
     (col_major(&cols), y)
 }
 
+/// The synthetic data of `n` rows binned with the default parameters, and its unweighted base
+/// score: the setup of the tests that fit from gradients directly.
+struct Binned {
+    x: Vec<f64>,
+    y: Vec<f64>,
+    params: GbdtParams,
+    data: BinnedData,
+    base: f64,
+}
+
+fn binned(n: usize, seed: u64) -> Binned {
+    let (x, y) = synthetic(n, seed);
+    let params = GbdtParams::default();
+    let data = BinnedData::new(&x, n, 4, params.max_bins, params.seed);
+    let base = base_score(params.objective, &y, None);
+    Binned {
+        x,
+        y,
+        params,
+        data,
+        base,
+    }
+}
+
 /// One tree grown on `grad` with histograms of `kind`, the gradients moved on by it, then the
 /// next root derived from its leaves and the same root built from the rows.
 fn derived_and_built_roots<K: Hist>(
@@ -327,10 +351,13 @@ fn squared_error_root_histogram_from_last_tree_matches_the_rows() {
     // agree with a histogram built from the updated gradients: exactly in fixed point (no
     // weights), to rounding in floating point (weights).
     let n = 20_000;
-    let (x, y) = synthetic(n, 5);
-    let params = GbdtParams::default();
-    let data = BinnedData::new(&x, n, 4, params.max_bins, params.seed);
-    let base = base_score(params.objective, &y, None);
+    let Binned {
+        y,
+        params,
+        data,
+        base,
+        ..
+    } = binned(n, 5);
     let mut grad = Gradients::new(params.objective, base, &y, None);
     let kind = grad
         .fixed
@@ -369,11 +396,13 @@ fn assert_float_roots_agree(derived: &[f64], built: &[f64], stride: usize) {
 fn unweighted_floating_root_from_last_tree_matches_the_rows() {
     // The f64 histograms without hessians ([g, n] bins), which unweighted squared error uses
     // when fixed point cannot (a constant target, 2^24 rows or more).
-    let n = 20_000;
-    let (x, y) = synthetic(n, 6);
-    let params = GbdtParams::default();
-    let data = BinnedData::new(&x, n, 4, params.max_bins, params.seed);
-    let base = base_score(params.objective, &y, None);
+    let Binned {
+        y,
+        params,
+        data,
+        base,
+        ..
+    } = binned(20_000, 6);
     let mut grad = Gradients::floating(params.objective, base, &y, None);
     let kind = Float::new(&grad);
     assert_eq!(kind.stride, 2);
@@ -387,10 +416,13 @@ fn a_fixed_point_fit_predicts_what_the_floating_point_fit_does() {
     // the targets' rounding is far below the model's error, so the two models agree to a small
     // fraction of it (measured 1.4%: a near tie between two splits may go either way).
     let n = 30_000;
-    let (x, y) = synthetic(n, 11);
-    let params = GbdtParams::default();
-    let data = BinnedData::new(&x, n, 4, params.max_bins, params.seed);
-    let base = base_score(params.objective, &y, None);
+    let Binned {
+        x,
+        y,
+        params,
+        data,
+        base,
+    } = binned(n, 11);
     let fit = |grad| Gbdt::fit_gradients(&params, &data, &y, None, base, grad);
     let fixed = fit(Gradients::new(params.objective, base, &y, None));
     let floating = fit(Gradients::floating(params.objective, base, &y, None));
